@@ -1,0 +1,39 @@
+"""Settings read from `GPUCOST_*` environment variables and an optional `.env` file."""
+
+from decimal import Decimal
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GPUCOST_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./gpucost.db"
+    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Ingest limits: each one is checked and named in the error that enforces it.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_batch_reports: int = Field(default=1000, ge=1)
+    max_gpus_per_report: int = Field(default=1024, ge=1)
+    max_report_interval_seconds: int = Field(default=3600, ge=1)
+    max_future_skew_seconds: int = Field(default=300, ge=0)
+    gpu_seconds_tolerance_seconds: Decimal = Field(default=Decimal("1"), ge=0)
+
+    default_rate_usd: Decimal = Field(default=Decimal("2.00"), ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_psycopg3(cls, url: str) -> str:
+        # A bare postgresql:// URL would make SQLAlchemy look for psycopg2, which is not installed.
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url.removeprefix(prefix)
+        return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

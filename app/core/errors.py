@@ -1,0 +1,123 @@
+"""The service's error hierarchy and the handlers that turn errors into one JSON shape.
+
+Every error answers `{"error": "<Name>", "detail": "<what was wrong>"}`; validation errors
+add `"errors": [{"field": ..., "reason": ...}]` naming each offending field.
+"""
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    status = 400
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict[str, Any]:
+        return {"error": type(self).__name__, "detail": self.message}
+
+
+class Unauthorized(AppError):
+    status = 401
+
+
+class Forbidden(AppError):
+    status = 403
+
+
+class NotFound(AppError):
+    status = 404
+
+
+class Conflict(AppError):
+    status = 409
+
+
+class InvalidInput(AppError):
+    """A request that parsed but breaks a rule; names the field at fault."""
+
+    status = 422
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": "ValidationError",
+            "detail": self.message,
+            "errors": [{"field": self.field, "reason": self.reason}],
+        }
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """`("body", "gpus", 0, "util_pct")` -> `gpus[0].util_pct`."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path") else loc)
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def validation_body(errors: Iterable[Any]) -> dict[str, Any]:
+    items = [{"field": field_path(tuple(e["loc"])), "reason": e["msg"]} for e in errors]
+    first = items[0] if items else {"field": "body", "reason": "invalid"}
+    return {
+        "error": "ValidationError",
+        "detail": f"{first['field']}: {first['reason']}",
+        "errors": items,
+    }
+
+
+async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+async def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(validation_body(exc.errors()), status_code=422)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    names = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
+    return JSONResponse(
+        {"error": names.get(exc.status_code, "HTTPError"), "detail": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    body = {"error": "DatabaseUnavailable", "detail": "the database cannot be reached; retry"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)

@@ -1,0 +1,63 @@
+"""`/v1/jobs`: job metadata that attributes usage to models, phases, teams and users."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from app.core.auth import JobWriterAuth, ViewerAuth
+from app.core.clock import ClockDep
+from app.core.db import SessionDep
+from app.jobs.schemas import JobList, JobRead, JobUpdate
+from app.jobs.service import get_job, list_jobs, upsert_job
+from app.reports.schemas import JOB_ID_PATTERN, NAME_PATTERN
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+ClusterPath = Annotated[str, Path(max_length=128, pattern=NAME_PATTERN)]
+JobIdPath = Annotated[str, Path(max_length=128, pattern=JOB_ID_PATTERN)]
+Filter = Annotated[str | None, Query(max_length=128)]
+
+
+@router.put("/{cluster}/{job_id}", responses={201: {"model": JobRead, "description": "Created"}})
+def put_job(
+    cluster: ClusterPath,
+    job_id: JobIdPath,
+    changes: JobUpdate,
+    principal: JobWriterAuth,
+    session: SessionDep,
+    clock: ClockDep,
+    response: Response,
+) -> JobRead:
+    """Register a job or update its metadata; its usage, past and future, follows at once."""
+    principal.require_cluster(cluster)
+    job, created = upsert_job(
+        session, cluster=cluster, job_id=job_id, changes=changes, actor=principal.name, now=clock()
+    )
+    response.status_code = 201 if created else 200
+    return job
+
+
+@router.get("/{cluster}/{job_id}")
+def read_job(
+    cluster: ClusterPath, job_id: JobIdPath, _: ViewerAuth, session: SessionDep
+) -> JobRead:
+    """One job with its usage totals."""
+    return get_job(session, cluster=cluster, job_id=job_id)
+
+
+@router.get("")
+def read_jobs(
+    _: ViewerAuth,
+    session: SessionDep,
+    cluster: Filter = None,
+    model: Filter = None,
+    phase: Filter = None,
+    team: Filter = None,
+    user: Filter = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    """Jobs matching every filter given, most recently active first."""
+    filters = {"cluster": cluster, "model": model, "phase": phase, "team": team, "user": user}
+    jobs, total = list_jobs(session, filters=filters, limit=limit, offset=offset)
+    return JobList(jobs=jobs, limit=limit, offset=offset, total=total)

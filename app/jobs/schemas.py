@@ -1,0 +1,52 @@
+"""Job metadata as clients send it and read it back."""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+LabelKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$")
+]
+LabelValue = Annotated[str, StringConstraints(max_length=256)]
+MAX_LABELS = 64
+
+
+class JobUpdate(BaseModel):
+    """Fields given are set (null clears one); fields left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Text | None = Field(default=None, examples=["deepseek-v3"])
+    phase: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)] | None
+    ) = Field(default=None, examples=["pre-training"])
+    team: Text | None = None
+    user: Text | None = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)] | None = None
+
+
+class JobRead(BaseModel):
+    cluster: str
+    job_id: str
+    model: str | None
+    phase: str | None
+    team: str | None
+    user: str | None
+    name: str | None
+    labels: dict[str, str]
+    first_seen: datetime | None
+    last_seen: datetime | None
+    gpu_seconds: Decimal
+    busy_gpu_seconds: Decimal
+    energy_j: Decimal
+
+
+class JobList(BaseModel):
+    jobs: list[JobRead]
+    limit: int
+    offset: int
+    total: int

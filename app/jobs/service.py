@@ -1,0 +1,154 @@
+"""Registering jobs' metadata and reading jobs with their measured usage."""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from app.audit.service import record
+from app.core.errors import NotFound
+from app.core.upsert import get_or_create_ids
+from app.jobs.schemas import JobRead, JobUpdate
+from app.models import Cluster, HourlyUsage, Job
+
+MICRO = Decimal(1_000_000)
+MILLI = Decimal(1_000)
+# API field name -> column, for the fields a client may set.
+_FIELDS = {
+    "model": "model",
+    "phase": "phase",
+    "team": "team",
+    "user": "user_name",
+    "name": "name",
+    "labels": "labels",
+}
+
+
+def upsert_job(
+    session: Session, *, cluster: str, job_id: str, changes: JobUpdate, actor: str, now: datetime
+) -> tuple[JobRead, bool]:
+    """Create or update a job's metadata; returns the job and whether it was created."""
+    cluster_id = get_or_create_ids(
+        session, Cluster, ["name"], [{"name": cluster, "created_at": now}]
+    )[(cluster,)]
+    locked = (
+        select(Job)
+        .where(Job.cluster_id == cluster_id, Job.scheduler_job_id == job_id)
+        .with_for_update()
+    )
+    job = session.execute(locked).scalar_one_or_none()
+    created = job is None
+    if job is None:
+        # A report or another request may create the same job at this moment.
+        row = {
+            "cluster_id": cluster_id,
+            "scheduler_job_id": job_id,
+            "labels": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        get_or_create_ids(session, Job, ["cluster_id", "scheduler_job_id"], [row])
+        job = session.execute(locked).scalar_one()
+    given = changes.model_dump(exclude_unset=True)
+    old = {field: getattr(job, column) for field, column in _FIELDS.items() if field in given}
+    for field, value in given.items():
+        setattr(job, _FIELDS[field], value if field != "labels" else (value or {}))
+    new = {field: getattr(job, column) for field, column in _FIELDS.items() if field in given}
+    if created or old != new:
+        job.updated_at = now
+        record(
+            session,
+            at=now,
+            actor=actor,
+            action="job.create" if created else "job.update",
+            target=f"job:{cluster}/{job_id}",
+            details={"old": None if created else old, "new": new},
+        )
+    session.flush()
+    return read_jobs(session, select(Job).where(Job.id == job.id))[0], created
+
+
+def get_job(session: Session, *, cluster: str, job_id: str) -> JobRead:
+    """One job by cluster and scheduler job id."""
+    jobs = read_jobs(session, _filtered(cluster=cluster, job_id=job_id))
+    if not jobs:
+        raise NotFound(f"no job '{job_id}' on cluster '{cluster}'")
+    return jobs[0]
+
+
+def list_jobs(
+    session: Session, *, filters: dict[str, str | None], limit: int, offset: int
+) -> tuple[list[JobRead], int]:
+    """A page of jobs matching the filters, newest activity first, and the match count."""
+    query = _filtered(**filters)
+    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    page = (
+        query.order_by(Job.last_seen.desc().nulls_last(), Job.id.desc()).limit(limit).offset(offset)
+    )
+    return read_jobs(session, page), total
+
+
+def _filtered(**filters: str | None) -> Select[Job]:
+    query = select(Job).join(Cluster, Cluster.id == Job.cluster_id)
+    columns: dict[str, Any] = {
+        "cluster": Cluster.name,
+        "job_id": Job.scheduler_job_id,
+        "model": Job.model,
+        "phase": Job.phase,
+        "team": Job.team,
+        "user": Job.user_name,
+    }
+    for field, value in filters.items():
+        if value is not None:
+            query = query.where(columns[field] == value)
+    return query
+
+
+def read_jobs(session: Session, query: Select[Job]) -> list[JobRead]:
+    """Jobs with their usage totals, summed from the hourly rollup."""
+    jobs = session.execute(query).scalars().all()
+    if not jobs:
+        return []
+    clusters = dict(
+        session.execute(
+            select(Cluster.id, Cluster.name).where(Cluster.id.in_({j.cluster_id for j in jobs}))
+        )
+        
+        .all()
+    )
+    usage = {
+        row.job_id: row
+        for row in session.execute(
+            select(
+                HourlyUsage.job_id,
+                func.sum(HourlyUsage.gpu_us).label("gpu_us"),
+                func.sum(HourlyUsage.busy_us).label("busy_us"),
+                func.sum(HourlyUsage.energy_mj).label("energy_mj"),
+            )
+            .where(HourlyUsage.job_id.in_([j.id for j in jobs]))
+            .group_by(HourlyUsage.job_id)
+        )
+    }
+    result = []
+    for job in jobs:
+        totals = usage.get(job.id)
+        result.append(
+            JobRead(
+                cluster=clusters[job.cluster_id],
+                job_id=job.scheduler_job_id,
+                model=job.model,
+                phase=job.phase,
+                team=job.team,
+                user=job.user_name,
+                name=job.name,
+                labels=job.labels or {},
+                first_seen=job.first_seen,
+                last_seen=job.last_seen,
+                gpu_seconds=Decimal(int(totals.gpu_us)) / MICRO if totals else Decimal(0),
+                busy_gpu_seconds=Decimal(int(totals.busy_us)) / MICRO if totals else Decimal(0),
+                energy_j=Decimal(int(totals.energy_mj)) / MILLI if totals else Decimal(0),
+            )
+        )
+    return result

@@ -1,0 +1,45 @@
+"""The FastAPI application factory."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.core.clock import Clock, utc_now
+from app.core.config import Settings, get_settings
+from app.core.db import create_db_engine, create_session_factory
+from app.core.errors import install_error_handlers
+from app.core.migrate import head_revision
+from app.health.router import router as health_router
+from app.jobs.router import router as jobs_router
+from app.reports.router import router as reports_router
+
+
+def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> FastAPI:
+    """Build the service for the given settings (the environment's by default)."""
+    settings = settings or get_settings()
+    engine = create_db_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="gpucost",
+        version=__version__,
+        summary="GPU-hour cost accounting from NVML measurements",
+        max_body_size=settings.max_body_bytes,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    app.state.engine = engine
+    app.state.session_factory = create_session_factory(engine)
+    app.state.schema_head = head_revision()
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(reports_router)
+    app.include_router(jobs_router)
+    return app

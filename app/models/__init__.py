@@ -1,0 +1,21 @@
+"""Every table, imported from one place so Alembic and the domains see the same metadata."""
+
+from app.models.auth import ROLES, ApiToken, AuditEntry
+from app.models.base import Base
+from app.models.fleet import Cluster, Gpu, Node
+from app.models.jobs import Job
+from app.models.usage import HourlyUsage, Report, Usage
+
+__all__ = [
+    "ROLES",
+    "ApiToken",
+    "AuditEntry",
+    "Base",
+    "Cluster",
+    "Gpu",
+    "HourlyUsage",
+    "Job",
+    "Node",
+    "Report",
+    "Usage",
+]

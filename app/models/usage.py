@@ -1,0 +1,79 @@
+"""Collector reports, the raw per-GPU usage they carry, and the hourly rollup kept at ingest.
+
+Quantities are integers in small units (microseconds, millijoules) so that sums are exact
+on every backend; the API turns them back into seconds and joules as decimals.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, BigIntPK, UTCDateTime
+
+
+class Report(Base):
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("node_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    entries: Mapped[int] = mapped_column(Integer)
+
+
+class Usage(Base):
+    __tablename__ = "usage"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"), index=True)
+    gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    gpu_us: Mapped[int] = mapped_column(BigInteger)
+    busy_us: Mapped[int] = mapped_column(BigInteger)
+    util_pct: Mapped[float] = mapped_column(Float)
+    energy_mj: Mapped[int] = mapped_column(BigInteger)
+    mem_peak_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class HourlyUsage(Base):
+    """Usage per job (or idle capacity, job_id null), GPU model and UTC hour."""
+
+    __tablename__ = "usage_hourly"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    gpu_model: Mapped[str] = mapped_column(String(128))
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    gpu_us: Mapped[int] = mapped_column(BigInteger)
+    busy_us: Mapped[int] = mapped_column(BigInteger)
+    energy_mj: Mapped[int] = mapped_column(BigInteger)
+
+
+# NULLs never collide in a unique index, so job rows and idle rows each get their own.
+JOB_HOUR_WHERE = HourlyUsage.job_id.is_not(None)
+IDLE_HOUR_WHERE = HourlyUsage.job_id.is_(None)
+Index(
+    "uq_usage_hourly_job_hour",
+    HourlyUsage.job_id,
+    HourlyUsage.gpu_model,
+    HourlyUsage.hour,
+    unique=True,
+    postgresql_where=JOB_HOUR_WHERE,
+    sqlite_where=JOB_HOUR_WHERE,
+)
+Index(
+    "uq_usage_hourly_idle_hour",
+    HourlyUsage.cluster_id,
+    HourlyUsage.gpu_model,
+    HourlyUsage.hour,
+    unique=True,
+    postgresql_where=IDLE_HOUR_WHERE,
+    sqlite_where=IDLE_HOUR_WHERE,
+)

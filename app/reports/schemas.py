@@ -1,0 +1,92 @@
+"""The collector report contract (`POST /v1/reports`), validated at the edge."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*$"
+_HEX = "[0-9a-fA-F]"
+GPU_UUID_PATTERN = rf"^(GPU|MIG)-{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$"
+# Hard ceiling for the schema; the configured, lower limit is checked by the service.
+SCHEMA_MAX_ENTRIES = 100_000
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+JobId = Annotated[str, Field(min_length=1, max_length=128, pattern=JOB_ID_PATTERN)]
+
+
+class GpuUsageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uuid: Annotated[
+        str, Field(pattern=GPU_UUID_PATTERN, examples=["GPU-5f3a2c1e-0b7d-4e8a-9c6f-1d2e3f4a5b6c"])
+    ]
+    index: Annotated[int, Field(ge=0, le=1023)]
+    model: Annotated[str, Field(min_length=1, max_length=128, examples=["NVIDIA H800"])]
+    job_id: JobId | None
+    gpu_seconds: Annotated[Decimal, Field(ge=0, le=10**7, allow_inf_nan=False)]
+    util_pct: Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)] = Decimal(0)
+    energy_j: Annotated[Decimal, Field(ge=0, le=10**12, allow_inf_nan=False)] = Decimal(0)
+    mem_peak_bytes: Annotated[int, Field(ge=0, le=2**53)] = 0
+
+    @field_validator("uuid")
+    @classmethod
+    def _canonical_uuid(cls, value: str) -> str:
+        # NVML prints lower-case hex; one spelling per GPU keeps one row per GPU.
+        return value[:4] + value[4:].lower()
+
+
+class ReportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cluster: Name
+    node: Name
+    seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    start: AwareDatetime
+    end: AwareDatetime
+    gpus: Annotated[list[GpuUsageIn], Field(max_length=SCHEMA_MAX_ENTRIES)]
+
+    @field_validator("start", "end")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        start = info.data.get("start")
+        if start is not None and value <= start:
+            raise ValueError("end must be after start")
+        return value
+
+
+class BatchIn(BaseModel):
+    # Each report is validated on its own, so that one bad report rejects only itself.
+    reports: Annotated[list[dict[str, Any]], Field(min_length=1)]
+
+
+class ReportOutcome(BaseModel):
+    status: Literal["accepted", "duplicate"]
+    duplicate: bool
+    cluster: str
+    node: str
+    seq: int
+    report_id: int
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    seq: int | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    http_status: int
+    report_id: int | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchOut(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[BatchItemOut]

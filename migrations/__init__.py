@@ -1,0 +1,1 @@
+"""Alembic migrations for gpucost; run them with `gpucost db upgrade`."""

@@ -1,0 +1,183 @@
+"""Shared test helpers: report builders, a settable clock, database reset, server processes."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from app.models import Base
+
+CLUSTER = "hf-h800"
+NODE = "node-017"
+H800 = "NVIDIA H800"
+
+
+def gpu_uuid(n: int) -> str:
+    return f"GPU-{n:08x}-0000-4000-8000-{n:012x}"
+
+
+def entry(
+    n: int = 0,
+    *,
+    job_id: str | None = "91234",
+    gpu_seconds: Any = 60,
+    util_pct: Any = 97.5,
+    energy_j: Any = 41200,
+    mem_peak_bytes: int = 79_000_000_000,
+    model: str = H800,
+) -> dict[str, Any]:
+    return {
+        "uuid": gpu_uuid(n),
+        "index": n,
+        "model": model,
+        "job_id": job_id,
+        "gpu_seconds": gpu_seconds,
+        "util_pct": util_pct,
+        "energy_j": energy_j,
+        "mem_peak_bytes": mem_peak_bytes,
+    }
+
+
+def report(
+    seq: int = 1,
+    *,
+    start: str = "2025-01-06T10:00:00Z",
+    end: str = "2025-01-06T10:01:00Z",
+    gpus: list[dict[str, Any]] | None = None,
+    cluster: str = CLUSTER,
+    node: str = NODE,
+) -> dict[str, Any]:
+    return {
+        "cluster": cluster,
+        "node": node,
+        "seq": seq,
+        "start": start,
+        "end": end,
+        "gpus": [entry()] if gpus is None else gpus,
+    }
+
+
+class SettableClock:
+    """The wall clock, held at a moment the test chooses."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+
+DEFAULT_NOW = datetime(2025, 1, 7, tzinfo=UTC)
+
+
+def reset_database(engine: Engine) -> None:
+    """Empty every gpucost table, keeping the migrated schema."""
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(text(f"DELETE FROM {name}"))
+
+
+def ensure_postgres_database(url: str) -> None:
+    """Create the PostgreSQL database named in `url` if it does not exist yet."""
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+            ).first()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    finally:
+        admin.dispose()
+
+
+def drop_all_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def running_server(
+    database_url: str, log_dir: Path, *, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """A real `uvicorn` process serving gpucost on a free loopback port."""
+    port = free_port()
+    log_path = log_dir / f"server-{port}.log"
+    full_env = {**os.environ, "GPUCOST_DATABASE_URL": database_url, **(env or {})}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{server.log()}")
+            try:
+                if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{server.log()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
