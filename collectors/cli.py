@@ -1,0 +1,240 @@
+"""`gpucost-collector run | once | flush`: the node agent's command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from collectors.agent import Agent, preview
+from collectors.attribution import Attributor
+from collectors.clock import Clock, FakeClock, SystemClock
+from collectors.config import Config, ConfigError, load_config
+from collectors.metrics import CollectorMetrics
+from collectors.sampling import Sampler
+from collectors.sender import Backoff, Sender
+from collectors.spool import Spool
+
+app = typer.Typer(add_completion=False, help="GPU-hour collector for gpucost (one per GPU node).")
+
+
+class UserError(Exception):
+    """Printed as one line, exit status 1."""
+
+
+def nvml_and_clock(config: Config) -> tuple[Any, Clock]:
+    """The real `pynvml` and system clock, or the scenario-driven fakes (`fake:FILE`)."""
+    if config.nvml == "real":
+        import pynvml
+
+        return pynvml, SystemClock()
+    from collectors.fakenvml import FakeNvml
+    from collectors.scenario import load_scenario
+
+    path = Path(config.nvml.removeprefix("fake:"))
+    try:
+        scenario = load_scenario(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"cannot read the NVML scenario {path}: {error}") from None
+    clock = FakeClock(
+        start_wall_ns=scenario.start_wall_ns,
+        speed=scenario.speed,
+        wall_steps=list(scenario.wall_steps),
+        state_file=config.fake_clock_state or config.spool.with_name(config.spool.name + ".clock"),
+        boot=scenario.boot_id,
+    )
+    return FakeNvml(scenario, clock), clock
+
+
+def nvml_start_error(error: Exception) -> str:
+    """One line for an NVML that cannot start (no library, no driver, no permission)."""
+    name = type(error).__name__
+    if name == "NVMLError_LibraryNotFound":
+        return "NVML library (libnvidia-ml.so.1) not found: is the NVIDIA driver installed?"
+    if name == "NVMLError_DriverNotLoaded":
+        return "the NVIDIA driver is not loaded (nvidia-smi should say why)"
+    if name == "NVMLError_NoPermission":
+        return "no permission to use NVML: run the collector as root or in the video group"
+    return f"NVML failed to start: {error}"
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except OSError as error:
+        raise UserError(f"cannot read the token file {path}: {error.strerror}") from None
+    if not token:
+        raise UserError(f"the token file {path} is empty")
+    return token
+
+
+def _build(config: Config, *, deliver: bool) -> tuple[Agent, Clock]:
+    nvml, clock = nvml_and_clock(config)
+    metrics = CollectorMetrics()
+    try:
+        spool = Spool(config.spool)
+    except Exception as error:  # sqlite3 and OSError both say what is wrong with the path
+        raise UserError(f"cannot open the spool {config.spool}: {error}") from None
+    sender = None
+    if deliver:
+        assert config.server is not None and config.token_file is not None
+        token_file = config.token_file
+        _read_token(token_file)
+        sender = Sender(
+            spool=spool,
+            client=httpx.Client(timeout=config.http_timeout),
+            server=config.server,
+            token=lambda: _read_token(token_file),
+            cluster=str(config.cluster),
+            clock=clock,
+            backoff=Backoff(rng=random.Random()),
+            metrics=metrics,
+            batch_size=config.batch_size,
+            register_jobs=config.register_jobs,
+        )
+    agent = Agent(
+        config=config,
+        clock=clock,
+        sampler=Sampler(nvml=nvml, clock=clock, metrics=metrics),
+        attributor=Attributor(mapping_dir=config.mapping_dir, proc_root=config.proc_root),
+        spool=spool,
+        sender=sender,
+        metrics=metrics,
+    )
+    if config.metrics_port is not None:
+        metrics.serve(config.metrics_port)
+    return agent, clock
+
+
+def _config(options: dict[str, Any]) -> Config:
+    config_file = options.pop("config", None)
+    config = load_config(options, os.environ, config_file)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return config
+
+
+def _start_nvml(agent: Agent) -> None:
+    nvml_error = getattr(agent.sampler._nvml, "NVMLError", ())
+    try:
+        agent.start()
+    except nvml_error as error:
+        raise UserError(nvml_start_error(error)) from None
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
+ServerOpt = Annotated[str | None, typer.Option(help="service URL, e.g. https://gpucost:8000")]
+TokenOpt = Annotated[Path | None, typer.Option(help="file holding the collector token")]
+ClusterOpt = Annotated[str | None, typer.Option(help="cluster name, as the token is bound to")]
+NodeOpt = Annotated[str | None, typer.Option(help="node name (default: short hostname)")]
+SpoolOpt = Annotated[Path | None, typer.Option(help="SQLite spool file")]
+NvmlOpt = Annotated[str | None, typer.Option(help="'real' or 'fake:SCENARIO_FILE'")]
+MappingOpt = Annotated[Path | None, typer.Option(help="job-mapping directory")]
+ProcOpt = Annotated[Path | None, typer.Option(help="proc file system root")]
+SampleOpt = Annotated[str | None, typer.Option(help="time between samples, e.g. 10s")]
+ReportOpt = Annotated[str | None, typer.Option(help="time per report, e.g. 60s")]
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    server: ServerOpt = None,
+    token_file: TokenOpt = None,
+    cluster: ClusterOpt = None,
+    node: NodeOpt = None,
+    sample_interval: SampleOpt = None,
+    report_interval: ReportOpt = None,
+    spool: SpoolOpt = None,
+    spool_max_bytes: Annotated[
+        str | None, typer.Option(help="spool size limit, e.g. 64MiB")
+    ] = None,
+    mapping_dir: MappingOpt = None,
+    proc_root: ProcOpt = None,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
+    nvml: NvmlOpt = None,
+    run_until: Annotated[str | None, typer.Option(help="stop at this monotonic time")] = None,
+) -> None:
+    """Sample, spool and send until SIGTERM."""
+    cfg = _config(dict(locals()))
+    cfg.require_delivery()
+    agent, _ = _build(cfg, deliver=True)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    _start_nvml(agent)
+    agent.run(stop)
+
+
+@app.command()
+def once(
+    config: ConfigOpt = None,
+    cluster: ClusterOpt = None,
+    node: NodeOpt = None,
+    sample_interval: SampleOpt = None,
+    spool: SpoolOpt = None,
+    mapping_dir: MappingOpt = None,
+    proc_root: ProcOpt = None,
+    nvml: NvmlOpt = None,
+) -> None:
+    """Take one sample and print the report it would give (nothing is spooled or sent)."""
+    cfg = _config(dict(locals()))
+    nvml_module, clock = nvml_and_clock(cfg)
+    sampler = Sampler(nvml=nvml_module, clock=clock, metrics=CollectorMetrics())
+    attributor = Attributor(mapping_dir=cfg.mapping_dir, proc_root=cfg.proc_root)
+    try:
+        body = preview(sampler, attributor, interval_s=cfg.sample_interval)
+    except nvml_module.NVMLError as error:
+        raise UserError(nvml_start_error(error)) from None
+    typer.echo(
+        json.dumps({"cluster": cfg.cluster, "node": cfg.node, "seq": None, **body}, indent=2)
+    )
+
+
+@app.command()
+def flush(
+    config: ConfigOpt = None,
+    server: ServerOpt = None,
+    token_file: TokenOpt = None,
+    cluster: ClusterOpt = None,
+    spool: SpoolOpt = None,
+    nvml: NvmlOpt = None,
+) -> None:
+    """Send the spool's backlog now, once; exit 1 if anything is left unsent."""
+    cfg = _config(dict(locals()))
+    cfg.require_delivery()
+    agent, _ = _build(cfg, deliver=True)
+    assert agent.sender is not None
+    agent.sender.send_pending(max_batches=1_000_000)
+    left = agent.spool.depth()
+    typer.echo(f"{left} reports left unsent, {len(agent.spool.dead_letters())} dead-lettered")
+    if left:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except (ConfigError, UserError) as error:
+        typer.echo(f"gpucost-collector: error: {error}", err=True)
+        sys.exit(2 if isinstance(error, ConfigError) else 1)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as error:  # click's usage errors
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise

@@ -1,0 +1,185 @@
+"""NVML sampling: GPU inventory at start, then one reading per GPU per sample.
+
+`nvml` is the `pynvml` module or anything with the same functions (`FakeNvml`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any
+
+from collectors.clock import Clock
+from collectors.metrics import CollectorMetrics
+
+logger = logging.getLogger(__name__)
+
+# Compute slices of a whole GPU in MIG mode: 7 on A100/H100/H800/H200, 4 on A30.
+_SLICES_BY_MODEL = {"A30": 4}
+DEFAULT_MIG_SLICES = 7
+
+
+@dataclass(frozen=True)
+class UnitReading:
+    """Something a job can hold: a whole GPU, a MIG device, or a MIG GPU's unpartitioned rest."""
+
+    key: str | None
+    fraction: Fraction
+    pids: tuple[tuple[int, int | None], ...]
+    mem_used_bytes: int
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    uuid: str
+    index: int
+    model: str
+    util_pct: int
+    mem_used_bytes: int
+    energy_mj: int | None
+    power_mw: int | None
+    units: tuple[UnitReading, ...]
+
+
+@dataclass(frozen=True)
+class Sample:
+    mono_ns: int
+    wall_ns: int
+    gpus: tuple[GpuReading, ...]
+
+
+@dataclass
+class _Device:
+    index: int
+    handle: Any
+    uuid: str
+    model: str
+
+
+def mig_total_slices(model: str) -> int:
+    """Compute slices of a whole GPU of this model (the denominator of a MIG fraction)."""
+    for marker, slices in _SLICES_BY_MODEL.items():
+        if marker in model.split():
+            return slices
+    return DEFAULT_MIG_SLICES
+
+
+class Sampler:
+    """Reads every GPU; a lost GPU is logged once, counted, and left out from then on."""
+
+    def __init__(self, *, nvml: Any, clock: Clock, metrics: CollectorMetrics) -> None:
+        self._nvml = nvml
+        self._clock = clock
+        self._metrics = metrics
+        self._devices: list[_Device] = []
+        self._previous: dict[int, GpuReading] = {}
+
+    def start(self) -> None:
+        """nvmlInit and the inventory; NVML errors here propagate to the caller."""
+        nvml = self._nvml
+        nvml.nvmlInit()
+        for index in range(nvml.nvmlDeviceGetCount()):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                device = _Device(
+                    index, handle, nvml.nvmlDeviceGetUUID(handle), nvml.nvmlDeviceGetName(handle)
+                )
+            except nvml.NVMLError as error:
+                self._lose(index, f"GPU index {index}", error)
+                continue
+            self._devices.append(device)
+        self._metrics.gpus.set(len(self._devices))
+
+    def shutdown(self) -> None:
+        try:
+            self._nvml.nvmlShutdown()
+        except self._nvml.NVMLError:
+            pass
+
+    def _lose(self, index: int, name: str, error: Exception) -> None:
+        logger.error("%s is lost (%s); it is reported missing from now on", name, error)
+        self._metrics.nvml_errors.labels(error=type(error).__name__).inc()
+        self._metrics.gpus_lost.inc()
+
+    def sample(self) -> Sample:
+        """One reading of every GPU still present."""
+        mono_ns, wall_ns = self._clock.monotonic_ns(), self._clock.wall_ns()
+        readings = []
+        for device in list(self._devices):
+            try:
+                reading = self._read(device)
+            except self._nvml.NVMLError_GpuIsLost as error:
+                self._devices.remove(device)
+                self._previous.pop(device.index, None)
+                self._lose(device.index, f"GPU {device.index} {device.uuid}", error)
+                continue
+            except self._nvml.NVMLError as error:
+                # A transient failure: carry the last reading, without an energy counter.
+                self._metrics.nvml_errors.labels(error=type(error).__name__).inc()
+                logger.warning(
+                    "GPU %s: NVML error %s; reusing its last reading", device.uuid, error
+                )
+                previous = self._previous.get(device.index)
+                if previous is None:
+                    continue
+                reading = replace(previous, energy_mj=None)
+            self._previous[device.index] = reading
+            readings.append(reading)
+        self._metrics.samples.inc()
+        return Sample(mono_ns, wall_ns, tuple(readings))
+
+    def _optional(self, call: Any, handle: Any) -> Any:
+        try:
+            return call(handle)
+        except self._nvml.NVMLError_NotSupported:
+            return None
+
+    def _read(self, device: _Device) -> GpuReading:
+        nvml, handle = self._nvml, device.handle
+        mig_enabled = nvml.nvmlDeviceGetMigMode(handle)[0] == nvml.NVML_DEVICE_MIG_ENABLE
+        rates = self._optional(nvml.nvmlDeviceGetUtilizationRates, handle)
+        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        energy = self._optional(nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
+        power = self._optional(nvml.nvmlDeviceGetPowerUsage, handle)
+        if mig_enabled:
+            units = self._mig_units(device)
+        else:
+            units = (UnitReading(device.uuid, Fraction(1), self._pids(handle), int(memory.used)),)
+        return GpuReading(
+            uuid=device.uuid,
+            index=device.index,
+            model=device.model,
+            util_pct=0 if rates is None else int(rates.gpu),
+            mem_used_bytes=int(memory.used),
+            energy_mj=None if energy is None else int(energy),
+            power_mw=None if power is None else int(power),
+            units=units,
+        )
+
+    def _pids(self, handle: Any) -> tuple[tuple[int, int | None], ...]:
+        processes = self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        return tuple((int(p.pid), p.usedGpuMemory) for p in processes)
+
+    def _mig_units(self, device: _Device) -> tuple[UnitReading, ...]:
+        nvml = self._nvml
+        total = mig_total_slices(device.model)
+        units = []
+        for slot in range(nvml.nvmlDeviceGetMaxMigDeviceCount(device.handle)):
+            try:
+                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(device.handle, slot)
+            except nvml.NVMLError_NotFound:
+                continue
+            slices = nvml.nvmlDeviceGetAttributes(mig).computeInstanceSliceCount
+            units.append(
+                UnitReading(
+                    nvml.nvmlDeviceGetUUID(mig),
+                    Fraction(slices, total),
+                    self._pids(mig),
+                    int(nvml.nvmlDeviceGetMemoryInfo(mig).used),
+                )
+            )
+        rest = 1 - sum((u.fraction for u in units), Fraction(0))
+        if rest > 0:
+            units.append(UnitReading(None, rest, (), 0))
+        return tuple(units)

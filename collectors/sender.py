@@ -1,0 +1,176 @@
+"""Delivery of spooled reports: oldest first, in batches, with exponential back-off and jitter.
+
+A report leaves the spool only when the service answers accepted or duplicate, or when it is
+rejected for good (a 4xx other than 429, 409 included), in which case it moves to the
+dead-letter table. A refused token (401/403) or a wrong URL (404/405) is the collector's
+problem, not the report's: those are retried, never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from collectors.clock import NS_PER_S, Clock
+from collectors.metrics import CollectorMetrics
+from collectors.spool import Spool, SpooledReport
+
+logger = logging.getLogger(__name__)
+
+_RETRY_STATUSES = {401, 403, 404, 405, 408, 425, 429}
+
+
+def retryable(status: int) -> bool:
+    return status >= 500 or status in _RETRY_STATUSES
+
+
+def _error_text(response: httpx.Response) -> str:
+    return response.text[:500] or response.reason_phrase
+
+
+class Backoff:
+    """Exponential back-off with jitter: the n-th failure waits in [d/2, d], d = base·2^(n-1)."""
+
+    def __init__(self, *, rng: random.Random, base_s: float = 1.0, max_s: float = 300.0) -> None:
+        self._rng, self._base_s, self._max_s = rng, base_s, max_s
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        ceiling = min(self._max_s, self._base_s * 2 ** (self.failures - 1))
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Sender:
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        client: httpx.Client,
+        server: str,
+        token: Callable[[], str],
+        cluster: str,
+        clock: Clock,
+        backoff: Backoff,
+        metrics: CollectorMetrics,
+        batch_size: int = 500,
+        register_jobs: bool = True,
+    ) -> None:
+        self._spool, self._client, self._server = spool, client, server.rstrip("/")
+        self._token, self._cluster, self._clock = token, cluster, clock
+        self._backoff, self._metrics = backoff, metrics
+        self.batch_size = batch_size
+        self.register_jobs = register_jobs
+        self.next_attempt_mono_ns = 0
+
+    def due(self) -> bool:
+        return self._clock.monotonic_ns() >= self.next_attempt_mono_ns
+
+    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._token()}"}
+        return self._client.post(self._server + path, json=body, headers=headers)
+
+    def send_pending(self, *, max_batches: int = 20) -> bool:
+        """Send the backlog if the back-off allows; True when the spool is empty after."""
+        if not self.due():
+            return False
+        for _ in range(max_batches):
+            reports = self._spool.pending(self.batch_size)
+            if not reports:
+                break
+            if not self._send(reports):
+                delay = self._backoff.next_delay()
+                self.next_attempt_mono_ns = self._clock.monotonic_ns() + int(delay * NS_PER_S)
+                self._metrics.send_failures.inc()
+                return False
+        self._backoff.reset()
+        if self.register_jobs:
+            self._register_jobs()
+        return self._spool.depth() == 0
+
+    def _send(self, reports: list[SpooledReport]) -> bool:
+        """One request; False when it must be retried later."""
+        seqs = [r.seq for r in reports]
+        self._spool.mark_attempted(seqs)
+        try:
+            if len(reports) == 1:
+                response = self._post("/v1/reports", reports[0].body)
+            else:
+                response = self._post("/v1/reports:batch", {"reports": [r.body for r in reports]})
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            self._spool.mark_attempted(seqs, False)  # never reached the service
+            logger.warning("cannot reach %s: %s", self._server, error)
+            return False
+        except httpx.HTTPError as error:
+            logger.warning("sending %d reports failed: %s", len(reports), error)
+            return False
+        if len(reports) > 1 and response.status_code in (413, 422):
+            self.batch_size = max(1, len(reports) // 2)
+            logger.warning(
+                "batch refused (%d); batches now %d", response.status_code, self.batch_size
+            )
+            return True
+        if retryable(response.status_code):
+            logger.warning("service answered %d: %s", response.status_code, _error_text(response))
+            return False
+        if len(reports) == 1:
+            return self._settle(reports[0], response.status_code, response, _error_text(response))
+        results = response.json()["results"]
+        if [r["seq"] for r in results] != seqs:
+            logger.error("batch answer does not match the batch sent; retrying")
+            return False
+        settled = [
+            self._settle(report, int(result["http_status"]), result, str(result.get("error")))
+            for report, result in zip(reports, results, strict=True)
+        ]
+        return all(settled)
+
+    def _settle(self, report: SpooledReport, status: int, answer: Any, error: str) -> bool:
+        if 200 <= status < 300:
+            duplicate = (
+                answer.get("status") == "duplicate"
+                if isinstance(answer, dict)
+                else status == 200 and bool(answer.json().get("duplicate"))
+            )
+            self._spool.acknowledge([report.seq])
+            self._metrics.reports_sent.labels(
+                outcome="duplicate" if duplicate else "accepted"
+            ).inc()
+            self._metrics.last_success.set(self._clock.wall_ns() / NS_PER_S)
+            return True
+        if retryable(status):
+            return False
+        self._spool.dead_letter(
+            report.seq, http_status=status, error=error, wall_ns=self._clock.wall_ns()
+        )
+        self._metrics.reports_dead_lettered.inc()
+        logger.error("report seq %d rejected with %d, dead-lettered: %s", report.seq, status, error)
+        return True
+
+    def _register_jobs(self) -> None:
+        for job_id, body in self._spool.pending_jobs():
+            path = f"/v1/jobs/{quote(self._cluster, safe='')}/{quote(job_id, safe='')}"
+            headers = {"Authorization": f"Bearer {self._token()}"}
+            try:
+                response = self._client.put(self._server + path, json=body, headers=headers)
+            except httpx.HTTPError:
+                return
+            if response.is_success:
+                self._spool.set_job_state(job_id, "registered")
+            elif response.status_code in (401, 403):
+                logger.warning("the token may not register job metadata; not trying again")
+                self.register_jobs = False
+                return
+            elif retryable(response.status_code):
+                return
+            else:
+                self._spool.set_job_state(job_id, "rejected")
+                logger.error("job %s metadata rejected: %s", job_id, _error_text(response))
