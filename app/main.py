@@ -10,6 +10,7 @@ from app.core.clock import Clock, utc_now
 from app.core.config import Settings, get_settings
 from app.core.db import create_db_engine, create_session_factory
 from app.core.errors import install_error_handlers
+from app.core.limits import BodySizeLimit
 from app.core.migrate import head_revision
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
@@ -30,7 +31,6 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
         title="gpucost",
         version=__version__,
         summary="GPU-hour cost accounting from NVML measurements",
-        max_body_size=settings.max_body_bytes,
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.state.session_factory = create_session_factory(engine)
     app.state.schema_head = head_revision()
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.include_router(health_router)
     app.include_router(reports_router)
     app.include_router(jobs_router)

@@ -1,0 +1,95 @@
+"""The `gpucost` command: tokens, migrations, and one clear line for a user's mistake."""
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+
+runner = CliRunner()
+
+
+def gpucost(*args: str, url: str) -> tuple[int, str, str]:
+    result = runner.invoke(cli, list(args), env={"GPUCOST_DATABASE_URL": url})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_token_create_list_revoke(db_url: str) -> None:
+    code, out, err = gpucost(
+        "token",
+        "create",
+        "--role",
+        "collector",
+        "--cluster",
+        "c1",
+        "--name",
+        "node-agent",
+        url=db_url,
+    )
+    assert code == 0, err
+    token = out.strip().splitlines()[-1]
+    assert token.startswith("gpc_")
+    assert "shown once" in err
+
+    code, listing, _ = gpucost("token", "list", url=db_url)
+    assert code == 0
+    assert "node-agent" in listing and "collector" in listing and token not in listing
+
+    code, out, _ = gpucost("token", "revoke", "node-agent", url=db_url)
+    assert (code, out.strip()) == (0, "revoked token 'node-agent'")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["token", "create", "--role", "collector"],
+            "a collector token must be bound to a cluster",
+        ),
+        (
+            ["token", "create", "--role", "viewer", "--cluster", "c"],
+            "only collector tokens are bound",
+        ),
+        (["token", "create", "--role", "root"], "'root' is not one of admin, viewer, collector"),
+        (["token", "revoke", "ghost"], "no token named 'ghost'"),
+    ],
+)
+def test_token_mistakes_are_one_line(db_url: str, args: list[str], message: str) -> None:
+    code, _, err = gpucost(*args, url=db_url)
+
+    assert code == 1
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_duplicate_token_name_is_refused(db_url: str) -> None:
+    assert gpucost("token", "create", "--role", "admin", "--name", "ops", url=db_url)[0] == 0
+
+    code, _, err = gpucost("token", "create", "--role", "admin", "--name", "ops", url=db_url)
+
+    assert code == 1 and "a token named 'ops' already exists" in err
+
+
+def test_db_current_reports_head(db_url: str) -> None:
+    code, out, _ = gpucost("db", "current", url=db_url)
+
+    assert code == 0
+    current, head = (line.split()[-1] for line in out.strip().splitlines())
+    assert current == head != "base"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "postgresql://postgres@127.0.0.1:1/gpucost",
+            "cannot use the database at 127.0.0.1:1/gpucost",
+        ),
+        ("nosuchdb://x", "GPUCOST_DATABASE_URL is not a usable database URL"),
+        ("not a url", "GPUCOST_DATABASE_URL is not a usable database URL"),
+    ],
+)
+def test_database_trouble_is_one_clear_line(url: str, message: str) -> None:
+    code, _, err = gpucost("db", "upgrade", url=url)
+
+    assert code == 1
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err

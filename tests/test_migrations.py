@@ -1,0 +1,68 @@
+"""Migrations: a full round trip on both backends, and a schema that matches the models."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect
+
+from app.core import migrate
+from app.core.config import Settings
+from app.core.db import create_db_engine
+from app.models import Base
+from tests.conftest import POSTGRES_URL, postgres_or_skip
+from tests.support import drop_all_postgres
+
+TABLES = {
+    "api_tokens",
+    "audit_log",
+    "clusters",
+    "gpus",
+    "jobs",
+    "nodes",
+    "reports",
+    "usage",
+    "usage_hourly",
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def scratch_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty database of its own, apart from the one the other tests share."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'migrations.db'}"
+    else:
+        url = POSTGRES_URL.rsplit("/", 1)[0] + "/gpucost_test_migrations"
+        postgres_or_skip(url)
+        drop_all_postgres(url)
+    engine = create_db_engine(Settings(database_url=url))
+    yield engine
+    engine.dispose()
+
+
+def tables(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names()) - {"alembic_version"}
+
+
+def test_upgrade_downgrade_upgrade_round_trip(scratch_engine: Engine) -> None:
+    migrate.upgrade(scratch_engine)
+    assert tables(scratch_engine) == TABLES
+    assert migrate.current_revision(scratch_engine) == migrate.head_revision()
+
+    migrate.downgrade(scratch_engine, "base")
+    assert tables(scratch_engine) == set()
+    assert migrate.current_revision(scratch_engine) is None
+
+    migrate.upgrade(scratch_engine)
+    assert tables(scratch_engine) == TABLES
+
+
+def test_migrated_schema_matches_the_models(scratch_engine: Engine) -> None:
+    migrate.upgrade(scratch_engine)
+
+    with scratch_engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+
+    assert differences == []
