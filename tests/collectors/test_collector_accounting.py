@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from conftest import check_report_invariants, gpu, gpu_uuid, process, slurm, totals
+from tests.collectors.helpers import check_report_invariants, gpu, gpu_uuid, process, slurm, totals
 
 D = Decimal
 

@@ -1,0 +1,158 @@
+"""End to end: the real collector process on the fake NVML with compressed time, against a real
+gpucost server on PostgreSQL. The service's totals must equal the scenario's GPU-seconds exactly,
+also when the server goes away, the collector is SIGKILLed, or requests fail with 500."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collectors.scenario import parse_scenario, write_fake_proc
+from tests.collectors.helpers import START_WALL, gpu, process, slurm
+from tests.collectors.service import BIN, FlakyProxy, Service
+
+END = 2100  # virtual seconds: 30 reports of 70 s (70 so that MIG sevenths are whole seconds)
+META = {"GPUCOST_MODEL": "deepseek-v3", "GPUCOST_PHASE": "pre-training", "GPUCOST_TEAM": "infra"}
+MIG = [
+    {"uuid": "MIG-aaaaaaaa-0000-0000-0000-000000000001", "gi_slices": 3},
+    {"uuid": "MIG-aaaaaaaa-0000-0000-0000-000000000002", "gi_slices": 2},
+    {"uuid": "MIG-aaaaaaaa-0000-0000-0000-000000000003", "gi_slices": 1},
+]
+EXPECTED = {
+    "1001": Decimal(4 * 1400),
+    "1008": Decimal(4 * 700),
+    "1002": Decimal(1400),
+    "1003": Decimal(1050),
+    "1004": Decimal(1050),
+    "1005": Decimal(2100),
+    "1006": Decimal(900),
+    "1007": Decimal(400),
+}
+
+
+def scenario(speed: float) -> dict[str, Any]:
+    processes = [process(1000 + i, i, end=1400, cgroup=slurm(1001), environ=META) for i in range(4)]
+    processes += [
+        process(1010 + i, i, start=1400, environ={"GPUCOST_JOB_ID": "1008"}) for i in range(4)
+    ]
+    processes += [
+        process(1020, 4, start=700, environ={"SLURM_JOB_ID": "1002"}),
+        process(1030, 5, cgroup=slurm(1003)),
+        process(1031, 5, cgroup=slurm(1004)),
+        process(1060, 7, mig=MIG[0]["uuid"], cgroup=slurm(1006)),
+        process(1070, 7, mig=MIG[1]["uuid"], start=350, end=1750, cgroup=slurm(1007)),
+    ]
+    gpus = [gpu(i, power_mw=400_000, util=90) for i in range(7)] + [gpu(7, mig=MIG)]
+    # Dated in the past, so that compressed time never runs ahead of the server's clock.
+    return {"start_wall": START_WALL, "speed": speed, "gpus": gpus, "processes": processes}
+
+
+class Node:
+    """One node's collector: its files, and the command lines to run it."""
+
+    def __init__(self, root: Path, service: Service, *, speed: float, server: str = "") -> None:
+        self.cluster = f"e2e-{uuid.uuid4().hex[:8]}"
+        self.root = root
+        self.server = server or service.url
+        (root / "scenario.json").write_text(json.dumps(scenario(speed)))
+        write_fake_proc(parse_scenario(scenario(speed)), root / "proc")
+        (root / "jobs").mkdir()
+        (root / "jobs" / "6").write_text("1005\n")
+        (root / "token").write_text(service.token("collector", self.cluster) + "\n")
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCOST_")}
+        self.log = (root / "collector.log").open("ab")
+
+    def args(self, command: str) -> list[str]:
+        return [
+            str(BIN / "gpucost-collector"), command,
+            "--server", self.server, "--token-file", str(self.root / "token"),
+            "--cluster", self.cluster, "--spool", str(self.root / "spool.db"),
+            "--nvml", f"fake:{self.root / 'scenario.json'}",
+        ]  # fmt: skip
+
+    def start(self) -> subprocess.Popen[bytes]:
+        extra = ["--node", "node-001", "--mapping-dir", str(self.root / "jobs"),
+                 "--proc-root", str(self.root / "proc"), "--sample-interval", "10s",
+                 "--report-interval", "70s", "--run-until", str(END)]  # fmt: skip
+        return subprocess.Popen(
+            self.args("run") + extra, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def run_to_end(self) -> None:
+        assert self.start().wait(timeout=120) == 0, self.root / "collector.log"
+
+    def log_text(self) -> str:
+        return (self.root / "collector.log").read_text()
+
+    def flush(self) -> str:
+        done = subprocess.run(
+            self.args("flush"), env=self.env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+
+def check(service: Service, node: Node) -> None:
+    assert node.flush() == "0 reports left unsent, 0 dead-lettered"
+    assert service.job_totals(node.cluster) == EXPECTED
+    job = service.job(node.cluster, "1001")
+    assert (job["model"], job["phase"], job["team"]) == ("deepseek-v3", "pre-training", "infra")
+
+
+@pytest.mark.slow
+def test_service_totals_equal_the_scenario(service, tmp_path):
+    node = Node(tmp_path, service, speed=0)
+    node.run_to_end()
+    check(service, node)
+
+
+@pytest.mark.slow
+def test_exact_while_the_server_is_stopped_and_restarted(service, tmp_path):
+    node = Node(tmp_path, service, speed=400)
+    collector = node.start()
+    time.sleep(1.0)
+    service.stop()
+    time.sleep(2.0)  # the collector keeps measuring and spooling meanwhile
+    service.start()
+    assert collector.wait(timeout=120) == 0
+    check(service, node)
+    assert "cannot reach" in node.log_text()  # the outage was seen, and made no difference
+
+
+@pytest.mark.slow
+def test_exact_when_the_collector_is_killed_at_random_points(service, tmp_path):
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    node = Node(tmp_path, service, speed=400)
+    for _ in range(4):
+        collector = node.start()
+        time.sleep(rng.uniform(0.6, 2.0))
+        collector.send_signal(signal.SIGKILL)
+        collector.wait()
+    node.run_to_end()
+    check(service, node)
+    assert "resumed the open interval" in node.log_text(), f"kill seed {seed}"
+
+
+@pytest.mark.slow
+def test_exact_when_the_server_answers_500_to_some_requests(service, tmp_path):
+    modes = {0: None, 1: "before", 2: None, 3: "after"}
+    proxy = FlakyProxy(service.url, lambda n: modes[n % 4])
+    try:
+        node = Node(tmp_path, service, speed=0, server=proxy.url)
+        node.run_to_end()
+        node.server = service.url
+        check(service, node)
+        assert proxy.failed >= 5
+    finally:
+        proxy.close()
