@@ -103,10 +103,14 @@ def test_server_refuses_an_oversized_body_without_reading_it(db_url: str, log_di
                 b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 1073741824\r\n\r\n"
             )
-            answer = sock.recv(4096).decode()
+            answer = b""
+            while chunk := sock.recv(4096):  # the server closes the connection after answering
+                answer += chunk
 
-    assert answer.startswith("HTTP/1.1 413")
-    assert '"error":"PayloadTooLarge"' in answer
+    answer_text = answer.decode()
+
+    assert answer_text.startswith("HTTP/1.1 413")
+    assert '"error":"PayloadTooLarge"' in answer_text
 
 
 def test_gpucost_serve_migrates_then_serves(db_url: str, tmp_path: Path) -> None:
