@@ -34,7 +34,7 @@ def scratch_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[E
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'migrations.db'}"
     else:
-        url = POSTGRES_URL.rsplit("/", 1)[0] + "/gpucost_test_migrations"
+        url = POSTGRES_URL + "_migrations"
         postgres_or_skip(url)
         drop_all_postgres(url)
     engine = create_db_engine(Settings(database_url=url))
