@@ -22,6 +22,8 @@ _POD_CGROUP = re.compile(
     r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
 )
 _JOB_ENV = ("GPUCOST_JOB_ID", "SLURM_JOB_ID")
+# What the service accepts as a job id; anything else would get the whole report rejected.
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
 # Job metadata read from a process's environment: field -> variables, first found wins.
 _METADATA_ENV = {
     "model": ("GPUCOST_MODEL",),
@@ -66,6 +68,15 @@ class Attributor:
     def __init__(self, *, mapping_dir: Path, proc_root: Path) -> None:
         self._mapping_dir = mapping_dir
         self._proc_root = proc_root
+        self._refused: set[str] = set()
+
+    def _valid(self, job: str | None, source: str) -> str | None:
+        if job is None or _JOB_ID.match(job):
+            return job
+        if job not in self._refused:
+            self._refused.add(job)
+            logger.warning("ignoring malformed job id %r from %s", job[:200], source)
+        return None
 
     def _read_mapping(self) -> dict[str, list[str]]:
         try:
@@ -75,9 +86,10 @@ class Attributor:
         mapping = {}
         for path in names:
             try:
-                jobs = path.read_text().split()
+                words = path.read_text().split()
             except OSError:
                 continue  # removed by an epilog between listing and reading
+            jobs = [j for j in words if self._valid(j, str(path))]
             if jobs:
                 mapping[path.name] = jobs
         return mapping
@@ -95,6 +107,7 @@ class Attributor:
             pass
         if job is None:
             job = next((environ[k] for k in _JOB_ENV if environ.get(k)), None)
+        job = self._valid(job, f"process {pid}")
         if job is not None and job not in metadata:
             found = {
                 name: next(environ[v] for v in variables if environ.get(v))

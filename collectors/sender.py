@@ -121,6 +121,14 @@ class Sender:
         if retryable(response.status_code):
             logger.warning("service answered %d: %s", response.status_code, _error_text(response))
             return False
+        try:
+            return self._settle_response(reports, response)
+        except (ValueError, KeyError, TypeError) as error:
+            logger.error("unreadable answer from the service (%s); retrying", error)
+            return False
+
+    def _settle_response(self, reports: list[SpooledReport], response: httpx.Response) -> bool:
+        seqs = [r.seq for r in reports]
         if len(reports) == 1:
             return self._settle(reports[0], response.status_code, response, _error_text(response))
         results = response.json()["results"]

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from collectors.scenario import parse_scenario, write_fake_proc
+from collectors.spool import Spool
 from tests.collectors.helpers import START_WALL, gpu, process, slurm
 from tests.collectors.service import BIN, FlakyProxy, Service
 
@@ -156,3 +157,30 @@ def test_exact_when_the_server_answers_500_to_some_requests(service, tmp_path):
         assert proxy.failed >= 5
     finally:
         proxy.close()
+
+
+def expected_at(t: int) -> dict[str, Decimal]:
+    """The scenario's GPU-seconds per job after `t` virtual seconds."""
+    seconds = {
+        "1001": 4 * min(t, 1400), "1008": 4 * max(0, t - 1400), "1002": max(0, t - 700),
+        "1003": Decimal(t) / 2, "1004": Decimal(t) / 2, "1005": t,
+        "1006": Decimal(3 * t) / 7, "1007": Decimal(2 * min(max(0, t - 350), 1400)) / 7,
+    }  # fmt: skip
+    return {job: Decimal(v) for job, v in seconds.items() if v}
+
+
+@pytest.mark.slow
+def test_sigterm_closes_the_partial_interval_sends_it_and_exits(service, tmp_path):
+    node = Node(tmp_path, service, speed=100)
+    collector = node.start()
+    time.sleep(2.5)
+    collector.send_signal(signal.SIGTERM)
+    assert collector.wait(timeout=60) == 0
+    stopped_at = int((tmp_path / "spool.db.clock").read_text()) // 10**9
+    assert 0 < stopped_at < END
+    assert Spool(tmp_path / "spool.db").depth() == 0  # the last send delivered everything
+    totals, expected = service.job_totals(node.cluster), expected_at(stopped_at)
+    assert totals.keys() == expected.keys()
+    for job, seconds in expected.items():
+        # Exact but for the MIG sevenths of the last, partial report, rounded to the millisecond.
+        assert abs(totals[job] - seconds) <= Decimal("0.001"), job
