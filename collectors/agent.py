@@ -137,7 +137,8 @@ class Agent:
         """Close the partial interval, spool it, try one last send."""
         if self.interval is not None:
             self.tick()
-            if self.interval.last_mono_ns > self.interval.start_mono_ns:
+            # Under a millisecond stays open: the next start resumes it.
+            if self.interval.duration_ms > 0:
                 self.close_interval()
         if self.sender is not None:
             self.sender.next_attempt_mono_ns = 0

@@ -130,9 +130,15 @@ class Sampler:
         return Sample(mono_ns, wall_ns, tuple(readings))
 
     def _optional(self, call: Any, handle: Any) -> Any:
+        """A reading some GPUs, drivers or containers do not give: None, not an error."""
+        nvml = self._nvml
         try:
             return call(handle)
-        except self._nvml.NVMLError_NotSupported:
+        except (
+            nvml.NVMLError_NotSupported,
+            nvml.NVMLError_NoPermission,
+            nvml.NVMLError_FunctionNotFound,
+        ):
             return None
 
     def _read(self, device: _Device) -> GpuReading:

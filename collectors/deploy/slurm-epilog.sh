@@ -1,0 +1,19 @@
+#!/bin/sh
+# Slurm epilog for gpucost-collector: release this job's GPUs in the mapping directory.
+#
+# slurm.conf:  Epilog=/etc/slurm/epilog.d/*   (this file as /etc/slurm/epilog.d/50-gpucost)
+# Removes only the files that still name this job, so a job that already took a GPU over
+# (or a late epilog) never loses its mapping. Never fails the epilog: it would drain the node.
+set -u
+
+MAPPING_DIR="${GPUCOST_MAPPING_DIR:-/run/gpucost/jobs}"
+job="${SLURM_JOB_ID:-}"
+[ -n "$job" ] && [ -d "$MAPPING_DIR" ] || exit 0
+
+for file in "$MAPPING_DIR"/*; do
+    [ -f "$file" ] || continue
+    if [ "$(cat "$file" 2>/dev/null)" = "$job" ]; then
+        rm -f "$file"
+    fi
+done
+exit 0

@@ -1,0 +1,58 @@
+"""The shipped Slurm prolog/epilog, example configuration and systemd unit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import collectors
+from collectors.attribution import Attributor
+from collectors.config import load_config
+from collectors.sampling import GpuReading, UnitReading
+
+DEPLOY = Path(collectors.__file__).parent / "deploy"
+
+
+def slurm_script(name: str, mapping_dir: Path, **env: str) -> None:
+    subprocess.run(
+        ["sh", str(DEPLOY / name)],
+        env={"PATH": os.environ["PATH"], "GPUCOST_MAPPING_DIR": str(mapping_dir), **env},
+        check=True,
+    )
+
+
+def reading(index: int) -> GpuReading:
+    uuid = f"GPU-{index:08d}-1111-2222-3333-444444444444"
+    unit = UnitReading(uuid, Fraction(1), (), 0)
+    return GpuReading(uuid, index, "NVIDIA H800", 0, 0, None, None, (unit,))
+
+
+def test_prolog_maps_the_jobs_gpus_and_epilog_removes_only_its_own(tmp_path):
+    jobs = tmp_path / "jobs"
+    slurm_script("slurm-prolog.sh", jobs, SLURM_JOB_ID="41", SLURM_JOB_GPUS="0,1")
+    slurm_script("slurm-prolog.sh", jobs, SLURM_JOB_ID="42", CUDA_VISIBLE_DEVICES="1,2,../x")
+    assert sorted(p.name for p in jobs.iterdir()) == ["0", "1", "2"]
+    attributor = Attributor(mapping_dir=jobs, proc_root=tmp_path / "proc")
+    shares = attributor.attribute((reading(0), reading(1), reading(2), reading(3))).shares
+    assert [list(s) for s in shares.values()] == [["41"], ["42"], ["42"], [None]]
+    slurm_script("slurm-epilog.sh", jobs, SLURM_JOB_ID="41")  # GPU 1 is 42's now: kept
+    assert sorted((p.name, p.read_text()) for p in jobs.iterdir()) == [("1", "42\n"), ("2", "42\n")]
+    slurm_script("slurm-epilog.sh", jobs, SLURM_JOB_ID="42")
+    assert list(jobs.iterdir()) == []
+
+
+def test_the_example_configuration_loads(tmp_path):
+    config = load_config({}, {}, DEPLOY / "collector.example.toml")
+    assert (config.cluster, config.sample_interval, config.spool_max_bytes) == (
+        "hf-h800",
+        10.0,
+        64 * 2**20,
+    )
+
+
+def test_the_systemd_unit_runs_the_collector_and_stops_it_with_sigterm():
+    unit = (DEPLOY / "gpucost-collector.service").read_text()
+    assert "ExecStart=/opt/gpucost/bin/gpucost-collector run --config" in unit
+    assert "KillSignal=SIGTERM" in unit and "Restart=always" in unit
