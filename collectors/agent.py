@@ -50,33 +50,44 @@ class Agent:
         """Initialise NVML, take the first sample, and pick up an interval a crash left open."""
         self.sampler.start()
         sample, attribution = self._observe()
-        boot_id = self.clock.boot_id()
         saved = self.spool.load_state()
-        if saved is not None:
+        if saved is None:
+            self.interval = OpenInterval.begin(sample, attribution, self.clock.boot_id())
+            self.spool.save_state(self.interval.to_json())
+        else:
             interval = OpenInterval.from_json(saved)
             gap_s = (sample.mono_ns - interval.last_mono_ns) / NS_PER_S
-            if interval.boot_id == boot_id and 0 <= gap_s <= self.config.max_gap:
-                # Same boot, short gap: the last known state held until now, as between samples.
-                interval.advance(sample, attribution)
-                self.interval = interval
-                logger.info("resumed the open interval after %.1f s", gap_s)
-                self._after_sample()
-                return
-            if interval.entries:
-                self._spool_report(interval.report(), state=None)
-            logger.warning(
-                "not counting the time since the last sample before a restart (%s)",
-                "reboot" if interval.boot_id != boot_id else f"{gap_s:.0f} s",
-            )
-        self.interval = OpenInterval.begin(sample, attribution, boot_id)
-        self.spool.save_state(self.interval.to_json())
+            if self._carry_over(interval, sample, attribution):
+                logger.info("resumed the open interval after %.1f s without a sample", gap_s)
 
     def tick(self) -> None:
         """One sample: attribute the time since the last one, close the report when due."""
         assert self.interval is not None
         sample, attribution = self._observe()
-        self.interval.advance(sample, attribution)
-        self._after_sample()
+        self._carry_over(self.interval, sample, attribution)
+
+    def _carry_over(self, interval: OpenInterval, sample: Sample, attribution: Attribution) -> bool:
+        """Attribute the time since `interval`'s last sample to that sample's state, unless the
+        gap is unknowable (a reboot, or longer than max_gap): then close it and start afresh."""
+        boot_id = self.clock.boot_id()
+        gap_s = (sample.mono_ns - interval.last_mono_ns) / NS_PER_S
+        if interval.boot_id == boot_id and 0 <= gap_s <= self.config.max_gap:
+            interval.advance(sample, attribution)
+            self.interval = interval
+            self._after_sample()
+            return True
+        logger.warning(
+            "not counting %s without a sample",
+            "the time up to a reboot" if interval.boot_id != boot_id else f"{gap_s:.0f} s",
+        )
+        body = interval.report() if interval.duration_ms > 0 else None
+        self.interval = OpenInterval.begin(sample, attribution, boot_id)
+        # The old interval's report and the new interval go to the spool in one transaction.
+        if body is not None and body["gpus"]:
+            self._spool_report(body, state=self.interval.to_json())
+        else:
+            self.spool.save_state(self.interval.to_json())
+        return False
 
     def _after_sample(self) -> None:
         assert self.interval is not None

@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "GPUCOST_COLLECTOR_"
+# Half the service's one-hour limit on a report, so that late samples never exceed it.
+MAX_REPORT_INTERVAL_S = 1800.0
+# The service's rule for cluster and node names.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 DEFAULT_CONFIG_FILE = Path("/etc/gpucost/collector.toml")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS: dict[str | None, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -128,8 +132,14 @@ def load_config(
     config = Config(**{k: _convert(k, v) for k, v in values.items()})
     if not config.node:
         config = Config(**{**config.__dict__, "node": socket.gethostname().split(".")[0]})
-    if not 0 < config.sample_interval <= config.report_interval <= 3600:
-        raise ConfigError("need 0 < sample-interval <= report-interval <= 1h")
+    if not 0 < config.sample_interval <= config.report_interval <= MAX_REPORT_INTERVAL_S:
+        raise ConfigError("need 0 < sample-interval <= report-interval <= 30m")
+    for name in ("cluster", "node"):
+        value = getattr(config, name)
+        if value is not None and not _NAME.match(str(value)):
+            raise ConfigError(f"{name}: {value!r} is not a valid name (letters, digits, ._:-)")
+    if not 0 <= config.max_gap <= MAX_REPORT_INTERVAL_S:
+        raise ConfigError("max-gap must be between 0 and 30m")
     if not 1 <= config.batch_size <= 1000:
         raise ConfigError("batch-size must be between 1 and 1000")
     if not (config.nvml == "real" or config.nvml.startswith("fake:")):

@@ -8,6 +8,8 @@ configuration (`--nvml fake:SCENARIO`), never by editing code.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -211,6 +213,25 @@ class FakeNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu.energy_mj(self._now())
 
+
+def _with_faults(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: FakeNvml, handle: Any, *args: Any, **kwargs: Any) -> Any:
+        self._check_init()
+        if isinstance(handle, FakeDeviceHandle) and handle.index < len(self._scenario.gpus):
+            now = self._now()
+            for fault in self._scenario.gpus[handle.index].faults:
+                if fault.active(name, now):
+                    raise pynvml.NVMLError(getattr(pynvml, fault.error))
+        return method(self, handle, *args, **kwargs)
+
+    return call
+
+
+# Scripted faults apply to every per-device call.
+for _name, _method in list(vars(FakeNvml).items()):
+    if _name.startswith("nvmlDevice") and _name not in ("nvmlDeviceGetCount",):
+        setattr(FakeNvml, _name, _with_faults(_name, _method))
 
 # The real error classes and constants, so `nvml.NVMLError_GPUIsLost` works on either module.
 for _name in dir(pynvml):

@@ -74,6 +74,7 @@ class Sampler:
         self._metrics = metrics
         self._devices: list[_Device] = []
         self._previous: dict[int, GpuReading] = {}
+        self._warned: set[str] = set()
 
     def start(self) -> None:
         """nvmlInit and the inventory; NVML errors here propagate to the caller."""
@@ -130,42 +131,51 @@ class Sampler:
         return Sample(mono_ns, wall_ns, tuple(readings))
 
     def _optional(self, call: Any, handle: Any) -> Any:
-        """A reading some GPUs, drivers or containers do not give: None, not an error."""
+        """A reading that may fail without the GPU's time going unreported: None then.
+
+        Unsupported here (old driver, MIG, container) is expected and silent; any other error
+        but a lost GPU is counted, and logged once per call.
+        """
         nvml = self._nvml
         try:
             return call(handle)
-        except (
-            nvml.NVMLError_NotSupported,
-            nvml.NVMLError_NoPermission,
-            nvml.NVMLError_FunctionNotFound,
-        ):
+        except (nvml.NVMLError_GpuIsLost, nvml.NVMLError_Uninitialized):
+            raise
+        except (nvml.NVMLError_NotSupported, nvml.NVMLError_FunctionNotFound):
+            return None
+        except nvml.NVMLError as error:
+            self._metrics.nvml_errors.labels(error=type(error).__name__).inc()
+            if call.__name__ not in self._warned:
+                self._warned.add(call.__name__)
+                logger.warning("%s failed: %s; reading it as unknown", call.__name__, error)
             return None
 
     def _read(self, device: _Device) -> GpuReading:
         nvml, handle = self._nvml, device.handle
         mig_enabled = nvml.nvmlDeviceGetMigMode(handle)[0] == nvml.NVML_DEVICE_MIG_ENABLE
         rates = self._optional(nvml.nvmlDeviceGetUtilizationRates, handle)
-        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        memory = self._optional(nvml.nvmlDeviceGetMemoryInfo, handle)
+        mem_used = 0 if memory is None else int(memory.used)
         energy = self._optional(nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
         power = self._optional(nvml.nvmlDeviceGetPowerUsage, handle)
         if mig_enabled:
             units = self._mig_units(device)
         else:
-            units = (UnitReading(device.uuid, Fraction(1), self._pids(handle), int(memory.used)),)
+            units = (UnitReading(device.uuid, Fraction(1), self._pids(handle), mem_used),)
         return GpuReading(
             uuid=device.uuid,
             index=device.index,
             model=device.model,
             util_pct=0 if rates is None else int(rates.gpu),
-            mem_used_bytes=int(memory.used),
+            mem_used_bytes=mem_used,
             energy_mj=None if energy is None else int(energy),
             power_mw=None if power is None else int(power),
             units=units,
         )
 
     def _pids(self, handle: Any) -> tuple[tuple[int, int | None], ...]:
-        processes = self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-        return tuple((int(p.pid), p.usedGpuMemory) for p in processes)
+        processes = self._optional(self._nvml.nvmlDeviceGetComputeRunningProcesses, handle)
+        return tuple((int(p.pid), p.usedGpuMemory) for p in processes or ())
 
     def _mig_units(self, device: _Device) -> tuple[UnitReading, ...]:
         nvml = self._nvml
@@ -182,7 +192,7 @@ class Sampler:
                     nvml.nvmlDeviceGetUUID(mig),
                     Fraction(slices, total),
                     self._pids(mig),
-                    int(nvml.nvmlDeviceGetMemoryInfo(mig).used),
+                    int(getattr(self._optional(nvml.nvmlDeviceGetMemoryInfo, mig), "used", 0)),
                 )
             )
         rest = 1 - sum((u.fraction for u in units), Fraction(0))

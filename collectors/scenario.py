@@ -8,6 +8,8 @@ time from the scenario's start. Values follow piecewise-constant schedules
      "gpus": [{"index": 0, "uuid": "GPU-…", "name": "NVIDIA H800", "power_mw": 350000,
                "util": [{"at": 0, "value": 0}, {"at": 60, "value": 90}],
                "energy_resets": [600], "lost_at": 900,
+               "faults": [{"call": "nvmlDeviceGetMemoryInfo", "error": "NVML_ERROR_UNKNOWN",
+                           "from": 60, "to": 120}],
                "mig": [{"uuid": "MIG-…", "gi_slices": 3, "ci_slices": 3}]}],
      "processes": [{"pid": 4242, "gpu": 0, "start": 60, "end": 300, "used_memory": 1000,
                     "cgroup": "0::/slurm/uid_1000/job_42/step_0", "environ": {"A": "b"}}]}
@@ -68,6 +70,19 @@ class MigSpec:
 
 
 @dataclass(frozen=True)
+class Fault:
+    """`call` on this GPU raises NVML error `error` (e.g. NVML_ERROR_UNKNOWN) in [start, end)."""
+
+    call: str
+    error: str
+    start: Fraction
+    end: Fraction | None
+
+    def active(self, call: str, t: Fraction) -> bool:
+        return call == self.call and self.start <= t and (self.end is None or t < self.end)
+
+
+@dataclass(frozen=True)
 class GpuSpec:
     index: int
     uuid: str
@@ -81,6 +96,7 @@ class GpuSpec:
     energy_resets: tuple[Fraction, ...]
     lost_at: Fraction | None
     mig: tuple[MigSpec, ...] | None
+    faults: tuple[Fault, ...] = ()
 
     def energy_mj(self, t: Fraction) -> int:
         """The driver's counter: millijoules since load, restarting at 0 at each reset."""
@@ -145,6 +161,15 @@ def _gpu(raw: dict[str, Any]) -> GpuSpec:
                 memory_total=int(m.get("memory_total", memory_total * int(m["gi_slices"]) // 8)),
             )
             for m in mig
+        ),
+        faults=tuple(
+            Fault(
+                str(f["call"]),
+                str(f["error"]),
+                Fraction(str(f.get("from", 0))),
+                _seconds(f.get("to")),
+            )
+            for f in raw.get("faults", [])
         ),
     )
 

@@ -128,40 +128,37 @@ class Sender:
             return False
 
     def _settle_response(self, reports: list[SpooledReport], response: httpx.Response) -> bool:
-        seqs = [r.seq for r in reports]
+        """Apply the service's answer: acknowledged reports leave in one transaction."""
         if len(reports) == 1:
-            return self._settle(reports[0], response.status_code, response, _error_text(response))
-        results = response.json()["results"]
-        if [r["seq"] for r in results] != seqs:
-            logger.error("batch answer does not match the batch sent; retrying")
-            return False
-        settled = [
-            self._settle(report, int(result["http_status"]), result, str(result.get("error")))
-            for report, result in zip(reports, results, strict=True)
-        ]
-        return all(settled)
-
-    def _settle(self, report: SpooledReport, status: int, answer: Any, error: str) -> bool:
-        if 200 <= status < 300:
-            duplicate = (
-                answer.get("status") == "duplicate"
-                if isinstance(answer, dict)
-                else status == 200 and bool(answer.json().get("duplicate"))
-            )
-            self._spool.acknowledge([report.seq])
-            self._metrics.reports_sent.labels(
-                outcome="duplicate" if duplicate else "accepted"
-            ).inc()
+            status = response.status_code
+            duplicate = status == 200 and bool(response.json().get("duplicate"))
+            outcomes = [(reports[0], status, duplicate, _error_text(response))]
+        else:
+            results = response.json()["results"]
+            if [r["seq"] for r in results] != [r.seq for r in reports]:
+                logger.error("batch answer does not match the batch sent; retrying")
+                return False
+            outcomes = [
+                (report, int(r["http_status"]), r["status"] == "duplicate", str(r.get("error")))
+                for report, r in zip(reports, results, strict=True)
+            ]
+        acknowledged = [report.seq for report, status, _, _ in outcomes if 200 <= status < 300]
+        self._spool.acknowledge(acknowledged)
+        for report, status, duplicate, error in outcomes:
+            if 200 <= status < 300:
+                outcome = "duplicate" if duplicate else "accepted"
+                self._metrics.reports_sent.labels(outcome=outcome).inc()
+            elif not retryable(status):
+                self._spool.dead_letter(
+                    report.seq, http_status=status, error=error, wall_ns=self._clock.wall_ns()
+                )
+                self._metrics.reports_dead_lettered.inc()
+                logger.error(
+                    "report seq %d rejected (%d), dead-lettered: %s", report.seq, status, error
+                )
+        if acknowledged:
             self._metrics.last_success.set(self._clock.wall_ns() / NS_PER_S)
-            return True
-        if retryable(status):
-            return False
-        self._spool.dead_letter(
-            report.seq, http_status=status, error=error, wall_ns=self._clock.wall_ns()
-        )
-        self._metrics.reports_dead_lettered.inc()
-        logger.error("report seq %d rejected with %d, dead-lettered: %s", report.seq, status, error)
-        return True
+        return all(200 <= status < 300 or not retryable(status) for _, status, _, _ in outcomes)
 
     def _register_jobs(self) -> None:
         for job_id, body in self._spool.pending_jobs():

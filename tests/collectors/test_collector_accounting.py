@@ -192,3 +192,57 @@ def test_utilisation_and_peak_memory_follow_the_samples(harness):
     by_job = {e["job_id"]: e for e in reports[0]["gpus"]}
     assert by_job["1"]["util_pct"] == 40.0 and by_job["1"]["mem_peak_bytes"] == 7500
     assert by_job[None]["util_pct"] == 85.0 and by_job[None]["mem_peak_bytes"] == 500
+
+
+def fault(call: str, error: str, start: float = 0, end: float | None = None) -> dict:
+    return {"call": call, "error": error, "from": start, "to": end}
+
+
+def test_a_failing_nvml_reading_does_not_lose_the_gpus_time(harness):
+    h = harness(
+        {
+            "gpus": [
+                gpu(
+                    0,
+                    power_mw=200_000,
+                    faults=[
+                        fault("nvmlDeviceGetTotalEnergyConsumption", "NVML_ERROR_NO_PERMISSION"),
+                        fault("nvmlDeviceGetUtilizationRates", "NVML_ERROR_UNKNOWN", 0, 30),
+                    ],
+                ),
+                gpu(
+                    1,
+                    faults=[
+                        fault("nvmlDeviceGetComputeRunningProcesses", "NVML_ERROR_UNKNOWN", 60, 120)
+                    ],
+                ),
+                gpu(2, faults=[fault("nvmlDeviceGetMigMode", "NVML_ERROR_UNKNOWN", 30, 40)]),
+            ],
+            "processes": [
+                process(1, 0, cgroup=slurm(1)),
+                process(2, 1, cgroup=slurm(2)),
+                process(3, 2, cgroup=slurm(3)),
+            ],
+        }
+    )
+    reports = h.finish(300)
+    check_report_invariants(reports)
+    assert totals(reports, by="gpu") == {
+        (gpu_uuid(0), "1"): D(300),
+        (gpu_uuid(1), "2"): D(240),
+        (gpu_uuid(1), None): D(60),  # processes unreadable for six samples: no job known
+        (gpu_uuid(2), "3"): D(300),  # one failed sample: the last reading carried over
+    }
+    energy = sum(D(str(e["energy_j"])) for r in reports for e in r["gpus"] if e["index"] == 0)
+    assert energy == D(200 * 300)  # integrated from power
+    assert h.metrics.nvml_errors.labels(error="NVMLError_Unknown")._value.get() == 10
+
+
+def test_a_stall_longer_than_max_gap_is_not_guessed(harness):
+    h = harness({"gpus": [gpu(0)], "processes": [process(1, 0, cgroup=slurm(9))]})
+    h.advance_to(130)
+    h.clock.advance(3000)  # e.g. the process was SIGSTOPped
+    h.agent.tick()
+    reports = h.finish(3430)
+    check_report_invariants(reports)
+    assert totals(reports) == {"9": D(430)}
