@@ -12,8 +12,10 @@ from app.core.db import create_db_engine, create_session_factory
 from app.core.errors import install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.migrate import head_revision
+from app.costs.router import router as costs_router
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
+from app.pricing.router import router as pricing_router
 from app.reports.router import router as reports_router
 
 
@@ -43,4 +45,6 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.include_router(health_router)
     app.include_router(reports_router)
     app.include_router(jobs_router)
+    app.include_router(pricing_router)
+    app.include_router(costs_router)
     return app

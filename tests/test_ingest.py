@@ -1,6 +1,5 @@
 """Accepting reports: stored exactly once, split across hours, idle and shared GPUs kept."""
 
-
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session

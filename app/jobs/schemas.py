@@ -4,7 +4,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from app.jobs.phases import canonical_phase
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 LabelKey = Annotated[
@@ -12,6 +14,11 @@ LabelKey = Annotated[
 ]
 LabelValue = Annotated[str, StringConstraints(max_length=256)]
 MAX_LABELS = 64
+Phase = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, strip_whitespace=True),
+    AfterValidator(canonical_phase),
+]
 
 
 class JobUpdate(BaseModel):
@@ -20,9 +27,8 @@ class JobUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: Text | None = Field(default=None, examples=["deepseek-v3"])
-    phase: (
-        Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)] | None
-    ) = Field(default=None, examples=["pre-training"])
+    # Canonical phases in any spelling (`pretrain`, `Pre_Training`) are stored canonically.
+    phase: Phase | None = Field(default=None, examples=["pre-training"])
     team: Text | None = None
     user: Text | None = None
     name: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None

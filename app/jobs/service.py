@@ -114,9 +114,7 @@ def read_jobs(session: Session, query: Select[Job]) -> list[JobRead]:
     clusters = dict(
         session.execute(
             select(Cluster.id, Cluster.name).where(Cluster.id.in_({j.cluster_id for j in jobs}))
-        )
-        
-        .all()
+        ).all()
     )
     usage = {
         row.job_id: row

@@ -4,6 +4,7 @@ from app.models.auth import ROLES, ApiToken, AuditEntry
 from app.models.base import Base
 from app.models.fleet import Cluster, Gpu, Node
 from app.models.jobs import Job
+from app.models.pricing import EnergyRate, Rate
 from app.models.usage import HourlyUsage, Report, Usage
 
 __all__ = [
@@ -12,10 +13,12 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Cluster",
+    "EnergyRate",
     "Gpu",
     "HourlyUsage",
     "Job",
     "Node",
+    "Rate",
     "Report",
     "Usage",
 ]

@@ -1,0 +1,72 @@
+"""Cost figures as the API returns them: decimals as strings, never floats."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from app.core.units import Amount
+
+GroupKey = Literal["model", "phase", "team", "user", "cluster", "gpu_model", "job", "day", "month"]
+GROUP_KEYS: tuple[str, ...] = (
+    "model",
+    "phase",
+    "team",
+    "user",
+    "cluster",
+    "gpu_model",
+    "job",
+    "day",
+    "month",
+)
+
+
+class Figures(BaseModel):
+    gpu_seconds: Amount
+    gpu_hours: Amount
+    busy_gpu_hours: Amount
+    energy_kwh: Amount
+    cost_usd: Amount
+    # Measured energy at the kWh price, apart from the GPU-hour cost; null where none is set.
+    energy_cost_usd: Amount | None
+    rate_sources: list[Literal["card", "default"]]
+
+
+class CostRow(Figures):
+    """Figures with the row's group keys beside them (`team`, `model`, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class CostReport(BaseModel):
+    start: datetime | None
+    end: datetime | None
+    group_by: list[str]
+    currency: Literal["USD"] = "USD"
+    default_usd_per_gpu_hour: Amount
+    rows: list[CostRow]
+    total: Figures
+
+
+class PhaseCost(Figures):
+    phase: str
+    share: Amount
+    first_usage: datetime | None
+    last_usage: datetime | None
+    peak_gpus: Amount
+
+
+class RateUsed(BaseModel):
+    gpu_model: str
+    usd_per_gpu_hour: Amount
+    source: Literal["card", "default"]
+
+
+class ModelCost(BaseModel):
+    model: str
+    start: datetime | None
+    end: datetime | None
+    currency: Literal["USD"] = "USD"
+    phases: list[PhaseCost]
+    total: PhaseCost
+    rates: list[RateUsed]

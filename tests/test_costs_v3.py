@@ -1,0 +1,141 @@
+"""Acceptance: the DeepSeek-V3 training-cost table, reproduced exactly from measured usage.
+
+256 nodes x 8 NVIDIA H800 is the reference fleet; this test reports the same 2,048 GPUs as
+8 collectors of 256 GPUs each, one report per node and phase, through the HTTP API, with the
+report interval limit raised to cover a phase (a limit the service lets operators set). The
+hourly rollup still splits every report into UTC hours, and costs are summed from those.
+"""
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.main import create_app
+from tests.support import SettableClock, entry, report
+
+REFERENCE = (
+    json.loads(
+        (
+            Path(__file__).resolve().parents[2] / "shared/reference/deepseek-v3-training-cost.json"
+        ).read_text()
+    )
+    if (
+        Path(__file__).resolve().parents[2] / "shared/reference/deepseek-v3-training-cost.json"
+    ).exists()
+    else None
+)
+NODES, GPUS_PER_NODE = 8, 256
+PHASES = [  # phase, job id, start, GPU-hours
+    ("pre-training", "v3-pretrain", datetime(2024, 9, 1, tzinfo=UTC), 2_664_000),
+    ("context-extension", "v3-long-context", datetime(2024, 11, 1, tzinfo=UTC), 119_000),
+    ("post-training", "v3-sft-rl", datetime(2024, 11, 10, tzinfo=UTC), 5_000),
+]
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@pytest.fixture
+def v3_client(settings, clock: SettableClock, auth) -> TestClient:
+    wide = settings.model_copy(update={"max_report_interval_seconds": 60 * 86400})
+    with TestClient(create_app(wide, clock=clock)) as client:
+        rate = {
+            "gpu_model": "NVIDIA H800",
+            "usd_per_gpu_hour": "2.00",
+            "effective_from": "2024-01-01T00:00:00Z",
+        }
+        assert client.post("/v1/rates", json=rate, headers=auth["admin"]).status_code == 201
+        seq = 0
+        for phase, job_id, start, gpu_hours in PHASES:
+            per_gpu_seconds = Decimal(gpu_hours) * 3600 / (NODES * GPUS_PER_NODE)
+            end = start + timedelta(seconds=float(per_gpu_seconds))
+            assert (end - start).total_seconds() == per_gpu_seconds  # exact to the microsecond
+            labels = {"model": "deepseek-v3", "phase": phase, "team": "foundation"}
+            put = client.put(f"/v1/jobs/hf-h800/{job_id}", json=labels, headers=auth["admin"])
+            assert put.status_code == 201, put.text
+            for node in range(NODES):
+                gpus = [
+                    entry(node * GPUS_PER_NODE + g, job_id=job_id, gpu_seconds=str(per_gpu_seconds))
+                    for g in range(GPUS_PER_NODE)
+                ]
+                for g, gpu in enumerate(gpus):
+                    gpu["index"] = g
+                body = report(
+                    seq, start=iso(start), end=iso(end), node=f"node-{node:03d}", gpus=gpus
+                )
+                response = client.post("/v1/reports", json=body, headers=auth["collector"])
+                assert response.status_code == 201, response.text
+                seq += 1
+        yield client
+
+
+def test_model_cost_reproduces_the_v3_table(v3_client: TestClient, auth) -> None:
+    response = v3_client.get("/v1/models/deepseek-v3/cost", headers=auth["viewer"])
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    phases = [(p["phase"], Decimal(p["gpu_hours"]), Decimal(p["cost_usd"])) for p in body["phases"]]
+    assert phases == [
+        ("pre-training", Decimal(2_664_000), Decimal("5328000.00")),
+        ("context-extension", Decimal(119_000), Decimal("238000.00")),
+        ("post-training", Decimal(5_000), Decimal("10000.00")),
+    ]
+    assert Decimal(body["total"]["gpu_hours"]) == 2_788_000
+    assert Decimal(body["total"]["cost_usd"]) == Decimal("5576000.00")
+    assert [p["peak_gpus"] for p in body["phases"]] == ["2048", "2048", "2048"]
+    assert body["phases"][0]["first_usage"] == "2024-09-01T00:00:00Z"
+    assert body["phases"][0]["last_usage"] == "2024-10-25T04:46:52.500000Z"
+    assert [Decimal(p["share"]) for p in body["phases"]] == [
+        Decimal("0.955524"),
+        Decimal("0.042683"),
+        Decimal("0.001793"),
+    ]
+    assert body["rates"] == [
+        {"gpu_model": "NVIDIA H800", "usd_per_gpu_hour": "2", "source": "card"}
+    ]
+    if REFERENCE:
+        reference = {p["phase"]: p for p in REFERENCE["phases"]}
+        for phase, gpu_hours, cost in phases:
+            assert gpu_hours == reference[phase]["gpu_hours"]
+            assert cost == Decimal(reference[phase]["cost_usd"])
+
+
+def test_every_grouping_agrees_on_the_v3_total(v3_client: TestClient, auth) -> None:
+    totals = set()
+    for group_by in ["", "phase", "team,model", "job", "day", "month,phase", "gpu_model,cluster"]:
+        body = v3_client.get(
+            "/v1/costs", params={"group_by": group_by}, headers=auth["viewer"]
+        ).json()
+        row_sum = sum(Decimal(r["cost_usd"]) for r in body["rows"])
+        assert row_sum == Decimal(body["total"]["cost_usd"]), group_by
+        totals.add((body["total"]["cost_usd"], body["total"]["gpu_hours"]))
+    assert totals == {("5576000", "2788000")}
+
+
+def test_cli_report_prints_the_v3_layout(v3_client: TestClient, db_url: str) -> None:
+    runner = CliRunner()
+    env = {"GPUCOST_DATABASE_URL": db_url}
+
+    markdown = runner.invoke(
+        cli, ["report", "deepseek-v3", "--format", "markdown", "--rate-note"], env=env
+    )
+    as_json = runner.invoke(cli, ["report", "deepseek-v3", "--format", "json"], env=env)
+    table = runner.invoke(cli, ["report", "deepseek-v3"], env=env)
+
+    assert markdown.exit_code == 0, markdown.output
+    assert markdown.stdout.splitlines() == [
+        "| Training Costs | Pre-Training | Context Extension | Post-Training | Total |",
+        "| --- | --- | --- | --- | --- |",
+        "| in H800 GPU Hours | 2664K | 119K | 5K | 2788K |",
+        "| in USD | $5.328M | $0.238M | $0.01M | $5.576M |",
+        "Priced at NVIDIA H800 at $2 per GPU hour (the rate card).",
+    ]
+    assert Decimal(json.loads(as_json.stdout)["total"]["cost_usd"]) == Decimal("5576000.00")
+    assert "$5.576M" in table.stdout and "2788K" in table.stdout
