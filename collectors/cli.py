@@ -111,7 +111,12 @@ def _build(config: Config, *, deliver: bool) -> tuple[Agent, Clock]:
         metrics=metrics,
     )
     if config.metrics_port is not None:
-        metrics.serve(config.metrics_port)
+        try:
+            metrics.serve(config.metrics_port)
+        except OSError as error:
+            raise UserError(
+                f"cannot serve metrics on port {config.metrics_port}: {error}"
+            ) from None
     return agent, clock
 
 

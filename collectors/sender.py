@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -74,9 +73,13 @@ class Sender:
     def due(self) -> bool:
         return self._clock.monotonic_ns() >= self.next_attempt_mono_ns
 
-    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self._token()}"}
-        return self._client.post(self._server + path, json=body, headers=headers)
+    def _headers(self) -> dict[str, str] | None:
+        """The token is read for every request, so that it can be rotated in place."""
+        try:
+            return {"Authorization": f"Bearer {self._token()}"}
+        except Exception as error:  # whatever the token source raises, retry later
+            logger.error("cannot read the token: %s", error)
+            return None
 
     def send_pending(self, *, max_batches: int = 20) -> bool:
         """Send the backlog if the back-off allows; True when the spool is empty after."""
@@ -98,13 +101,17 @@ class Sender:
 
     def _send(self, reports: list[SpooledReport]) -> bool:
         """One request; False when it must be retried later."""
+        headers = self._headers()
+        if headers is None:
+            return False
         seqs = [r.seq for r in reports]
         self._spool.mark_attempted(seqs)
+        if len(reports) == 1:
+            path, body = "/v1/reports", reports[0].body
+        else:
+            path, body = "/v1/reports:batch", {"reports": [r.body for r in reports]}
         try:
-            if len(reports) == 1:
-                response = self._post("/v1/reports", reports[0].body)
-            else:
-                response = self._post("/v1/reports:batch", {"reports": [r.body for r in reports]})
+            response = self._client.post(self._server + path, json=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
             self._spool.mark_attempted(seqs, False)  # never reached the service
             logger.warning("cannot reach %s: %s", self._server, error)
@@ -163,7 +170,9 @@ class Sender:
     def _register_jobs(self) -> None:
         for job_id, body in self._spool.pending_jobs():
             path = f"/v1/jobs/{quote(self._cluster, safe='')}/{quote(job_id, safe='')}"
-            headers = {"Authorization": f"Bearer {self._token()}"}
+            headers = self._headers()
+            if headers is None:
+                return
             try:
                 response = self._client.put(self._server + path, json=body, headers=headers)
             except httpx.HTTPError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -121,6 +122,7 @@ class FlakyProxy:
 
     def __init__(self, target: str, fail: Callable[[int], str | None]) -> None:
         self.target, self.fail, self.count, self.failed = target, fail, 0, 0
+        self.batches: list[list[int]] = []  # the seqs of each batch request, in order
         self.lock = threading.Lock()
         proxy = self
 
@@ -129,6 +131,8 @@ class FlakyProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with proxy.lock:
                     proxy.count += 1
+                    if self.path == "/v1/reports:batch":
+                        proxy.batches.append([r["seq"] for r in json.loads(body)["reports"]])
                     mode = proxy.fail(proxy.count)
                     proxy.failed += mode is not None
                 status, content = 500, b'{"error": "InjectedFault"}'

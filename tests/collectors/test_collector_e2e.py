@@ -147,14 +147,22 @@ def test_exact_when_the_collector_is_killed_at_random_points(service, tmp_path):
 
 @pytest.mark.slow
 def test_exact_when_the_server_answers_500_to_some_requests(service, tmp_path):
-    modes = {0: None, 1: "before", 2: None, 3: "after"}
-    proxy = FlakyProxy(service.url, lambda n: modes[n % 4])
+    def fail(n: int) -> str | None:
+        # Runs of eight failures, so that reports pile up and go in batches; half of them
+        # after the service stored the request, so that resends are duplicates.
+        if n % 16 >= 8:
+            return None
+        return "before" if n % 2 else "after"
+
+    proxy = FlakyProxy(service.url, fail)
     try:
         node = Node(tmp_path, service, speed=0, server=proxy.url)
         node.run_to_end()
         node.server = service.url
         check(service, node)
         assert proxy.failed >= 5
+        # The backlog left by failures went in batches, each oldest first.
+        assert proxy.batches and all(b == sorted(b) for b in proxy.batches)
     finally:
         proxy.close()
 
