@@ -179,22 +179,21 @@ class Sampler:
 
     def _mig_units(self, device: _Device) -> tuple[UnitReading, ...]:
         nvml = self._nvml
-        total = mig_total_slices(device.model)
-        units = []
+        found = []
         for slot in range(nvml.nvmlDeviceGetMaxMigDeviceCount(device.handle)):
             try:
                 mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(device.handle, slot)
             except nvml.NVMLError_NotFound:
                 continue
-            slices = nvml.nvmlDeviceGetAttributes(mig).computeInstanceSliceCount
-            units.append(
-                UnitReading(
-                    nvml.nvmlDeviceGetUUID(mig),
-                    Fraction(slices, total),
-                    self._pids(mig),
-                    int(getattr(self._optional(nvml.nvmlDeviceGetMemoryInfo, mig), "used", 0)),
-                )
-            )
+            slices = int(nvml.nvmlDeviceGetAttributes(mig).computeInstanceSliceCount)
+            memory = self._optional(nvml.nvmlDeviceGetMemoryInfo, mig)
+            found.append((nvml.nvmlDeviceGetUUID(mig), slices, mig, getattr(memory, "used", 0)))
+        # Never more than the whole GPU, even on a model missing from the slice table.
+        total = max(mig_total_slices(device.model), sum(f[1] for f in found))
+        units = [
+            UnitReading(uuid, Fraction(slices, total), self._pids(mig), int(used))
+            for uuid, slices, mig, used in found
+        ]
         rest = 1 - sum((u.fraction for u in units), Fraction(0))
         if rest > 0:
             units.append(UnitReading(None, rest, (), 0))

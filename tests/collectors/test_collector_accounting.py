@@ -246,3 +246,22 @@ def test_a_stall_longer_than_max_gap_is_not_guessed(harness):
     reports = h.finish(3430)
     check_report_invariants(reports)
     assert totals(reports) == {"9": D(430)}
+
+
+def test_mig_slices_are_out_of_4_on_an_a30_and_never_add_up_past_the_gpu(harness):
+    a30 = [{"uuid": "MIG-q1", "gi_slices": 2}, {"uuid": "MIG-q2", "gi_slices": 1}]
+    odd = [{"uuid": "MIG-o1", "gi_slices": 4}, {"uuid": "MIG-o2", "gi_slices": 4}]
+    h = harness(
+        {
+            "gpus": [gpu(0, name="NVIDIA A30", mig=a30), gpu(1, name="NVIDIA X9", mig=odd)],
+            "processes": [
+                process(1, 0, mig="MIG-q1", cgroup=slurm(1)),
+                process(2, 0, mig="MIG-q2", cgroup=slurm(2)),
+                process(3, 1, mig="MIG-o1", cgroup=slurm(3)),
+                process(4, 1, mig="MIG-o2", cgroup=slurm(4)),
+            ],
+        }
+    )
+    reports = h.finish(120)
+    check_report_invariants(reports)
+    assert totals(reports) == {"1": D(60), "2": D(30), None: D(30), "3": D(60), "4": D(60)}
