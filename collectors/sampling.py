@@ -152,7 +152,9 @@ class Sampler:
 
     def _read(self, device: _Device) -> GpuReading:
         nvml, handle = self._nvml, device.handle
-        mig_enabled = nvml.nvmlDeviceGetMigMode(handle)[0] == nvml.NVML_DEVICE_MIG_ENABLE
+        # GPUs without MIG support (L40S, V100, ...) answer NOT_SUPPORTED: not in MIG mode.
+        mig_mode = self._optional(nvml.nvmlDeviceGetMigMode, handle)
+        mig_enabled = mig_mode is not None and mig_mode[0] == nvml.NVML_DEVICE_MIG_ENABLE
         rates = self._optional(nvml.nvmlDeviceGetUtilizationRates, handle)
         memory = self._optional(nvml.nvmlDeviceGetMemoryInfo, handle)
         mem_used = 0 if memory is None else int(memory.used)

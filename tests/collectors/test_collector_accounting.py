@@ -216,12 +216,18 @@ def test_a_failing_nvml_reading_does_not_lose_the_gpus_time(harness):
                         fault("nvmlDeviceGetComputeRunningProcesses", "NVML_ERROR_UNKNOWN", 60, 120)
                     ],
                 ),
-                gpu(2, faults=[fault("nvmlDeviceGetMigMode", "NVML_ERROR_UNKNOWN", 30, 40)]),
+                gpu(
+                    2,
+                    mig=[{"uuid": "MIG-t", "gi_slices": 7}],
+                    faults=[fault("nvmlDeviceGetMaxMigDeviceCount", "NVML_ERROR_UNKNOWN", 30, 40)],
+                ),
+                gpu(3, faults=[fault("nvmlDeviceGetMigMode", "NVML_ERROR_NOT_SUPPORTED")]),
             ],
             "processes": [
                 process(1, 0, cgroup=slurm(1)),
                 process(2, 1, cgroup=slurm(2)),
-                process(3, 2, cgroup=slurm(3)),
+                process(3, 2, mig="MIG-t", cgroup=slurm(3)),
+                process(4, 3, cgroup=slurm(4)),
             ],
         }
     )
@@ -232,10 +238,12 @@ def test_a_failing_nvml_reading_does_not_lose_the_gpus_time(harness):
         (gpu_uuid(1), "2"): D(240),
         (gpu_uuid(1), None): D(60),  # processes unreadable for six samples: no job known
         (gpu_uuid(2), "3"): D(300),  # one failed sample: the last reading carried over
+        (gpu_uuid(3), "4"): D(300),  # a GPU without MIG support (L40S, V100)
     }
     energy = sum(D(str(e["energy_j"])) for r in reports for e in r["gpus"] if e["index"] == 0)
     assert energy == D(200 * 300)  # integrated from power
     assert h.metrics.nvml_errors.labels(error="NVMLError_Unknown")._value.get() == 10
+    assert h.metrics.nvml_errors.labels(error="NVMLError_NotSupported")._value.get() == 0
 
 
 def test_a_stall_longer_than_max_gap_is_not_guessed(harness):
