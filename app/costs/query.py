@@ -1,48 +1,62 @@
-"""The priced hourly atoms every cost figure is summed from, as one SQL statement.
+"""The priced hourly atoms every cost figure is summed from.
 
 An atom is one rollup row: a job (or a cluster's idle capacity), a GPU model and a UTC hour.
 Its cost is its GPU-time at the rate in force in that hour, rounded half up to a
 nano-dollar in integer arithmetic. Every grouping sums the same atoms, so every total
 agrees with every other to the last digit and equals the sum of its rows.
+
+Queries run in two stages: atoms are priced and summed per job, cluster, GPU model and
+price (and hour or day where asked) straight from the rollup table, then those few rows are
+joined to jobs and grouped by labels. Rate cards are few, so they are read first and
+turned into one CASE expression per price kind rather than joined to every atom.
 """
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    Select,
     String,
+    Subquery,
     and_,
     case,
     func,
     literal,
     literal_column,
-    or_,
     select,
 )
 from sqlalchemy.orm import Session
 
 from app.models import Cluster, EnergyRate, HourlyUsage, Job, Rate
-from app.models.base import UTCDateTime
 
 IDLE = "(idle)"
 UNATTRIBUTED = "(unattributed)"
 LABELS = {"model": Job.model, "phase": Job.phase, "team": Job.team, "user": Job.user_name}
+FIGURES = ("gpu_us", "busy_us", "energy_mj", "cost_nano", "energy_cost_nano", "defaulted", "atoms")
 # Microseconds (or millijoules) in an hour (or kWh) over nano-dollars in a micro-dollar.
 _DIVISOR = 3_600_000
 
 
-def label(name: str) -> ColumnElement[str]:
+def label(name: str, job_id: Any) -> ColumnElement[str]:
     """A job label as costs show it: idle capacity and unlabelled jobs get names of their own."""
-    # Constants inline, not bound: PostgreSQL matches a GROUP BY expression to the
-    # SELECT list by its text, and bound parameters would make the two differ.
+    # Constants inline, not bound: PostgreSQL matches GROUP BY expressions to the SELECT
+    # list by their text.
     return case(
-        (HourlyUsage.job_id.is_(None), literal_column(f"'{IDLE}'", String)),
+        (job_id.is_(None), literal_column(f"'{IDLE}'", String)),
         (LABELS[name].is_(None), literal_column(f"'{UNATTRIBUTED}'", String)),
         else_=LABELS[name],
     )
+
+
+def label_is(name: str, value: str) -> ColumnElement[bool]:
+    """Atoms whose job label `name` reads `value`, answered from the jobs' index."""
+    if value == IDLE:
+        return HourlyUsage.job_id.is_(None)
+    if value == UNATTRIBUTED:
+        return HourlyUsage.job_id.in_(select(Job.id).where(LABELS[name].is_(None)))
+    return HourlyUsage.job_id.in_(select(Job.id).where(LABELS[name] == value))
 
 
 def period(session: Session, unit: str) -> ColumnElement[str]:
@@ -54,24 +68,33 @@ def period(session: Session, unit: str) -> ColumnElement[str]:
     return func.substr(HourlyUsage.hour, 1, 10 if unit == "day" else 7, type_=String)
 
 
-def _segments(model: Any, price: Any, *keys: Any) -> Any:
-    """Each price with the instant the next price for the same key takes over."""
-    return select(
-        *keys,
-        model.cluster_id,
-        price.label("price"),
-        model.effective_from.label("valid_from"),
-        func.lead(model.effective_from, type_=UTCDateTime())
-        .over(partition_by=(*keys, model.cluster_id), order_by=model.effective_from)
-        .label("valid_to"),
-    ).subquery()
+def in_period(start: datetime | None, end: datetime | None) -> list[ColumnElement[bool]]:
+    conditions = []
+    if start is not None:
+        conditions.append(HourlyUsage.hour >= start)
+    if end is not None:
+        conditions.append(HourlyUsage.hour < end)
+    return conditions
 
 
-def _in_force(segment: Any) -> ColumnElement[bool]:
-    return and_(
-        segment.c.valid_from <= HourlyUsage.hour,
-        or_(segment.c.valid_to.is_(None), HourlyUsage.hour < segment.c.valid_to),
+def _price_cases(rows: Sequence[Any], match: Any) -> list[tuple[ColumnElement[bool], int]]:
+    """(condition, price) per effective-dated price, per-cluster prices first: they win."""
+    rows = sorted(
+        rows, key=lambda r: (r.cluster_id is None, r.key, r.cluster_id or 0, r.effective_from)
     )
+    cases = []
+    for i, row in enumerate(rows):
+        following = rows[i + 1] if i + 1 < len(rows) else None
+        conditions = [match(row), HourlyUsage.hour >= row.effective_from]
+        if row.cluster_id is not None:
+            conditions.append(HourlyUsage.cluster_id == row.cluster_id)
+        if following is not None and (following.key, following.cluster_id) == (
+            row.key,
+            row.cluster_id,
+        ):
+            conditions.append(HourlyUsage.hour < following.effective_from)
+        cases.append((and_(*conditions), row.price))
+    return cases
 
 
 def _nano_cost(quantity: Any, micro_price: Any) -> Any:
@@ -81,72 +104,73 @@ def _nano_cost(quantity: Any, micro_price: Any) -> Any:
     ) // _DIVISOR
 
 
-def priced_atoms(default_micro_usd: int) -> tuple[Select[Any], dict[str, Any]]:
-    """The joined atom query (to be grouped) and the per-atom figures to aggregate."""
-    rates = _segments(Rate, Rate.micro_usd_per_gpu_hour, Rate.gpu_model)
-    cluster_rate, general_rate = rates.alias("cluster_rate"), rates.alias("general_rate")
-    energy = _segments(EnergyRate, EnergyRate.micro_usd_per_kwh)
-    cluster_energy, general_energy = energy.alias("cluster_energy"), energy.alias("general_energy")
-
-    rate = func.coalesce(
-        cluster_rate.c.price,
-        general_rate.c.price,
-        literal(default_micro_usd, BigInteger),
-        type_=BigInteger,
+def priced_usage(
+    session: Session,
+    *,
+    default_micro_usd: int,
+    where: Sequence[ColumnElement[bool]],
+    by: dict[str, ColumnElement[Any]] | None = None,
+    by_rate: bool = False,
+) -> Subquery:
+    """Stage one: the atoms matching `where`, priced one by one and summed per job,
+    cluster and GPU model (and per `by` keys, and per price if `by_rate`)."""
+    rates = session.execute(
+        select(
+            Rate.gpu_model.label("key"),
+            Rate.cluster_id,
+            Rate.effective_from,
+            Rate.micro_usd_per_gpu_hour.label("price"),
+        )
+    ).all()
+    energy = session.execute(
+        select(
+            literal("").label("key"),
+            EnergyRate.cluster_id,
+            EnergyRate.effective_from,
+            EnergyRate.micro_usd_per_kwh.label("price"),
+        )
+    ).all()
+    rate_cases = _price_cases(rates, lambda r: HourlyUsage.gpu_model == r.key)
+    energy_cases = _price_cases(energy, lambda r: literal(True))
+    default = literal(default_micro_usd, BigInteger)
+    rate = case(*rate_cases, else_=default) if rate_cases else default
+    defaulted = case(*((c, 0) for c, _ in rate_cases), else_=1) if rate_cases else literal(1)
+    energy_price = case(*energy_cases) if energy_cases else literal(None, BigInteger)
+    keys: list[Any] = [
+        HourlyUsage.job_id,
+        HourlyUsage.cluster_id,
+        HourlyUsage.gpu_model,
+        *(column.label(name) for name, column in (by or {}).items()),
+    ]
+    if by_rate:
+        keys += [rate.label("rate"), defaulted.label("is_default")]
+    return (
+        select(
+            *keys,
+            func.sum(HourlyUsage.gpu_us).label("gpu_us"),
+            func.sum(HourlyUsage.busy_us).label("busy_us"),
+            func.sum(HourlyUsage.energy_mj).label("energy_mj"),
+            func.sum(_nano_cost(HourlyUsage.gpu_us, rate)).label("cost_nano"),
+            func.sum(_nano_cost(HourlyUsage.energy_mj, energy_price)).label("energy_cost_nano"),
+            func.sum(defaulted).label("defaulted"),
+            func.count().label("atoms"),
+        )
+        .where(*where)
+        .group_by(*(k.element if hasattr(k, "element") else k for k in keys))
+        .subquery("priced")
     )
-    energy_price = func.coalesce(cluster_energy.c.price, general_energy.c.price, type_=BigInteger)
-    defaulted = case(
-        (and_(cluster_rate.c.price.is_(None), general_rate.c.price.is_(None)), 1), else_=0
-    )
 
-    query = (
+
+def resum(priced: Any) -> list[ColumnElement[Any]]:
+    """Stage two: the figures of a group of stage-one rows, named as `FIGURES`."""
+    return [func.sum(priced.c[name]).label(name) for name in FIGURES]
+
+
+def joined(priced: Subquery) -> Any:
+    """Stage-one rows with their cluster and job, for grouping by names and labels."""
+    return (
         select()
-        .select_from(HourlyUsage)
-        .join(Cluster, Cluster.id == HourlyUsage.cluster_id)
-        .outerjoin(Job, Job.id == HourlyUsage.job_id)
-        .outerjoin(
-            cluster_rate,
-            and_(
-                cluster_rate.c.cluster_id == HourlyUsage.cluster_id,
-                cluster_rate.c.gpu_model == HourlyUsage.gpu_model,
-                _in_force(cluster_rate),
-            ),
-        )
-        .outerjoin(
-            general_rate,
-            and_(
-                general_rate.c.cluster_id.is_(None),
-                general_rate.c.gpu_model == HourlyUsage.gpu_model,
-                _in_force(general_rate),
-            ),
-        )
-        .outerjoin(
-            cluster_energy,
-            and_(cluster_energy.c.cluster_id == HourlyUsage.cluster_id, _in_force(cluster_energy)),
-        )
-        .outerjoin(
-            general_energy,
-            and_(general_energy.c.cluster_id.is_(None), _in_force(general_energy)),
-        )
+        .select_from(priced)
+        .join(Cluster, Cluster.id == priced.c.cluster_id)
+        .outerjoin(Job, Job.id == priced.c.job_id)
     )
-    figures = {
-        "gpu_us": func.sum(HourlyUsage.gpu_us),
-        "busy_us": func.sum(HourlyUsage.busy_us),
-        "energy_mj": func.sum(HourlyUsage.energy_mj),
-        "cost_nano": func.sum(_nano_cost(HourlyUsage.gpu_us, rate)),
-        "energy_cost_nano": func.sum(_nano_cost(HourlyUsage.energy_mj, energy_price)),
-        "defaulted": func.sum(defaulted),
-        "atoms": func.count(),
-        "first_hour": func.min(HourlyUsage.hour),
-        "last_hour": func.max(HourlyUsage.hour),
-    }
-    return query, {"rate": rate, "is_default": defaulted, **figures}
-
-
-def in_period(start: datetime | None, end: datetime | None) -> list[ColumnElement[bool]]:
-    conditions = []
-    if start is not None:
-        conditions.append(HourlyUsage.hour >= start)
-    if end is not None:
-        conditions.append(HourlyUsage.hour < end)
-    return conditions

@@ -4,25 +4,35 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, String, func, select
+from sqlalchemy import ColumnElement, String, Subquery, func, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
 from app.core.units import hours, kwh, seconds, usd_from_micro, usd_from_nano
-from app.costs.query import LABELS, in_period, label, period, priced_atoms
+from app.costs.query import (
+    FIGURES,
+    LABELS,
+    in_period,
+    joined,
+    label,
+    label_is,
+    period,
+    priced_usage,
+    resum,
+)
 from app.costs.schemas import CostReport, CostRow, Figures, ModelCost, PhaseCost, RateUsed
 from app.jobs.phases import canonical_phase, phase_order
 from app.models import Cluster, HourlyUsage, Job
 
-FIGURES = ("gpu_us", "busy_us", "energy_mj", "cost_nano", "energy_cost_nano", "defaulted", "atoms")
 SHARE_PLACES = Decimal("1e-6")
 
 
-def _key_columns(session: Session, group_by: list[str]) -> dict[str, Any]:
+def _key_columns(group_by: list[str], priced: Subquery) -> dict[str, Any]:
+    """The stage-two columns each group key reads (days and months come from stage one)."""
     columns: dict[str, Any] = {}
     for key in group_by:
         if key in LABELS:
-            columns[key] = label(key)
+            columns[key] = label(key, priced.c.job_id)
         elif key == "job":
             # A scheduler's job id is unique within its cluster only.
             columns["cluster"] = Cluster.name
@@ -30,25 +40,34 @@ def _key_columns(session: Session, group_by: list[str]) -> dict[str, Any]:
         elif key == "cluster":
             columns["cluster"] = Cluster.name
         elif key == "gpu_model":
-            columns["gpu_model"] = HourlyUsage.gpu_model
+            columns["gpu_model"] = priced.c.gpu_model
         else:
-            columns[key] = period(session, key)
+            columns[key] = priced.c[key]
     return columns
 
 
+def _period_keys(session: Session, group_by: list[str]) -> dict[str, Any]:
+    return {key: period(session, key) for key in group_by if key in ("day", "month")}
+
+
 def _filters(filters: dict[str, str | None], include_idle: bool) -> list[ColumnElement[bool]]:
+    """Conditions on the rollup itself; label filters go through the jobs' indexes."""
     conditions = []
     for name, value in filters.items():
         if value is None:
             continue
         if name in LABELS:
-            conditions.append(label(name) == (canonical_phase(value) if name == "phase" else value))
+            conditions.append(label_is(name, canonical_phase(value) if name == "phase" else value))
         elif name == "cluster":
-            conditions.append(Cluster.name == value)
+            conditions.append(
+                HourlyUsage.cluster_id.in_(select(Cluster.id).where(Cluster.name == value))
+            )
         elif name == "gpu_model":
             conditions.append(HourlyUsage.gpu_model == value)
         elif name == "job_id":
-            conditions.append(Job.scheduler_job_id == value)
+            conditions.append(
+                HourlyUsage.job_id.in_(select(Job.id).where(Job.scheduler_job_id == value))
+            )
     if not include_idle:
         conditions.append(HourlyUsage.job_id.is_not(None))
     return conditions
@@ -69,7 +88,7 @@ def _figures(sums: dict[str, int | None]) -> dict[str, Any]:
     }
 
 
-def _sums(row: Row[Any]) -> dict[str, int | None]:
+def _sums(row: Any) -> dict[str, int | None]:
     # PostgreSQL sums bigints into numerics; either way the values are whole numbers.
     return {
         name: None if getattr(row, name) is None else int(getattr(row, name)) for name in FIGURES
@@ -93,20 +112,26 @@ def cost_report(
     default_micro_usd: int,
 ) -> CostReport:
     """Usage and cost grouped by the keys asked for, with the total of the rows."""
-    atoms, figures = priced_atoms(default_micro_usd)
-    keys = _key_columns(session, group_by)
+    priced = priced_usage(
+        session,
+        default_micro_usd=default_micro_usd,
+        where=[*in_period(start, end), *_filters(filters, include_idle)],
+        by=_period_keys(session, group_by),
+    )
+    keys = _key_columns(group_by, priced)
     query = (
-        atoms.add_columns(*(col.label(f"key_{n}") for n, col in keys.items()))
-        .add_columns(*(figures[name].label(name) for name in FIGURES))
-        .where(*in_period(start, end), *_filters(filters, include_idle))
+        joined(priced)
+        .add_columns(
+            *(column.label(f"key_{name}") for name, column in keys.items()), *resum(priced)
+        )
         .group_by(*keys.values())
-        .order_by(*keys.values())
+        .order_by(*(column.nulls_first() for column in keys.values()))
     )
     rows, total = [], dict.fromkeys(FIGURES, None)
     for row in session.execute(query):
-        sums = _sums(row)
-        _add(total, sums)
-        rows.append(CostRow(**{n: getattr(row, f"key_{n}") for n in keys}, **_figures(sums)))
+        figures = _sums(row)
+        _add(total, figures)
+        rows.append(CostRow(**{n: getattr(row, f"key_{n}") for n in keys}, **_figures(figures)))
     return CostReport(
         start=start,
         end=end,
@@ -127,34 +152,37 @@ def model_cost(
     default_micro_usd: int,
 ) -> ModelCost:
     """A model's cost phase by phase, in training order, then the total."""
-    where = [label("model") == model, *in_period(start, end), *_filters({"cluster": cluster}, True)]
-    atoms, figures = priced_atoms(default_micro_usd)
-    phase = label("phase")
-    by_phase = {
-        row.phase: _sums(row)
-        for row in session.execute(
-            atoms.add_columns(phase.label("phase"), *(figures[n].label(n) for n in FIGURES))
-            .where(*where)
-            .group_by(phase)
-        )
-    }
+    where = [*in_period(start, end), *_filters({"model": model, "cluster": cluster}, True)]
+    priced = priced_usage(session, default_micro_usd=default_micro_usd, where=where, by_rate=True)
+    phase = label("phase", priced.c.job_id)
+    p = priced.c
+    query = (
+        joined(priced)
+        .add_columns(phase.label("phase"), p.gpu_model, p.rate, p.is_default, *resum(priced))
+        .group_by(phase, p.gpu_model, p.rate, p.is_default)
+    )
+    by_phase: dict[str, dict[str, int | None]] = {}
+    used: set[tuple[str, int, bool]] = set()
+    for row in session.execute(query):
+        _add(by_phase.setdefault(row.phase, dict.fromkeys(FIGURES, None)), _sums(row))
+        used.add((row.gpu_model, int(row.rate), bool(row.is_default)))
     if not by_phase:
         raise NotFound(f"no usage recorded for model '{model}' in this period")
     peaks, overall_peak = _peaks(session, where)
     spans = _spans(session, model=model, cluster=cluster)
     total: dict[str, int | None] = dict.fromkeys(FIGURES, None)
-    for sums in by_phase.values():
-        _add(total, sums)
+    for figures in by_phase.values():
+        _add(total, figures)
 
-    def phase_cost(name: str, sums: dict[str, int | None], peak: int) -> PhaseCost:
+    def phase_cost(name: str, figures: dict[str, int | None], peak: int) -> PhaseCost:
         first, last = spans.get(name, (None, None)) if name != "total" else _overall(spans)
         return PhaseCost(
             phase=name,
-            share=_share(sums, total),
+            share=_share(figures, total),
             first_usage=max(first, start) if first and start else first,
             last_usage=min(last, end) if last and end else last,
             peak_gpus=hours(peak),
-            **_figures(sums),
+            **_figures(figures),
         )
 
     return ModelCost(
@@ -162,12 +190,43 @@ def model_cost(
         start=start,
         end=end,
         phases=[
-            phase_cost(name, by_phase[name], peaks[name])
+            phase_cost(name, by_phase[name], peaks.get(name, 0))
             for name in sorted(by_phase, key=phase_order)
         ],
         total=phase_cost("total", total, overall_peak),
-        rates=_rates_used(session, where, default_micro_usd),
+        rates=[
+            RateUsed(
+                gpu_model=m, usd_per_gpu_hour=usd_from_micro(r), source="default" if d else "card"
+            )
+            for m, r, d in sorted(used)
+        ],
     )
+
+
+def _peaks(session: Session, where: list[ColumnElement[bool]]) -> tuple[dict[str, int], int]:
+    """Per phase and overall, the most GPU-time used in any one hour (in microseconds)."""
+    phase = label("phase", HourlyUsage.job_id)
+    per_phase_hour = (
+        select(phase.label("phase"), HourlyUsage.hour, func.sum(HourlyUsage.gpu_us).label("us"))
+        .outerjoin(Job, Job.id == HourlyUsage.job_id)
+        .where(*where)
+        .group_by(phase, HourlyUsage.hour)
+        .subquery()
+    )
+    c = per_phase_hour.c
+    windowed = select(
+        c.phase, c.us, func.sum(c.us).over(partition_by=c.hour).label("hour_us")
+    ).subquery()
+    w = windowed.c
+    peaks, overall = {}, 0
+    for row in session.execute(
+        select(
+            w.phase, func.max(w.us).label("peak"), func.max(w.hour_us).label("hour_peak")
+        ).group_by(w.phase)
+    ):
+        peaks[row.phase] = int(row.peak)
+        overall = max(overall, int(row.hour_peak))
+    return peaks, overall
 
 
 def _share(part: dict[str, int | None], whole: dict[str, int | None]) -> Decimal:
@@ -177,41 +236,6 @@ def _share(part: dict[str, int | None], whole: dict[str, int | None]) -> Decimal
                 SHARE_PLACES, ROUND_HALF_EVEN
             )
     return Decimal(0)
-
-
-def _peaks(session: Session, where: list[ColumnElement[bool]]) -> tuple[dict[str, int], int]:
-    """Per phase and overall, the most GPU-time used in any one hour (in microseconds)."""
-    base = (
-        select(
-            label("phase").label("phase"),
-            HourlyUsage.hour,
-            func.sum(HourlyUsage.gpu_us).label("us"),
-        )
-        .select_from(HourlyUsage)
-        .join(Cluster, Cluster.id == HourlyUsage.cluster_id)
-        .outerjoin(Job, Job.id == HourlyUsage.job_id)
-        .where(*where)
-    )
-    per_phase = base.group_by(label("phase"), HourlyUsage.hour).subquery()
-    peaks = {
-        row.phase: int(row.peak)
-        for row in session.execute(
-            select(per_phase.c.phase, func.max(per_phase.c.us).label("peak")).group_by(
-                per_phase.c.phase
-            )
-        )
-    }
-    per_hour = (
-        select(func.sum(HourlyUsage.gpu_us).label("us"))
-        .select_from(HourlyUsage)
-        .join(Cluster, Cluster.id == HourlyUsage.cluster_id)
-        .outerjoin(Job, Job.id == HourlyUsage.job_id)
-        .where(*where)
-        .group_by(HourlyUsage.hour)
-        .subquery()
-    )
-    overall = session.execute(select(func.max(per_hour.c.us))).scalar_one()
-    return peaks, int(overall or 0)
 
 
 def _spans(session: Session, *, model: str, cluster: str | None) -> dict[str, tuple[Any, Any]]:
@@ -232,21 +256,3 @@ def _overall(spans: dict[str, tuple[Any, Any]]) -> tuple[Any, Any]:
     firsts = [f for f, _ in spans.values() if f is not None]
     lasts = [last for _, last in spans.values() if last is not None]
     return (min(firsts) if firsts else None, max(lasts) if lasts else None)
-
-
-def _rates_used(
-    session: Session, where: list[ColumnElement[bool]], default_micro_usd: int
-) -> list[RateUsed]:
-    atoms, figures = priced_atoms(default_micro_usd)
-    query = (
-        atoms.add_columns(
-            HourlyUsage.gpu_model, figures["rate"].label("rate"), figures["is_default"].label("d")
-        )
-        .where(*where)
-        .distinct()
-    )
-    used = {(row.gpu_model, int(row.rate), bool(row.d)) for row in session.execute(query)}
-    return [
-        RateUsed(gpu_model=m, usd_per_gpu_hour=usd_from_micro(r), source="default" if d else "card")
-        for m, r, d in sorted(used)
-    ]

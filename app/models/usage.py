@@ -65,6 +65,8 @@ Index(
     HourlyUsage.gpu_model,
     HourlyUsage.hour,
     unique=True,
+    # Covering on PostgreSQL: a model's or team's cost reads only this index.
+    postgresql_include=["cluster_id", "gpu_us", "busy_us", "energy_mj"],
     postgresql_where=JOB_HOUR_WHERE,
     sqlite_where=JOB_HOUR_WHERE,
 )
