@@ -77,31 +77,30 @@ def _read_token(path: Path) -> str:
     return token
 
 
-def _build(config: Config, *, deliver: bool) -> tuple[Agent, Clock]:
+def _build(config: Config) -> Agent:
+    """The agent with the real (or scenario) NVML, the spool and a sender."""
     nvml, clock = nvml_and_clock(config)
     metrics = CollectorMetrics()
     try:
         spool = Spool(config.spool)
     except Exception as error:  # sqlite3 and OSError both say what is wrong with the path
         raise UserError(f"cannot open the spool {config.spool}: {error}") from None
-    sender = None
-    if deliver:
-        assert config.server is not None and config.token_file is not None
-        token_file = config.token_file
-        _read_token(token_file)
-        sender = Sender(
-            spool=spool,
-            client=httpx.Client(timeout=config.http_timeout),
-            server=config.server,
-            token=lambda: _read_token(token_file),
-            cluster=str(config.cluster),
-            clock=clock,
-            backoff=Backoff(rng=random.Random()),
-            metrics=metrics,
-            batch_size=config.batch_size,
-            register_jobs=config.register_jobs,
-        )
-    agent = Agent(
+    assert config.server is not None and config.token_file is not None
+    token_file = config.token_file
+    _read_token(token_file)
+    sender = Sender(
+        spool=spool,
+        client=httpx.Client(timeout=config.http_timeout),
+        server=config.server,
+        token=lambda: _read_token(token_file),
+        cluster=str(config.cluster),
+        clock=clock,
+        backoff=Backoff(rng=random.Random()),
+        metrics=metrics,
+        batch_size=config.batch_size,
+        register_jobs=config.register_jobs,
+    )
+    return Agent(
         config=config,
         clock=clock,
         sampler=Sampler(nvml=nvml, clock=clock, metrics=metrics),
@@ -110,14 +109,6 @@ def _build(config: Config, *, deliver: bool) -> tuple[Agent, Clock]:
         sender=sender,
         metrics=metrics,
     )
-    if config.metrics_port is not None:
-        try:
-            metrics.serve(config.metrics_port)
-        except OSError as error:
-            raise UserError(
-                f"cannot serve metrics on port {config.metrics_port}: {error}"
-            ) from None
-    return agent, clock
 
 
 def _config(options: dict[str, Any]) -> Config:
@@ -174,7 +165,12 @@ def run(
     """Sample, spool and send until SIGTERM."""
     cfg = _config(dict(locals()))
     cfg.require_delivery()
-    agent, _ = _build(cfg, deliver=True)
+    agent = _build(cfg)
+    if cfg.metrics_port is not None:
+        try:
+            agent.metrics.serve(cfg.metrics_port)
+        except OSError as error:
+            raise UserError(f"cannot serve metrics on port {cfg.metrics_port}: {error}") from None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -219,7 +215,7 @@ def flush(
     """Send the spool's backlog now, once; exit 1 if anything is left unsent."""
     cfg = _config(dict(locals()))
     cfg.require_delivery()
-    agent, _ = _build(cfg, deliver=True)
+    agent = _build(cfg)
     assert agent.sender is not None
     agent.sender.send_pending(max_batches=1_000_000)
     left = agent.spool.depth()

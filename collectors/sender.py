@@ -113,7 +113,8 @@ class Sender:
         try:
             response = self._client.post(self._server + path, json=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-            self._spool.mark_attempted(seqs, False)  # never reached the service
+            # This attempt never reached the service; an earlier one may have.
+            self._spool.mark_attempted([r.seq for r in reports if not r.attempted], False)
             logger.warning("cannot reach %s: %s", self._server, error)
             return False
         except httpx.HTTPError as error:

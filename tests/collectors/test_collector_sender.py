@@ -73,6 +73,12 @@ def test_an_unreachable_service_is_retried_after_the_backoff(tmp_path):
     sender.send_pending()
     assert 1 * NS_PER_S <= sender.next_attempt_mono_ns - clock.monotonic_ns() <= 2 * NS_PER_S
     assert metrics.send_failures._value.get() == 2
+    # A report an earlier attempt may have delivered (a timeout, a 5xx) stays marked.
+    spool.mark_attempted([1])
+    spool.add_report(body("c1", "n1", 1), wall_ns=0, state=None)
+    sender.next_attempt_mono_ns = 0
+    sender.send_pending()
+    assert [r.attempted for r in spool.pending(2)] == [True, False]
 
 
 @pytest.mark.slow
