@@ -15,6 +15,7 @@ from app.core.migrate import head_revision
 from app.costs.router import router as costs_router
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
+from app.metrics.setup import install_metrics
 from app.pricing.router import router as pricing_router
 from app.reports.router import router as reports_router
 
@@ -47,4 +48,5 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.include_router(jobs_router)
     app.include_router(pricing_router)
     app.include_router(costs_router)
+    install_metrics(app)
     return app

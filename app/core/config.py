@@ -24,6 +24,14 @@ class Settings(BaseSettings):
 
     default_rate_usd: Decimal = Field(default=Decimal("2.00"), ge=0)
 
+    # /metrics reads accounting figures from the database at most this often; a scrape
+    # finding an older snapshot (up to metrics_max_stale_seconds) is answered from it
+    # while a fresh one is read in the background. 0 reads on every scrape.
+    metrics_cache_seconds: float = Field(default=5.0, ge=0)
+    metrics_max_stale_seconds: float = Field(default=120.0, ge=0)
+    # A node (and its GPUs) or a job that reported within this window counts as reporting.
+    metrics_reporting_window_seconds: int = Field(default=300, ge=1)
+
     @field_validator("database_url")
     @classmethod
     def _use_psycopg3(cls, url: str) -> str:

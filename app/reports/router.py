@@ -11,6 +11,7 @@ from app.core.clock import Clock, ClockDep
 from app.core.config import Settings
 from app.core.db import SessionDep, SettingsDep, commit_with_retry
 from app.core.errors import AppError, InvalidInput, validation_body
+from app.metrics.deps import ServiceMetricsDep
 from app.reports.schemas import BatchIn, BatchItemOut, BatchOut, ReportIn, ReportOutcome
 from app.reports.service import Stored, check_report, ingest_report
 
@@ -72,6 +73,7 @@ def post_report_batch(
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
+    metrics: ServiceMetricsDep,
 ) -> BatchOut:
     """Store many reports, each on its own: accepted, duplicate or rejected, in order."""
     if len(batch.reports) > settings.max_batch_reports:
@@ -102,6 +104,7 @@ def post_report_batch(
             item.status = "duplicate" if stored.duplicate else "accepted"
             item.http_status = 200 if stored.duplicate else 201
         results.append(item)
+    metrics.observe_batch([r.http_status for r in results])
     return BatchOut(
         accepted=sum(r.status == "accepted" for r in results),
         duplicates=sum(r.status == "duplicate" for r in results),

@@ -1,0 +1,1 @@
+"""Prometheus metrics: accounting figures read from the database, fleet state, service health."""

@@ -1,0 +1,174 @@
+"""The custom Prometheus collector that turns a database snapshot into metric families.
+
+What a restatement does. Counters (`_total`) must never go down within a label set, or
+`rate()` and `increase()` read the drop as a reset and invent a spike. So:
+
+- Counters carry only what can never be taken back: GPU-seconds, idle GPU-seconds, busy
+  GPU-seconds and energy per `cluster` and `gpu_model`. The hourly rollup only ever grows,
+  and an hour's cluster, GPU model and idleness are fixed when it is reported.
+- Everything a restatement can move is a gauge of the current truth, labelled `cluster`,
+  `model`, `phase`, `team`, `gpu_model`: attributed usage (a re-labelled job moves all of its
+  past usage to its new labels at once, and usage of an unregistered job moves out of
+  `(unattributed)` when it is registered) and cost (a rate added for a past period re-prices
+  it, up or down). A restatement shows as a step in these gauges, the same step the REST API
+  and the exports show; `delta()` over a window containing it includes it.
+"""
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from decimal import Decimal
+from time import perf_counter
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.metrics.snapshot import LABEL_NAMES, Snapshot, Usage, is_idle
+
+FLEET_LABELS = ("cluster", "gpu_model")
+
+
+def _usage_families(snapshot: Snapshot) -> Iterator[Metric]:
+    totals: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 4)
+    for attribution, usage in snapshot.usage.items():
+        sums = totals[(attribution.cluster, attribution.gpu_model)]
+        sums[0] += usage.gpu_seconds
+        sums[1] += usage.gpu_seconds if is_idle(attribution) else 0
+        sums[2] += usage.busy_gpu_seconds
+        sums[3] += usage.energy_joules
+    counters = [
+        ("gpucost_gpu_seconds", "GPU-seconds reported, by jobs and idle (paid capacity)"),
+        ("gpucost_idle_gpu_seconds", "GPU-seconds reported with no job on the GPU"),
+        ("gpucost_busy_gpu_seconds", "GPU-seconds weighted by utilisation"),
+        ("gpucost_energy_joules", "Energy the GPUs reported"),
+    ]
+    for index, (name, documentation) in enumerate(counters):
+        family = CounterMetricFamily(name, documentation, labels=FLEET_LABELS)
+        for key, sums in sorted(totals.items()):
+            family.add_metric(key, float(sums[index]))
+        yield family
+
+
+def _attributed_families(snapshot: Snapshot) -> Iterator[Metric]:
+    gauges: list[tuple[str, str, Callable[[Usage], Decimal]]] = [
+        (
+            "gpucost_attributed_gpu_seconds",
+            "GPU-seconds to date under the job labels as they are now",
+            lambda u: u.gpu_seconds,
+        ),
+        (
+            "gpucost_attributed_busy_gpu_seconds",
+            "Utilisation-weighted GPU-seconds to date under the job labels as they are now",
+            lambda u: u.busy_gpu_seconds,
+        ),
+        (
+            "gpucost_attributed_energy_joules",
+            "Energy to date under the job labels as they are now",
+            lambda u: u.energy_joules,
+        ),
+        (
+            "gpucost_cost_usd",
+            "Cost to date in USD at the rates and job labels as they are now (as GET /v1/costs)",
+            lambda u: u.cost_usd,
+        ),
+    ]
+    for name, documentation, figure in gauges:
+        family = GaugeMetricFamily(name, documentation, labels=LABEL_NAMES)
+        for attribution, usage in sorted(snapshot.usage.items()):
+            family.add_metric(attribution, float(figure(usage)))
+        yield family
+    month = GaugeMetricFamily(
+        "gpucost_month_to_date_cost_usd",
+        "Cost in USD of the current UTC month so far, at the rates and labels as they are now",
+        labels=LABEL_NAMES,
+    )
+    for attribution, cost in sorted(snapshot.month_cost_usd.items()):
+        month.add_metric(attribution, float(cost))
+    yield month
+
+
+def _fleet_families(snapshot: Snapshot, *, now: datetime, window_s: int) -> Iterator[Metric]:
+    age = GaugeMetricFamily(
+        "gpucost_node_last_report_age_seconds",
+        "Seconds since the service last received a report from the node",
+        labels=("cluster", "node"),
+    )
+    nodes: dict[str, int] = defaultdict(int)
+    gpus: dict[tuple[str, str], int] = defaultdict(int)
+    for node in sorted(snapshot.nodes, key=lambda n: (n.cluster, n.node)):
+        seconds = max(0.0, (now - node.last_report_at).total_seconds())
+        age.add_metric((node.cluster, node.node), seconds)
+        reporting = seconds <= window_s
+        nodes[node.cluster] += reporting
+        for gpu_model, count in node.gpus.items():
+            gpus[(node.cluster, gpu_model)] += count if reporting else 0
+    yield age
+    yield _gauge(
+        "gpucost_nodes_reporting",
+        f"Nodes that reported within the last {window_s} s",
+        ("cluster",),
+        [((cluster,), count) for cluster, count in sorted(nodes.items())],
+    )
+    yield _gauge(
+        "gpucost_gpus_reporting",
+        f"GPUs on nodes that reported within the last {window_s} s",
+        FLEET_LABELS,
+        sorted(gpus.items()),
+    )
+    yield _gauge(
+        "gpucost_running_jobs",
+        f"Jobs with usage ending within {window_s} s of the last database read",
+        ("cluster", "model"),
+        sorted(snapshot.running_jobs.items()),
+    )
+
+
+def _gauge(
+    name: str,
+    documentation: str,
+    labels: tuple[str, ...],
+    samples: Iterable[tuple[tuple[str, ...], float]],
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for values, value in samples:
+        family.add_metric(values, value)
+    return family
+
+
+class AccountingCollector(Collector):
+    """Reads (through a cache) the database snapshot on each scrape and exposes it."""
+
+    def __init__(
+        self, snapshot: Callable[[], Snapshot], *, clock: Callable[[], datetime], window_s: int
+    ) -> None:
+        self._snapshot, self._clock, self._window_s = snapshot, clock, window_s
+
+    def collect(self) -> Iterator[Metric]:
+        started = perf_counter()
+        try:
+            snapshot = self._snapshot()
+        except SQLAlchemyError:
+            # The service's own metrics still answer; this says why the figures are missing.
+            yield _gauge("gpucost_metrics_database_up", _UP_HELP, (), [((), 0)])
+            return
+        yield _gauge("gpucost_metrics_database_up", _UP_HELP, (), [((), 1)])
+        now = self._clock()
+        yield _gauge(
+            "gpucost_metrics_snapshot_age_seconds",
+            "Age of the database read these figures come from (cached for a few seconds)",
+            (),
+            [((), max(0.0, (now - snapshot.read_at).total_seconds()))],
+        )
+        yield _gauge(
+            "gpucost_metrics_read_seconds",
+            "Time this scrape waited for the accounting figures (cache or database)",
+            (),
+            [((), perf_counter() - started)],
+        )
+        yield from _usage_families(snapshot)
+        yield from _attributed_families(snapshot)
+        yield from _fleet_families(snapshot, now=now, window_s=self._window_s)
+
+
+_UP_HELP = "1 if the accounting figures could be read from the database, else 0"

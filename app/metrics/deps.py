@@ -1,0 +1,15 @@
+"""The app's service metrics, for routes that count what they do."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.metrics.service import ServiceMetrics
+
+
+def _service_metrics(request: Request) -> ServiceMetrics:
+    metrics: ServiceMetrics = request.app.state.service_metrics
+    return metrics
+
+
+ServiceMetricsDep = Annotated[ServiceMetrics, Depends(_service_metrics)]

@@ -1,0 +1,57 @@
+"""Wiring metrics into an app: its own registry, the request middleware, `/metrics`."""
+
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, disable_created_metrics
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.units import micro_from_usd
+from app.metrics.cache import SnapshotCache
+from app.metrics.collector import AccountingCollector
+from app.metrics.middleware import RequestMetrics, RouteTemplates
+from app.metrics.router import router
+from app.metrics.service import ServiceMetrics
+from app.metrics.snapshot import Snapshot, read_snapshot
+
+
+def install_metrics(app: FastAPI) -> None:
+    """Give the app a registry of its own (several apps in one process never collide)."""
+    settings: Settings = app.state.settings
+    # `_created` samples would double every series and tell Prometheus nothing it uses.
+    disable_created_metrics()
+    registry = CollectorRegistry()
+    service = ServiceMetrics(registry)
+
+    def load() -> Snapshot:
+        with Session(app.state.engine) as session:
+            return read_snapshot(
+                session,
+                now=app.state.clock(),
+                default_micro_usd=micro_from_usd(settings.default_rate_usd),
+                reporting_window_s=settings.metrics_reporting_window_seconds,
+            )
+
+    cache = SnapshotCache(
+        load,
+        fresh_s=settings.metrics_cache_seconds,
+        max_stale_s=settings.metrics_max_stale_seconds,
+    )
+    registry.register(
+        AccountingCollector(
+            cache.get, clock=app.state.clock, window_s=settings.metrics_reporting_window_seconds
+        )
+    )
+
+    @event.listens_for(app.state.engine, "handle_error")
+    def _count_database_error(context: Any) -> None:
+        wrapped = context.sqlalchemy_exception
+        service.observe_database_error(type(wrapped).__name__ if wrapped else "DatabaseError")
+
+    app.state.metrics_registry = registry
+    app.state.service_metrics = service
+    app.state.metrics_cache = cache
+    app.add_middleware(RequestMetrics, metrics=service, templates=RouteTemplates(app))
+    app.include_router(router)

@@ -1,0 +1,135 @@
+"""One read of everything `/metrics` says about accounting and the fleet.
+
+Accounting figures come from the cost roll-up itself (`cost_report`), so Prometheus and the
+REST API sum the same priced atoms and agree to the last digit; several replicas reading the
+same database expose the same values, and a restart resets nothing.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import NamedTuple
+
+from sqlalchemy import String, func, select
+from sqlalchemy.orm import Session
+
+from app.costs.query import IDLE, UNATTRIBUTED
+from app.costs.schemas import CostRow
+from app.costs.service import cost_report
+from app.models import Cluster, Gpu, Job, Node
+
+LABEL_NAMES = ("cluster", "model", "phase", "team", "gpu_model")
+SECONDS_PER_HOUR = Decimal(3600)
+JOULES_PER_KWH = Decimal(3_600_000)
+
+
+class Attribution(NamedTuple):
+    cluster: str
+    model: str
+    phase: str
+    team: str
+    gpu_model: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Figures to date of one attribution, in the API's exact decimals."""
+
+    gpu_seconds: Decimal
+    busy_gpu_seconds: Decimal
+    energy_joules: Decimal
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True)
+class NodeState:
+    cluster: str
+    node: str
+    last_report_at: datetime
+    gpus: dict[str, int]  # GPU model -> GPUs known on the node
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    read_at: datetime
+    usage: dict[Attribution, Usage]
+    month_cost_usd: dict[Attribution, Decimal]
+    nodes: list[NodeState]
+    running_jobs: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def _attribution(row: CostRow) -> Attribution:
+    extra = row.model_extra or {}
+    return Attribution(*(str(extra[name]) for name in LABEL_NAMES))
+
+
+def _usage(row: CostRow) -> Usage:
+    return Usage(
+        gpu_seconds=row.gpu_seconds,
+        busy_gpu_seconds=row.busy_gpu_hours * SECONDS_PER_HOUR,
+        energy_joules=row.energy_kwh * JOULES_PER_KWH,
+        cost_usd=row.cost_usd,
+    )
+
+
+def month_start(moment: datetime) -> datetime:
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _nodes(session: Session) -> list[NodeState]:
+    query = (
+        select(Cluster.name, Node.name, Node.last_report_at, Gpu.model, func.count(Gpu.id))
+        .join(Cluster, Cluster.id == Node.cluster_id)
+        .outerjoin(Gpu, Gpu.node_id == Node.id)
+        .group_by(Cluster.name, Node.name, Node.last_report_at, Gpu.model)
+    )
+    nodes: dict[tuple[str, str], NodeState] = {}
+    for cluster, node, last_report_at, gpu_model, gpus in session.execute(query):
+        state = nodes.setdefault((cluster, node), NodeState(cluster, node, last_report_at, gpus={}))
+        if gpu_model is not None:
+            state.gpus[gpu_model] = int(gpus)
+    return list(nodes.values())
+
+
+def _running_jobs(session: Session, *, since: datetime) -> dict[tuple[str, str], int]:
+    """Jobs per cluster and model whose newest usage ends after `since` (0 for the others)."""
+    model = func.coalesce(Job.model, UNATTRIBUTED, type_=String)
+    running = func.count(Job.id).filter(Job.last_seen >= since)
+    query = (
+        select(Cluster.name, model, running)
+        .join(Cluster, Cluster.id == Job.cluster_id)
+        .group_by(Cluster.name, model)
+    )
+    return {(cluster, name): int(count) for cluster, name, count in session.execute(query)}
+
+
+def read_snapshot(
+    session: Session, *, now: datetime, default_micro_usd: int, reporting_window_s: int
+) -> Snapshot:
+    """Accounting figures to date and this UTC month, nodes, and running jobs, as of `now`."""
+
+    def by_attribution(start: datetime | None) -> list[CostRow]:
+        report = cost_report(
+            session,
+            start=start,
+            end=None,
+            group_by=list(LABEL_NAMES),
+            filters={},
+            include_idle=True,
+            default_micro_usd=default_micro_usd,
+        )
+        return report.rows
+
+    return Snapshot(
+        read_at=now,
+        usage={_attribution(row): _usage(row) for row in by_attribution(None)},
+        month_cost_usd={
+            _attribution(row): row.cost_usd for row in by_attribution(month_start(now))
+        },
+        nodes=_nodes(session),
+        running_jobs=_running_jobs(session, since=now - timedelta(seconds=reporting_window_s)),
+    )
+
+
+def is_idle(attribution: Attribution) -> bool:
+    return attribution.model == IDLE
