@@ -93,3 +93,52 @@ def test_database_trouble_is_one_clear_line(url: str, message: str) -> None:
     assert code == 1
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_rate_set_list_and_restate(db_url: str) -> None:
+    args = ["rate", "set", "--gpu-model", "NVIDIA H800", "--usd-per-gpu-hour", "2.00"]
+
+    first = gpucost(*args, "--from", "2025-01-01T00:00:00Z", url=db_url)
+    again = gpucost(
+        "rate",
+        "set",
+        "--gpu-model",
+        "NVIDIA H800",
+        "--usd-per-gpu-hour",
+        "2.5",
+        "--from",
+        "2025-01-01T00:00:00Z",
+        url=db_url,
+    )
+    listing = gpucost("rate", "list", url=db_url)
+
+    assert first[:2] == (0, "set: NVIDIA H800 at $2 per GPU-hour from 2025-01-01T00:00:00+00:00\n")
+    assert again[:2] == (
+        0,
+        "restated: NVIDIA H800 at $2.5 per GPU-hour from 2025-01-01T00:00:00+00:00\n",
+    )
+    assert listing[0] == 0 and "2.5" in listing[1] and "(all)" in listing[1]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (["--usd-per-gpu-hour", "two", "--from", "2025-01-01T00:00:00Z"], "usd_per_gpu_hour:"),
+        (
+            ["--usd-per-gpu-hour", "2", "--from", "2025-01-01T00:30:00Z"],
+            "effective_from: Value error, must be a whole UTC hour",
+        ),
+    ],
+)
+def test_rate_mistakes_are_one_line(db_url: str, value: list[str], message: str) -> None:
+    code, _, err = gpucost("rate", "set", "--gpu-model", "NVIDIA H800", *value, url=db_url)
+
+    assert code == 1
+    assert message in err and err.count("\n") == 1
+
+
+def test_report_for_an_unknown_model_is_one_line(db_url: str) -> None:
+    code, _, err = gpucost("report", "nothing", url=db_url)
+
+    assert code == 1
+    assert "no usage recorded for model 'nothing'" in err

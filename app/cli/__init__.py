@@ -1,0 +1,22 @@
+"""The `gpucost` command: serve the API, migrate the database, manage tokens and prices."""
+
+import sys
+
+import typer
+
+from app.cli.admin import db_cli, serve, token_cli
+from app.cli.pricing import rate_cli, report
+
+cli = typer.Typer(help="gpucost: GPU-hour cost accounting.", no_args_is_help=True)
+cli.command()(serve)
+cli.command()(report)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(token_cli, name="token")
+cli.add_typer(rate_cli, name="rate")
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,59 @@
+"""What every `gpucost` command shares: settings, the database, and one-line errors."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.db import create_db_engine, create_session_factory
+from app.core.errors import AppError
+
+T = TypeVar("T")
+# The actor the audit log records for changes made from the command line.
+CLI_ACTOR = "cli"
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"invalid setting GPUCOST_{str(first['loc'][0]).upper()}: {first['msg']}")
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[Engine]:
+    """An engine for the configured database, turning connection trouble into one line."""
+    shown = settings.database_url.split("@")[-1]
+    try:
+        engine = create_db_engine(settings)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        fail(f"GPUCOST_DATABASE_URL is not a usable database URL ({exc})")
+    try:
+        yield engine
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        fail(f"cannot use the database at {shown}: {reason}")
+    finally:
+        engine.dispose()
+
+
+def in_transaction(work: Callable[[Session], T]) -> T:
+    with database(load_settings()) as engine, create_session_factory(engine).begin() as session:
+        try:
+            return work(session)
+        except AppError as exc:
+            fail(exc.message)
