@@ -20,7 +20,7 @@ import pytest
 from collectors.scenario import parse_scenario, write_fake_proc
 from collectors.spool import Spool
 from tests.collectors.helpers import START_WALL, gpu, process, slurm
-from tests.collectors.service import BIN, FlakyProxy, Service
+from tests.collectors.service import BIN, FlakyProxy, Service, free_port
 
 END = 2100  # virtual seconds: 30 reports of 70 s (70 so that MIG sevenths are whole seconds)
 META = {"GPUCOST_MODEL": "deepseek-v3", "GPUCOST_PHASE": "pre-training", "GPUCOST_TEAM": "infra"}
@@ -81,16 +81,16 @@ class Node:
             "--nvml", f"fake:{self.root / 'scenario.json'}",
         ]  # fmt: skip
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, *more: str, until: int = END) -> subprocess.Popen[bytes]:
         extra = ["--node", "node-001", "--mapping-dir", str(self.root / "jobs"),
                  "--proc-root", str(self.root / "proc"), "--sample-interval", "10s",
-                 "--report-interval", "70s", "--run-until", str(END)]  # fmt: skip
+                 "--report-interval", "70s", "--run-until", str(until), *more]  # fmt: skip
         return subprocess.Popen(
             self.args("run") + extra, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
 
-    def run_to_end(self) -> None:
-        assert self.start().wait(timeout=120) == 0, self.root / "collector.log"
+    def run_to_end(self, *more: str, until: int = END) -> None:
+        assert self.start(*more, until=until).wait(timeout=120) == 0, self.log.name
 
     def log_text(self) -> str:
         return (self.root / "collector.log").read_text()
@@ -128,6 +128,19 @@ def test_exact_while_the_server_is_stopped_and_restarted(service, tmp_path):
     assert collector.wait(timeout=120) == 0
     check(service, node)
     assert "cannot reach" in node.log_text()  # the outage was seen, and made no difference
+
+
+@pytest.mark.slow
+def test_exact_when_a_full_spool_coalesces_reports_during_an_outage(service, tmp_path):
+    node = Node(tmp_path, service, speed=0)
+    node.server = f"http://127.0.0.1:{free_port()}"  # nobody there for the first 1400 s
+    node.run_to_end("--spool-max-bytes", "10000", until=1400)
+    spooled = Spool(tmp_path / "spool.db").pending(1000)
+    assert len(spooled) < 1400 // 70  # merged into hour-long reports
+    node.server = service.url
+    node.run_to_end("--spool-max-bytes", "10000")
+    check(service, node)
+    assert "merged" in node.log_text()
 
 
 @pytest.mark.slow
