@@ -7,7 +7,6 @@ from pydantic import PlainSerializer
 
 MICRO = Decimal(1_000_000)
 US_PER_HOUR = Decimal(3_600_000_000)  # microseconds in an hour
-MJ_PER_KWH = Decimal(3_600_000_000)  # millijoules in a kilowatt-hour
 DISPLAY_PLACES = Decimal("1e-9")
 
 
@@ -30,11 +29,8 @@ def hours(micros: int) -> Decimal:
     return (Decimal(micros) / US_PER_HOUR).quantize(DISPLAY_PLACES, ROUND_HALF_EVEN)
 
 
-def kwh(millijoules: int) -> Decimal:
-    return (Decimal(millijoules) / MJ_PER_KWH).quantize(DISPLAY_PLACES, ROUND_HALF_EVEN)
-
-
-def usd_from_nano(nano: int) -> Decimal:
+def from_nano(nano: int) -> Decimal:
+    """Billionths (nano-dollars, nano-hours) as an exact decimal."""
     return Decimal(nano).scaleb(-9)
 
 

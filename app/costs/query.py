@@ -34,7 +34,16 @@ from app.models import Cluster, EnergyRate, HourlyUsage, Job, Rate
 IDLE = "(idle)"
 UNATTRIBUTED = "(unattributed)"
 LABELS = {"model": Job.model, "phase": Job.phase, "team": Job.team, "user": Job.user_name}
-FIGURES = ("gpu_us", "busy_us", "energy_mj", "cost_nano", "energy_cost_nano", "defaulted", "atoms")
+FIGURES = (
+    "gpu_us",
+    "gpu_nano_hours",
+    "busy_nano_hours",
+    "energy_nano_kwh",
+    "cost_nano",
+    "energy_cost_nano",
+    "defaulted",
+    "atoms",
+)
 # Microseconds (or millijoules) in an hour (or kWh) over nano-dollars in a micro-dollar.
 _DIVISOR = 3_600_000
 
@@ -97,6 +106,12 @@ def _price_cases(rows: Sequence[Any], match: Any) -> list[tuple[ColumnElement[bo
     return cases
 
 
+def _nano_units(quantity: Any) -> Any:
+    """Microseconds as nano-hours (or millijoules as nano-kWh), rounded half up per atom,
+    so that hours, like dollars, add up exactly in any grouping."""
+    return (quantity * 10 + 18) // 36
+
+
 def _nano_cost(quantity: Any, micro_price: Any) -> Any:
     # quantity x price / 3.6e6, rounded half up, split so that no product leaves 64 bits.
     return (quantity // _DIVISOR) * micro_price + (
@@ -148,8 +163,9 @@ def priced_usage(
         select(
             *keys,
             func.sum(HourlyUsage.gpu_us).label("gpu_us"),
-            func.sum(HourlyUsage.busy_us).label("busy_us"),
-            func.sum(HourlyUsage.energy_mj).label("energy_mj"),
+            func.sum(_nano_units(HourlyUsage.gpu_us)).label("gpu_nano_hours"),
+            func.sum(_nano_units(HourlyUsage.busy_us)).label("busy_nano_hours"),
+            func.sum(_nano_units(HourlyUsage.energy_mj)).label("energy_nano_kwh"),
             func.sum(_nano_cost(HourlyUsage.gpu_us, rate)).label("cost_nano"),
             func.sum(_nano_cost(HourlyUsage.energy_mj, energy_price)).label("energy_cost_nano"),
             func.sum(defaulted).label("defaulted"),

@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, String, Subquery, func, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
-from app.core.units import hours, kwh, seconds, usd_from_micro, usd_from_nano
+from app.core.units import from_nano, hours, seconds, usd_from_micro
 from app.costs.query import (
     FIGURES,
     LABELS,
@@ -79,11 +79,11 @@ def _figures(sums: dict[str, int | None]) -> dict[str, Any]:
     energy_cost = sums["energy_cost_nano"]
     return {
         "gpu_seconds": seconds(sums["gpu_us"] or 0),
-        "gpu_hours": hours(sums["gpu_us"] or 0),
-        "busy_gpu_hours": hours(sums["busy_us"] or 0),
-        "energy_kwh": kwh(sums["energy_mj"] or 0),
-        "cost_usd": usd_from_nano(sums["cost_nano"] or 0),
-        "energy_cost_usd": None if energy_cost is None else usd_from_nano(energy_cost),
+        "gpu_hours": from_nano(sums["gpu_nano_hours"] or 0),
+        "busy_gpu_hours": from_nano(sums["busy_nano_hours"] or 0),
+        "energy_kwh": from_nano(sums["energy_nano_kwh"] or 0),
+        "cost_usd": from_nano(sums["cost_nano"] or 0),
+        "energy_cost_usd": None if energy_cost is None else from_nano(energy_cost),
         "rate_sources": sources,
     }
 
