@@ -24,7 +24,11 @@ from collectors.sampling import Sampler
 from collectors.sender import Backoff, Sender
 from collectors.spool import Spool
 
-app = typer.Typer(add_completion=False, help="GPU-hour collector for gpucost (one per GPU node).")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="GPU-hour collector for gpucost (one per GPU node).",
+)
 
 
 class UserError(Exception):
@@ -226,16 +230,7 @@ def flush(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app()  # click answers usage errors itself: a usage line and exit status 2
     except (ConfigError, UserError) as error:
         typer.echo(f"gpucost-collector: error: {error}", err=True)
         sys.exit(2 if isinstance(error, ConfigError) else 1)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except Exception as error:  # click's usage errors
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise

@@ -8,6 +8,7 @@ configuration (`--nvml fake:SCENARIO`), never by editing code.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,9 +146,9 @@ class FakeNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
         return FakeDeviceHandle(gpu.index, instances[index].uuid)
 
-    def nvmlDeviceIsMigDeviceHandle(self, device: FakeDeviceHandle) -> int:
+    def nvmlDeviceIsMigDeviceHandle(self, device: FakeDeviceHandle) -> ctypes.c_uint:
         self._gpu(device)
-        return int(device.mig_uuid is not None)
+        return ctypes.c_uint(int(device.mig_uuid is not None))  # pynvml returns the c_uint
 
     def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(
         self, migDevice: FakeDeviceHandle

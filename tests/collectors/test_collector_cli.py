@@ -101,6 +101,13 @@ def test_configuration_mistakes_are_one_line(args, message):
     assert done.stderr.strip() == f"gpucost-collector: error: {message}"
 
 
+@pytest.mark.parametrize("args", [["run", "--bogus"], []])
+def test_usage_mistakes_get_a_usage_message_not_a_traceback(args):
+    done = collector(*args)
+    assert done.returncode == 2
+    assert "Usage: gpucost-collector" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_flags_win_over_variables_which_win_over_the_file(tmp_path):
     config_file = tmp_path / "collector.toml"
     config_file.write_text(
