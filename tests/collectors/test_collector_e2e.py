@@ -92,6 +92,18 @@ class Node:
     def run_to_end(self, *more: str, until: int = END) -> None:
         assert self.start(*more, until=until).wait(timeout=120) == 0, self.log.name
 
+    def clock_s(self) -> int:
+        """The virtual clock of the collector, saved in a file next to its spool."""
+        path = self.root / "spool.db.clock"
+        return int(path.read_text()) // 10**9 if path.exists() else 0
+
+    def wait_for_clock(self, seconds: int) -> None:
+        """Until the collector's virtual clock reaches `seconds` (no timing is asserted)."""
+        deadline = time.monotonic() + 120
+        while self.clock_s() < seconds:
+            assert time.monotonic() < deadline, f"the collector's clock stayed at {self.clock_s()}"
+            time.sleep(0.02)
+
     def log_text(self) -> str:
         return (self.root / "collector.log").read_text()
 
@@ -121,9 +133,9 @@ def test_service_totals_equal_the_scenario(service, tmp_path):
 def test_exact_while_the_server_is_stopped_and_restarted(service, tmp_path):
     node = Node(tmp_path, service, speed=400)
     collector = node.start()
-    time.sleep(1.0)
+    node.wait_for_clock(140)
     service.stop()
-    time.sleep(2.0)  # the collector keeps measuring and spooling meanwhile
+    node.wait_for_clock(700)  # the collector keeps measuring and spooling meanwhile
     service.start()
     assert collector.wait(timeout=120) == 0
     check(service, node)
@@ -150,7 +162,8 @@ def test_exact_when_the_collector_is_killed_at_random_points(service, tmp_path):
     node = Node(tmp_path, service, speed=400)
     for _ in range(4):
         collector = node.start()
-        time.sleep(rng.uniform(0.6, 2.0))
+        node.wait_for_clock(node.clock_s() + 20)  # running again, then killed at any point
+        time.sleep(rng.uniform(0, 0.8))
         collector.send_signal(signal.SIGKILL)
         collector.wait()
     node.run_to_end()
@@ -194,7 +207,7 @@ def expected_at(t: int) -> dict[str, Decimal]:
 def test_sigterm_closes_the_partial_interval_sends_it_and_exits(service, tmp_path):
     node = Node(tmp_path, service, speed=100)
     collector = node.start()
-    time.sleep(2.5)
+    node.wait_for_clock(300)
     collector.send_signal(signal.SIGTERM)
     assert collector.wait(timeout=60) == 0
     stopped_at = int((tmp_path / "spool.db.clock").read_text()) // 10**9
