@@ -127,10 +127,9 @@ def _config(options: dict[str, Any]) -> Config:
 
 
 def _start_nvml(agent: Agent) -> None:
-    nvml_error = getattr(agent.sampler._nvml, "NVMLError", ())
     try:
         agent.start()
-    except nvml_error as error:
+    except agent.sampler.nvml_error as error:
         raise UserError(nvml_start_error(error)) from None
 
 

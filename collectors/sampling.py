@@ -70,6 +70,7 @@ class Sampler:
 
     def __init__(self, *, nvml: Any, clock: Clock, metrics: CollectorMetrics) -> None:
         self._nvml = nvml
+        self.nvml_error: type[Exception] = nvml.NVMLError
         self._clock = clock
         self._metrics = metrics
         self._devices: list[_Device] = []
