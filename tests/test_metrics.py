@@ -262,6 +262,28 @@ def test_a_restatement_moves_gauges_and_never_lowers_a_counter(
     )
 
 
+def test_counters_are_exact_sums_whatever_the_grouping(client: TestClient, auth: Auth) -> None:
+    # Figures that no decimal place of hours or kWh holds exactly.
+    odd = [entry(0, gpu_seconds="59.999999", util_pct="33.3", energy_j="41200.001")]
+    for job_id, seq in (("a", 1), ("b", 2), ("c", 3)):
+        body = report(seq, gpus=[{**odd[0], "job_id": job_id}])
+        assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
+    before = scrape(client)
+    for job_id in ("a", "b", "c"):
+        relabel = {"model": "m", "team": job_id}
+        assert client.put(f"/v1/jobs/{CLUSTER}/{job_id}", json=relabel, headers=auth["admin"])
+
+    after = scrape(client)
+
+    key = (CLUSTER, "NVIDIA H800")
+    for samples in (before, after):
+        assert series(samples, "gpucost_gpu_seconds_total", FLEET)[key] == 179.999997
+        assert series(samples, "gpucost_busy_gpu_seconds_total", FLEET)[key] == float(
+            3 * (Decimal("59.999999") * Decimal("0.333")).quantize(Decimal("1e-6"))
+        )
+        assert series(samples, "gpucost_energy_joules_total", FLEET)[key] == 123600.003
+
+
 def test_no_series_is_labelled_by_job(client: TestClient, auth: Auth, clock: SettableClock) -> None:
     seed_usage(client, auth, live_end=clock())
     assert client.get(f"/v1/jobs/{CLUSTER}/91234", headers=auth["viewer"]).status_code == 200

@@ -5,7 +5,8 @@ What a restatement does. Counters (`_total`) must never go down within a label s
 
 - Counters carry only what can never be taken back: GPU-seconds, idle GPU-seconds, busy
   GPU-seconds and energy per `cluster` and `gpu_model`. The hourly rollup only ever grows,
-  and an hour's cluster, GPU model and idleness are fixed when it is reported.
+  an hour's cluster, GPU model and idleness are fixed when it is reported, and the sums are
+  taken in exact integer units, so no regrouping can round one of them down.
 - Everything a restatement can move is a gauge of the current truth, labelled `cluster`,
   `model`, `phase`, `team`, `gpu_model`: attributed usage (a re-labelled job moves all of its
   past usage to its new labels at once, and usage of an unregistered job moves out of
@@ -24,29 +25,38 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.metrics.snapshot import LABEL_NAMES, Snapshot, Usage, is_idle
+from app.metrics.snapshot import LABEL_NAMES, Metered, Snapshot, Usage
 
 FLEET_LABELS = ("cluster", "gpu_model")
 
 
-def _usage_families(snapshot: Snapshot) -> Iterator[Metric]:
-    totals: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 4)
-    for attribution, usage in snapshot.usage.items():
-        sums = totals[(attribution.cluster, attribution.gpu_model)]
-        sums[0] += usage.gpu_seconds
-        sums[1] += usage.gpu_seconds if is_idle(attribution) else 0
-        sums[2] += usage.busy_gpu_seconds
-        sums[3] += usage.energy_joules
-    counters = [
-        ("gpucost_gpu_seconds", "GPU-seconds reported, by jobs and idle (paid capacity)"),
-        ("gpucost_idle_gpu_seconds", "GPU-seconds reported with no job on the GPU"),
-        ("gpucost_busy_gpu_seconds", "GPU-seconds weighted by utilisation"),
-        ("gpucost_energy_joules", "Energy the GPUs reported"),
+def _metered_families(snapshot: Snapshot) -> Iterator[Metric]:
+    counters: list[tuple[str, str, Callable[[Metered], Decimal]]] = [
+        (
+            "gpucost_gpu_seconds",
+            "GPU-seconds reported, by jobs and idle (paid capacity)",
+            lambda m: Decimal(m.gpu_us).scaleb(-6),
+        ),
+        (
+            "gpucost_idle_gpu_seconds",
+            "GPU-seconds reported with no job on the GPU",
+            lambda m: Decimal(m.idle_us).scaleb(-6),
+        ),
+        (
+            "gpucost_busy_gpu_seconds",
+            "GPU-seconds weighted by utilisation",
+            lambda m: Decimal(m.busy_us).scaleb(-6),
+        ),
+        (
+            "gpucost_energy_joules",
+            "Energy the GPUs reported",
+            lambda m: Decimal(m.energy_mj).scaleb(-3),
+        ),
     ]
-    for index, (name, documentation) in enumerate(counters):
+    for name, documentation, figure in counters:
         family = CounterMetricFamily(name, documentation, labels=FLEET_LABELS)
-        for key, sums in sorted(totals.items()):
-            family.add_metric(key, float(sums[index]))
+        for key, metered in sorted(snapshot.metered.items()):
+            family.add_metric(key, float(figure(metered)))
         yield family
 
 
@@ -166,7 +176,7 @@ class AccountingCollector(Collector):
             (),
             [((), perf_counter() - started)],
         )
-        yield from _usage_families(snapshot)
+        yield from _metered_families(snapshot)
         yield from _attributed_families(snapshot)
         yield from _fleet_families(snapshot, now=now, window_s=self._window_s)
 

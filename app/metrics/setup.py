@@ -25,8 +25,13 @@ def install_metrics(app: FastAPI) -> None:
     registry = CollectorRegistry()
     service = ServiceMetrics(registry)
 
+    engine = app.state.engine
+    if engine.dialect.name == "postgresql":
+        # One snapshot for all the queries of a read: this month never exceeds the total.
+        engine = engine.execution_options(isolation_level="REPEATABLE READ")
+
     def load() -> Snapshot:
-        with Session(app.state.engine) as session:
+        with Session(engine) as session:
             return read_snapshot(
                 session,
                 now=app.state.clock(),

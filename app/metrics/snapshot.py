@@ -10,13 +10,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
-from sqlalchemy import String, func, select
+from sqlalchemy import String, case, func, select
 from sqlalchemy.orm import Session
 
-from app.costs.query import IDLE, UNATTRIBUTED
+from app.costs.query import UNATTRIBUTED
 from app.costs.schemas import CostRow
 from app.costs.service import cost_report
-from app.models import Cluster, Gpu, Job, Node
+from app.models import Cluster, Gpu, HourlyUsage, Job, Node
 
 LABEL_NAMES = ("cluster", "model", "phase", "team", "gpu_model")
 SECONDS_PER_HOUR = Decimal(3600)
@@ -42,6 +42,16 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Metered:
+    """Usage to date of one cluster and GPU model, in the rollup's exact integer units."""
+
+    gpu_us: int
+    idle_us: int
+    busy_us: int
+    energy_mj: int
+
+
+@dataclass(frozen=True)
 class NodeState:
     cluster: str
     node: str
@@ -52,6 +62,7 @@ class NodeState:
 @dataclass(frozen=True)
 class Snapshot:
     read_at: datetime
+    metered: dict[tuple[str, str], Metered]
     usage: dict[Attribution, Usage]
     month_cost_usd: dict[Attribution, Decimal]
     nodes: list[NodeState]
@@ -74,6 +85,27 @@ def _usage(row: CostRow) -> Usage:
 
 def month_start(moment: datetime) -> datetime:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _metered(session: Session) -> dict[tuple[str, str], Metered]:
+    """Integer sums per cluster and GPU model: they only grow, whatever is restated."""
+    idle_us = case((HourlyUsage.job_id.is_(None), HourlyUsage.gpu_us), else_=0)
+    query = (
+        select(
+            Cluster.name,
+            HourlyUsage.gpu_model,
+            func.sum(HourlyUsage.gpu_us),
+            func.sum(idle_us),
+            func.sum(HourlyUsage.busy_us),
+            func.sum(HourlyUsage.energy_mj),
+        )
+        .join(Cluster, Cluster.id == HourlyUsage.cluster_id)
+        .group_by(Cluster.name, HourlyUsage.gpu_model)
+    )
+    return {
+        (cluster, gpu_model): Metered(*(int(value) for value in sums))
+        for cluster, gpu_model, *sums in session.execute(query)
+    }
 
 
 def _nodes(session: Session) -> list[NodeState]:
@@ -122,6 +154,7 @@ def read_snapshot(
 
     return Snapshot(
         read_at=now,
+        metered=_metered(session),
         usage={_attribution(row): _usage(row) for row in by_attribution(None)},
         month_cost_usd={
             _attribution(row): row.cost_usd for row in by_attribution(month_start(now))
@@ -129,7 +162,3 @@ def read_snapshot(
         nodes=_nodes(session),
         running_jobs=_running_jobs(session, since=now - timedelta(seconds=reporting_window_s)),
     )
-
-
-def is_idle(attribution: Attribution) -> bool:
-    return attribution.model == IDLE
