@@ -25,38 +25,25 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.metrics.snapshot import LABEL_NAMES, Metered, Snapshot, Usage
+from app.metrics.snapshot import LABEL_NAMES, Snapshot, Usage
 
 FLEET_LABELS = ("cluster", "gpu_model")
 
 
+# Counter, help, integer field of `Metered`, and the power of ten that makes it a base unit.
+COUNTERS = (
+    ("gpucost_gpu_seconds", "GPU-seconds reported, by jobs and idle (paid capacity)", "gpu_us", -6),
+    ("gpucost_idle_gpu_seconds", "GPU-seconds reported with no job on the GPU", "idle_us", -6),
+    ("gpucost_busy_gpu_seconds", "GPU-seconds weighted by utilisation", "busy_us", -6),
+    ("gpucost_energy_joules", "Energy the GPUs reported", "energy_mj", -3),
+)
+
+
 def _metered_families(snapshot: Snapshot) -> Iterator[Metric]:
-    counters: list[tuple[str, str, Callable[[Metered], Decimal]]] = [
-        (
-            "gpucost_gpu_seconds",
-            "GPU-seconds reported, by jobs and idle (paid capacity)",
-            lambda m: Decimal(m.gpu_us).scaleb(-6),
-        ),
-        (
-            "gpucost_idle_gpu_seconds",
-            "GPU-seconds reported with no job on the GPU",
-            lambda m: Decimal(m.idle_us).scaleb(-6),
-        ),
-        (
-            "gpucost_busy_gpu_seconds",
-            "GPU-seconds weighted by utilisation",
-            lambda m: Decimal(m.busy_us).scaleb(-6),
-        ),
-        (
-            "gpucost_energy_joules",
-            "Energy the GPUs reported",
-            lambda m: Decimal(m.energy_mj).scaleb(-3),
-        ),
-    ]
-    for name, documentation, figure in counters:
+    for name, documentation, field, exponent in COUNTERS:
         family = CounterMetricFamily(name, documentation, labels=FLEET_LABELS)
         for key, metered in sorted(snapshot.metered.items()):
-            family.add_metric(key, float(figure(metered)))
+            family.add_metric(key, float(Decimal(getattr(metered, field)).scaleb(exponent)))
         yield family
 
 
