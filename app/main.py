@@ -13,9 +13,11 @@ from app.core.errors import install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.migrate import head_revision
 from app.costs.router import router as costs_router
+from app.exports.router import router as exports_router
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
 from app.metrics.setup import install_metrics
+from app.periods.router import router as periods_router
 from app.pricing.router import router as pricing_router
 from app.reports.router import router as reports_router
 
@@ -40,6 +42,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.state.clock = clock
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
+    app.state.read_session_factory = create_session_factory(engine, read_only=True)
     app.state.schema_head = head_revision()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
@@ -48,5 +51,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.include_router(jobs_router)
     app.include_router(pricing_router)
     app.include_router(costs_router)
+    app.include_router(periods_router)
+    app.include_router(exports_router)
     install_metrics(app)
     return app

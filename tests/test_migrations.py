@@ -23,6 +23,8 @@ TABLES = {
     "gpus",
     "jobs",
     "nodes",
+    "period_lines",
+    "periods",
     "rates",
     "reports",
     "usage",

@@ -24,6 +24,14 @@ class Settings(BaseSettings):
 
     default_rate_usd: Decimal = Field(default=Decimal("2.00"), ge=0)
 
+    # Who bills whom, as the FOCUS export names them.
+    billing_account_id: str = Field(default="gpucost", min_length=1, max_length=128)
+    billing_account_name: str = Field(default="GPU cluster", min_length=1, max_length=256)
+    provider_name: str = Field(default="gpucost", min_length=1, max_length=256)
+    publisher_name: str = Field(default="gpucost", min_length=1, max_length=256)
+    invoice_issuer_name: str = Field(default="gpucost", min_length=1, max_length=256)
+    service_name: str = Field(default="GPU Compute", min_length=1, max_length=256)
+
     # /metrics reads accounting figures from the database at most this often; a scrape
     # finding an older snapshot (up to metrics_max_stale_seconds) is answered from it
     # while a fresh one is read in the background. 0 reads on every scrape.

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "gpucost_read_only"
 T = TypeVar("T")
 
 
@@ -46,14 +47,20 @@ def create_db_engine(settings: Settings) -> Engine:
     def _begin_immediate(connection: Any) -> None:
         # A deferred transaction that reads and then writes fails at once with
         # "database is locked" when another writer got there first; taking the write
-        # lock at BEGIN makes it wait for busy_timeout instead.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # lock at BEGIN makes it wait for busy_timeout instead. Long reads (exports)
+        # say they will not write, and then leave writers alone.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
-def create_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def create_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions on the engine; `read_only` ones never take SQLite's write lock."""
+    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
+    return sessionmaker(bind, expire_on_commit=False)
 
 
 def get_session(request: Request) -> Iterator[Session]:

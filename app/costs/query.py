@@ -68,13 +68,13 @@ def label_is(name: str, value: str) -> ColumnElement[bool]:
     return HourlyUsage.job_id.in_(select(Job.id).where(LABELS[name] == value))
 
 
-def period(session: Session, unit: str) -> ColumnElement[str]:
-    """The atom's UTC day (`2025-01-06`) or month (`2025-01`)."""
+def period(session: Session, unit: str, hour: Any = HourlyUsage.hour) -> ColumnElement[str]:
+    """The UTC day (`2025-01-06`) or month (`2025-01`) of an hour column."""
     if session.get_bind().dialect.name == "postgresql":
         pattern = "YYYY-MM-DD" if unit == "day" else "YYYY-MM"
-        return func.to_char(func.timezone("UTC", HourlyUsage.hour), pattern, type_=String)
+        return func.to_char(func.timezone("UTC", hour), pattern, type_=String)
     # SQLite keeps UTC timestamps as ISO text.
-    return func.substr(HourlyUsage.hour, 1, 10 if unit == "day" else 7, type_=String)
+    return func.substr(hour, 1, 10 if unit == "day" else 7, type_=String)
 
 
 def in_period(start: datetime | None, end: datetime | None) -> list[ColumnElement[bool]]:

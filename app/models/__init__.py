@@ -4,6 +4,7 @@ from app.models.auth import ROLES, ApiToken, AuditEntry
 from app.models.base import Base
 from app.models.fleet import Cluster, Gpu, Node
 from app.models.jobs import Job
+from app.models.periods import Period, PeriodLine
 from app.models.pricing import EnergyRate, Rate
 from app.models.usage import HourlyUsage, Report, Usage
 
@@ -18,6 +19,8 @@ __all__ = [
     "HourlyUsage",
     "Job",
     "Node",
+    "Period",
+    "PeriodLine",
     "Rate",
     "Report",
     "Usage",

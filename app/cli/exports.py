@@ -1,0 +1,79 @@
+"""Finance files from the command line: the FOCUS export and the cost summary."""
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
+from app.cli.common import database, fail, load_settings
+from app.core.db import create_session_factory
+from app.core.errors import AppError
+from app.core.units import micro_from_usd
+from app.exports import focus
+from app.exports.csvout import stream_csv
+from app.exports.lines import month_start, next_month
+from app.exports.service import check_bounds, export_lines
+from app.exports.summary import SUMMARY_COLUMNS, cost_rows
+from app.periods.service import parse_month
+
+
+def export(
+    kind: Annotated[str, typer.Argument(help="focus or costs.")],
+    month: Annotated[str, typer.Option(help="The billing month, e.g. 2025-01.")],
+    granularity: Annotated[str, typer.Option(help="focus only: hour, day or month.")] = "day",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write.")] = None,
+) -> None:
+    """Write a month's FOCUS 1.2 export or cost summary as CSV (to stdout without -o)."""
+    if kind not in ("focus", "costs"):
+        fail(f"export what? 'focus' or 'costs', not '{kind}'")
+    if granularity not in ("hour", "day", "month"):
+        fail(f"--granularity must be hour, day or month, not '{granularity}'")
+    settings = load_settings()
+    try:
+        first = parse_month(month)
+    except AppError as exc:
+        fail(exc.message)
+    start, end = month_start(first), month_start(next_month(first))
+    step = granularity if kind == "focus" else "month"
+    check_bounds(start, end, step)
+    with database(settings) as engine, create_session_factory(engine, read_only=True)() as session:
+        lines = export_lines(
+            session,
+            start=start,
+            end=end,
+            granularity=step,
+            default_micro_usd=micro_from_usd(settings.default_rate_usd),
+        )
+        if kind == "focus":
+            rows = focus.focus_rows(lines, granularity=step, settings=settings)
+            chunks = stream_csv(focus.COLUMNS, rows)
+        else:
+            chunks = stream_csv(SUMMARY_COLUMNS, cost_rows(lines))
+        if output is None:
+            for chunk in chunks:
+                sys.stdout.write(chunk)
+            return
+        _write_with_progress(chunks, output)
+
+
+def _write_with_progress(chunks: Iterator[str], output: Path) -> None:
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[size]}"),
+    )
+    with (
+        output.open("w", encoding="utf-8", newline="") as file,
+        Progress(*columns, transient=True) as progress,
+    ):
+        task = progress.add_task(f"writing {output}", total=None, size="0 B")
+        written = 0
+        for chunk in chunks:
+            file.write(chunk)
+            written += len(chunk)
+            progress.update(task, size=f"{written / 1e6:.1f} MB")
+    typer.echo(f"wrote {output} ({written:,} bytes)", err=True)

@@ -1,0 +1,110 @@
+"""`/v1/exports`: finance files, streamed as they are written."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.auth import ViewerAuth
+from app.core.config import Settings
+from app.core.db import SettingsDep
+from app.core.units import micro_from_usd
+from app.exports import focus
+from app.exports.csvout import stream_csv
+from app.exports.service import check_bounds, export_lines
+from app.exports.summary import SUMMARY_COLUMNS, cost_rows
+
+router = APIRouter(prefix="/v1/exports", tags=["exports"])
+
+Instant = Annotated[datetime, Query(description="A whole UTC hour; no zone means UTC.")]
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {}}, "description": "CSV, streamed"}
+}
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _attachment(rows: Iterator[str], name: str) -> StreamingResponse:
+    return StreamingResponse(
+        rows,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def focus_csv(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    granularity: str,
+) -> Iterator[str]:
+    """The FOCUS file's text, read in its own session as the client takes it."""
+    with factory() as session:
+        lines = export_lines(
+            session,
+            start=start,
+            end=end,
+            granularity=granularity,
+            default_micro_usd=micro_from_usd(settings.default_rate_usd),
+        )
+        yield from stream_csv(
+            focus.COLUMNS, focus.focus_rows(lines, granularity=granularity, settings=settings)
+        )
+
+
+def costs_csv(
+    factory: sessionmaker[Session], settings: Settings, start: datetime, end: datetime
+) -> Iterator[str]:
+    with factory() as session:
+        lines = export_lines(
+            session, start=start, end=end, granularity="month",
+            default_micro_usd=micro_from_usd(settings.default_rate_usd),
+        )  # fmt: skip
+        yield from stream_csv(SUMMARY_COLUMNS, cost_rows(lines))
+
+
+@router.get("/focus.csv", response_class=StreamingResponse, responses=CSV_RESPONSE)
+def get_focus(
+    request: Request,
+    _: ViewerAuth,
+    settings: SettingsDep,
+    start: Annotated[Instant, Query(alias="from")],
+    end: Annotated[Instant, Query(alias="to")],
+    granularity: Literal["hour", "day", "month"] = "day",
+) -> StreamingResponse:
+    """FOCUS 1.2 rows per charge period, job (or idle capacity), GPU model and price.
+
+    Closed months come as booked; corrections found since are billed in the first open
+    month (`ChargeClass` = `Correction`). Text cells are neutralised against CSV injection.
+    """
+    start, end = _utc(start), _utc(end)
+    check_bounds(start, end, granularity)
+    name = f"gpucost-focus-{start:%Y%m%d%H}-{end:%Y%m%d%H}-{granularity}.csv"
+    return _attachment(
+        focus_csv(request.app.state.read_session_factory, settings, start, end, granularity), name
+    )
+
+
+@router.get("/costs.csv", response_class=StreamingResponse, responses=CSV_RESPONSE)
+def get_costs_csv(
+    request: Request,
+    _: ViewerAuth,
+    settings: SettingsDep,
+    start: Annotated[Instant, Query(alias="from")],
+    end: Annotated[Instant, Query(alias="to")],
+) -> StreamingResponse:
+    """A finance summary per billing month, team, model, phase, cluster, GPU model and rate.
+
+    Whole months only (`from` and `to` on the 1st at 00:00 UTC)."""
+    start, end = _utc(start), _utc(end)
+    check_bounds(start, end, "month")
+    name = f"gpucost-costs-{start:%Y%m}-{end:%Y%m}.csv"
+    return _attachment(
+        costs_csv(request.app.state.read_session_factory, settings, start, end), name
+    )

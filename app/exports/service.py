@@ -1,0 +1,107 @@
+"""Which lines an export holds: booked lines for closed months, live ones for open months,
+and the corrections billed in the first open month."""
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.core.errors import InvalidInput
+from app.exports.lines import (
+    FIGURES,
+    KEY,
+    Line,
+    booked_lines,
+    closed_months,
+    live_lines,
+    month_of,
+    month_start,
+    next_month,
+    pending_corrections,
+)
+
+# Corrections booked in a month may point at any earlier hour.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FAR = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def check_bounds(start: datetime, end: datetime, granularity: str) -> None:
+    """Whole charge periods only: `from` and `to` on hours, days or months as asked."""
+    if end <= start:
+        raise InvalidInput("to", "must be after from")
+    for name, moment in (("from", start), ("to", end)):
+        if (moment.minute, moment.second, moment.microsecond) != (0, 0, 0):
+            raise InvalidInput(name, "must be a whole UTC hour")
+        if granularity in ("day", "month") and moment.hour != 0:
+            raise InvalidInput(name, f"must start a UTC day for {granularity} granularity")
+        if granularity == "month" and moment.day != 1:
+            raise InvalidInput(name, "must start a UTC month for month granularity")
+
+
+def export_lines(
+    session: Session, *, start: datetime, end: datetime, granularity: str, default_micro_usd: int
+) -> Iterator[tuple[str, Line]]:
+    """(billing month, line) for charge periods in [start, end), month by month.
+
+    A closed month gives what it booked, byte for byte as when it closed; the first open
+    month also carries the corrections of closed months found since they closed.
+    """
+    closed = closed_months(session)
+    first_open = next_month(closed[-1]) if closed else None
+    month = month_of(start)
+    while month_start(month) < end:
+        lower, upper = max(start, month_start(month)), min(end, month_start(next_month(month)))
+        bills_month = start <= month_start(month) < end
+        if month in closed:
+            for kind in ("usage", "correction"):
+                if kind == "correction" and not bills_month:
+                    continue
+                bounds = (lower, upper) if kind == "usage" else (EPOCH, FAR)
+                for line in booked_lines(
+                    session,
+                    month=month,
+                    kind=kind,
+                    start=bounds[0],
+                    end=bounds[1],
+                    granularity=granularity,
+                ):
+                    yield month, line
+        else:
+            for line in live_lines(
+                session,
+                start=lower,
+                end=upper,
+                granularity=granularity,
+                default_micro_usd=default_micro_usd,
+            ):
+                yield month, line
+            if month == first_open and bills_month:
+                corrections = pending_corrections(session, default_micro_usd=default_micro_usd)
+                for line in coarsen(corrections, granularity):
+                    yield month, line
+        month = next_month(month)
+
+
+def coarsen(lines: list[Line], granularity: str) -> list[Line]:
+    """Hourly lines summed into days or months, keeping every other key apart."""
+    if granularity == "hour":
+        return lines
+    merged: dict[tuple[object, ...], Line] = {}
+    for line in lines:
+        start = line.charge_start.replace(hour=0)
+        if granularity == "month":
+            start = start.replace(day=1)
+        key = (start, *(getattr(line, name) for name in KEY))
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = replace(line, charge_start=start)
+            continue
+        sums: dict[str, Any] = {
+            name: None if getattr(line, name) is None and getattr(seen, name) is None
+            else (getattr(seen, name) or 0) + (getattr(line, name) or 0)
+            for name in FIGURES
+        }  # fmt: skip
+        merged[key] = replace(seen, **sums)
+    return list(merged.values())

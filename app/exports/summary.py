@@ -1,0 +1,42 @@
+"""The plain finance summary: per billing month and what was charged, in plain columns."""
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
+from app.exports.csvout import micro, nano, text
+from app.exports.lines import Line, month_of
+
+SUMMARY_COLUMNS = (
+    "billing_month",
+    "charge_class",
+    "charge_month",
+    "team",
+    "model",
+    "phase",
+    "cluster",
+    "gpu_model",
+    "gpu_hours",
+    "usd_per_gpu_hour",
+    "cost_usd",
+    "energy_kwh",
+)
+
+
+def cost_rows(lines: Iterable[tuple[str, Line]]) -> Iterator[list[str]]:
+    """Lines summed per billing month, class, charge month, labels, cluster, GPU and rate."""
+    sums: dict[tuple[str, str, str, str, str, str, str, str, int], list[int]] = defaultdict(
+        lambda: [0, 0, 0]
+    )
+    for month, line in lines:
+        key = (month, line.kind, month_of(line.charge_start), line.team, line.model,
+               line.phase, line.cluster, line.gpu_model, line.rate)  # fmt: skip
+        figures = sums[key]
+        figures[0] += line.gpu_nano_hours
+        figures[1] += line.cost_nano
+        figures[2] += line.energy_nano_kwh
+    for key, (hours, cost, energy) in sorted(sums.items()):
+        month, kind, charged, team, model, phase, cluster, gpu_model, rate = key
+        yield [
+            month, kind, charged, text(team), text(model), text(phase), text(cluster),
+            text(gpu_model), nano(hours), micro(rate), nano(cost), nano(energy),
+        ]  # fmt: skip

@@ -1,0 +1,45 @@
+"""`/v1/periods`: billing months, and closing them."""
+
+from fastapi import APIRouter
+
+from app.core.auth import AdminAuth, ViewerAuth
+from app.core.clock import ClockDep
+from app.core.db import SessionDep, SettingsDep
+from app.core.units import micro_from_usd
+from app.periods.schemas import PeriodRead
+from app.periods.service import close_month, list_periods, parse_month, read_period
+
+router = APIRouter(prefix="/v1/periods", tags=["periods"])
+
+
+@router.get("")
+def get_periods(_: ViewerAuth, session: SessionDep, settings: SettingsDep) -> list[PeriodRead]:
+    """Every month with usage: open or closed, booked and current figures."""
+    return list_periods(session, default_micro_usd=micro_from_usd(settings.default_rate_usd))
+
+
+@router.get("/{month}")
+def get_period(month: str, _: ViewerAuth, session: SessionDep, settings: SettingsDep) -> PeriodRead:
+    """One month: what was booked (if closed), corrections booked for it, and today's figures."""
+    return read_period(
+        session,
+        month=parse_month(month),
+        default_micro_usd=micro_from_usd(settings.default_rate_usd),
+    )
+
+
+@router.post(
+    "/{month}/close", responses={409: {"description": "Not over, closed, or out of order"}}
+)
+def post_close(
+    month: str, principal: AdminAuth, session: SessionDep, settings: SettingsDep, clock: ClockDep
+) -> PeriodRead:
+    """Close a finished month: its export stays byte for byte what it is now; later changes
+    to it are billed as corrections in the first open month."""
+    return close_month(
+        session,
+        month=parse_month(month),
+        actor=principal.name,
+        now=clock(),
+        default_micro_usd=micro_from_usd(settings.default_rate_usd),
+    )

@@ -1,0 +1,25 @@
+"""Billing months as the API shows them: booked figures beside the current truth."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from app.core.units import Amount
+
+
+class Totals(BaseModel):
+    gpu_hours: Amount
+    cost_usd: Amount
+
+
+class PeriodRead(BaseModel):
+    month: str
+    state: Literal["open", "closed"]
+    closed_at: datetime | None
+    closed_by: str | None
+    # Closed months: what was booked when the month closed, and what later months booked
+    # as corrections of it. Current: what the month's usage comes to today.
+    booked: Totals | None
+    corrections_booked: Totals | None
+    current: Totals

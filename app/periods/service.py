@@ -1,0 +1,169 @@
+"""Closing billing months: the month's lines are booked and never change afterwards."""
+
+from datetime import datetime
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from app.audit.service import record
+from app.core.errors import Conflict, InvalidInput
+from app.core.units import from_nano
+from app.exports.lines import (
+    Line,
+    closed_months,
+    live_lines,
+    month_of,
+    month_start,
+    next_month,
+    pending_corrections,
+)
+from app.models import HourlyUsage, Period, PeriodLine
+from app.periods.schemas import PeriodRead, Totals
+
+
+def parse_month(text: str) -> str:
+    """`2025-01` as given, or a 422 naming the month."""
+    try:
+        start = datetime.strptime(text, "%Y-%m")
+    except ValueError:
+        raise InvalidInput("month", f"'{text}' is not a month like 2025-01") from None
+    return f"{start.year:04d}-{start.month:02d}"
+
+
+def first_open_month(session: Session) -> str | None:
+    """The month corrections are billed in: the one after the last closed month."""
+    months = closed_months(session)
+    return next_month(months[-1]) if months else None
+
+
+def close_month(
+    session: Session, *, month: str, actor: str, now: datetime, default_micro_usd: int
+) -> PeriodRead:
+    """Book a finished month's lines, and the corrections found in earlier closed months."""
+    if month_start(next_month(month)) > now:
+        raise Conflict(f"{month} is not over yet; it can be closed from {next_month(month)}-01")
+    if session.get(Period, month, with_for_update=True) is not None:
+        raise Conflict(f"{month} is already closed")
+    expected = first_open_month(session) or _first_month_with_usage(session)
+    if expected is not None and expected < month:
+        raise Conflict(f"months close in order: close {expected} before {month}")
+    lines = list(
+        live_lines(
+            session,
+            start=month_start(month),
+            end=month_start(next_month(month)),
+            granularity="hour",
+            default_micro_usd=default_micro_usd,
+        )
+    )
+    corrections = pending_corrections(session, default_micro_usd=default_micro_usd)
+    rows = [_row(month, line) for line in [*lines, *corrections]]
+    if rows:
+        session.execute(insert(PeriodLine), rows)
+    session.add(Period(month=month, closed_at=now, closed_by=actor))
+    record(
+        session,
+        at=now,
+        actor=actor,
+        action="period.close",
+        target=f"period:{month}",
+        details={
+            "lines": len(lines),
+            "corrections": len(corrections),
+            "cost_usd": str(from_nano(sum(line.cost_nano for line in lines))),
+        },
+    )
+    session.flush()
+    return read_period(session, month=month, default_micro_usd=default_micro_usd)
+
+
+def _first_month_with_usage(session: Session) -> str | None:
+    first = session.execute(select(func.min(HourlyUsage.hour))).scalar_one_or_none()
+    return None if first is None else month_of(first)
+
+
+def _row(month: str, line: Line) -> dict[str, object]:
+    return {
+        "billing_month": month,
+        "kind": line.kind,
+        "charge_hour": line.charge_start,
+        "cluster": line.cluster,
+        "job_id": line.job_id,
+        "job_name": line.job_name,
+        "model": line.model,
+        "phase": line.phase,
+        "team": line.team,
+        "user_name": line.user,
+        "gpu_model": line.gpu_model,
+        "micro_usd_per_gpu_hour": line.rate,
+        "default_rate": line.default_rate,
+        "gpu_nano_hours": line.gpu_nano_hours,
+        "busy_nano_hours": line.busy_nano_hours,
+        "energy_nano_kwh": line.energy_nano_kwh,
+        "cost_nano": line.cost_nano,
+        "energy_cost_nano": line.energy_cost_nano,
+    }
+
+
+def _totals(hours_nano: int | None, cost_nano: int | None) -> Totals:
+    return Totals(
+        gpu_hours=from_nano(int(hours_nano or 0)), cost_usd=from_nano(int(cost_nano or 0))
+    )
+
+
+def read_period(session: Session, *, month: str, default_micro_usd: int) -> PeriodRead:
+    """A month's state, booked figures (if closed) and current figures."""
+    start, end = month_start(month), month_start(next_month(month))
+    current = [0, 0]
+    for line in live_lines(
+        session, start=start, end=end, granularity="month", default_micro_usd=default_micro_usd
+    ):
+        current[0] += line.gpu_nano_hours
+        current[1] += line.cost_nano
+    closed = session.get(Period, month)
+    booked = corrections = None
+    if closed is not None:
+        sums = (func.sum(PeriodLine.gpu_nano_hours), func.sum(PeriodLine.cost_nano))
+        booked = _totals(
+            *session.execute(
+                select(*sums).where(PeriodLine.billing_month == month, PeriodLine.kind == "usage")
+            ).one()
+        )
+        corrections = _totals(
+            *session.execute(
+                select(*sums).where(
+                    PeriodLine.kind == "correction",
+                    PeriodLine.charge_hour >= start,
+                    PeriodLine.charge_hour < end,
+                )
+            ).one()
+        )
+    return PeriodRead(
+        month=month,
+        state="closed" if closed else "open",
+        closed_at=closed.closed_at if closed else None,
+        closed_by=closed.closed_by if closed else None,
+        booked=booked,
+        corrections_booked=corrections,
+        current=_totals(*current),
+    )
+
+
+def list_periods(session: Session, *, default_micro_usd: int) -> list[PeriodRead]:
+    """Every month from the first with usage (or the first closed) to the current one."""
+    first = min(
+        filter(None, [_first_month_with_usage(session), *closed_months(session)[:1]]), default=None
+    )
+    if first is None:
+        return []
+    last = max(filter(None, [_last_month_with_usage(session), *closed_months(session)[-1:]]))
+    months, month = [], first
+    while month <= last:
+        months.append(read_period(session, month=month, default_micro_usd=default_micro_usd))
+        month = next_month(month)
+    return months
+
+
+def _last_month_with_usage(session: Session) -> str | None:
+    last = session.execute(select(func.max(HourlyUsage.hour))).scalar_one_or_none()
+    return None if last is None else month_of(last)
