@@ -22,20 +22,21 @@ MAX_SPAN_MS = 3_600_000
 _SCAN = 10_000
 
 
-def _ms(stamp: str) -> int:
+def epoch_ms(stamp: str) -> int:
+    """An ISO 8601 timestamp as milliseconds since the epoch."""
     moment = datetime.fromisoformat(stamp)
     return (moment - datetime(1970, 1, 1, tzinfo=moment.tzinfo)) // timedelta(milliseconds=1)
 
 
 def _duration_ms(body: dict[str, Any]) -> int:
-    return _ms(body["end"]) - _ms(body["start"])
+    return epoch_ms(body["end"]) - epoch_ms(body["start"])
 
 
 def merge_reports(bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """One report with the sum of consecutive reports' usage per GPU and job."""
-    start = _ms(bodies[0]["start"])
+    start = epoch_ms(bodies[0]["start"])
     # After a backwards wall-clock step reports may overlap: the span must hold all seconds.
-    end = max(_ms(bodies[-1]["end"]), start + sum(_duration_ms(b) for b in bodies))
+    end = max(epoch_ms(bodies[-1]["end"]), start + sum(_duration_ms(b) for b in bodies))
     merged: dict[tuple[str, str | None], dict[str, Any]] = {}
     for body in bodies:
         for gpu in body["gpus"]:
@@ -77,8 +78,8 @@ def _groups(reports: list[SpooledReport]) -> list[list[SpooledReport]]:
         group = groups[-1] if groups else None
         if group is not None:
             candidate = [r.body for r in group] + [report.body]
-            start = _ms(candidate[0]["start"])
-            end = max(_ms(report.body["end"]), start + sum(_duration_ms(b) for b in candidate))
+            start = epoch_ms(candidate[0]["start"])
+            end = max(epoch_ms(report.body["end"]), start + sum(_duration_ms(b) for b in candidate))
             if end - start <= MAX_SPAN_MS:
                 group.append(report)
                 continue

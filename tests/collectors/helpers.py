@@ -115,10 +115,10 @@ def totals(reports: list[dict[str, Any]], by: str = "job") -> dict[Any, Decimal]
 
 def check_report_invariants(reports: list[dict[str, Any]]) -> None:
     """What the service validates: per GPU, GPU-seconds within the interval."""
-    from collectors.coalesce import _ms
+    from collectors.coalesce import epoch_ms
 
     for report in reports:
-        span = Decimal(_ms(report["end"]) - _ms(report["start"])) / 1000
+        span = Decimal(epoch_ms(report["end"]) - epoch_ms(report["start"])) / 1000
         per_gpu: dict[str, Decimal] = defaultdict(Decimal)
         for entry in report["gpus"]:
             per_gpu[entry["uuid"]] += Decimal(str(entry["gpu_seconds"]))

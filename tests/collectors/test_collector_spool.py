@@ -7,7 +7,7 @@ import sys
 import textwrap
 from decimal import Decimal
 
-from collectors.coalesce import _ms
+from collectors.coalesce import epoch_ms
 from collectors.spool import Spool
 from tests.collectors.helpers import check_report_invariants, gpu, process, slurm, totals
 
@@ -90,7 +90,7 @@ def test_a_full_spool_coalesces_the_oldest_unsent_reports_into_hours_exactly(har
     }
     assert h.spool.size_bytes() <= 20_000
     assert [r["seq"] for r in reports[:3]] == [1, 2, 3]
-    spans = [_ms(r["end"]) - _ms(r["start"]) for r in reports]
+    spans = [epoch_ms(r["end"]) - epoch_ms(r["start"]) for r in reports]
     assert spans[:2] == [60_000, 60_000] and max(spans) == 3_600_000
     assert all(span <= 3_600_000 for span in spans)
     assert len(reports) < 3 * 60
