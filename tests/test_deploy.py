@@ -95,6 +95,19 @@ def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
     return [tuple(volume.split(":")[:2]) for volume in service.get("volumes", [])]
 
 
+def mounted_paths(service: dict[str, Any]) -> list[Path]:
+    """Files a service's command or environment names in its bind mounts, as paths here."""
+    binds = [(source, target) for source, target in mounts(service) if source.startswith(".")]
+    environment = service.get("environment", {})
+    words = [*service.get("entrypoint", []), *service.get("command", []), *environment.values()]
+    found = []
+    for path in (m for word in words for m in re.findall(r"/[\w./-]+", str(word))):
+        for source, target in binds:
+            if path.startswith(target + "/"):
+                found.append(ROOT / source / path.removeprefix(target + "/"))
+    return found
+
+
 def test_compose_names_only_services_volumes_and_files_that_exist() -> None:
     spec = compose()
     services, volumes = spec["services"], set(spec.get("volumes") or {})
@@ -113,6 +126,9 @@ def test_compose_names_only_services_volumes_and_files_that_exist() -> None:
             assert (ROOT / env_file).is_file(), (name, env_file)
         assert set(service.get("depends_on", [])) <= set(services), name
     used = {source for s in services.values() for source, _ in mounts(s)}
+    for name, service in services.items():
+        for path in mounted_paths(service):
+            assert path.exists(), (name, path)
     assert volumes <= used, "a declared volume no service mounts"
     # What the mounted directories must hold for Prometheus and Grafana to start.
     config_dir = dict(mounts(services["prometheus"]))["./deploy/prometheus"]
@@ -131,8 +147,9 @@ def test_compose_pins_every_image_and_checks_the_api() -> None:
     api = services["api"]
     assert "readyz" in " ".join(api["healthcheck"]["test"])
     assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    demo = {name for name, s in services.items() if s.get("profiles") == ["demo"]}
+    assert demo == {"demo-setup", "collector-sim-a", "collector-sim-b"}
     assert {"demo"} == {p for s in services.values() for p in s.get("profiles", [])}
-    assert "collector-sim" in services and services["collector-sim"]["profiles"] == ["demo"]
 
 
 def strings_under(node: Any, key: str = "") -> list[tuple[str, str]]:
