@@ -12,6 +12,7 @@ turned into one CASE expression per price kind rather than joined to every atom.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -119,16 +120,17 @@ def _nano_cost(quantity: Any, micro_price: Any) -> Any:
     ) // _DIVISOR
 
 
-def priced_usage(
-    session: Session,
-    *,
-    default_micro_usd: int,
-    where: Sequence[ColumnElement[bool]],
-    by: dict[str, ColumnElement[Any]] | None = None,
-    by_rate: bool = False,
-) -> Subquery:
-    """Stage one: the atoms matching `where`, priced one by one and summed per job,
-    cluster and GPU model (and per `by` keys, and per price if `by_rate`)."""
+@dataclass(frozen=True)
+class AtomPrices:
+    """Per-atom expressions: the rate in force, whether it is the default, and the figures."""
+
+    rate: ColumnElement[int]
+    defaulted: ColumnElement[int]
+    figures: dict[str, ColumnElement[Any]]
+
+
+def atom_prices(session: Session, *, default_micro_usd: int) -> AtomPrices:
+    """Read the rate cards and build each atom's price and figures as SQL expressions."""
     rates = session.execute(
         select(
             Rate.gpu_model.label("key"),
@@ -148,9 +150,33 @@ def priced_usage(
     rate_cases = _price_cases(rates, lambda r: HourlyUsage.gpu_model == r.key)
     energy_cases = _price_cases(energy, lambda r: literal(True))
     default = literal(default_micro_usd, BigInteger)
-    rate = case(*rate_cases, else_=default) if rate_cases else default
-    defaulted = case(*((c, 0) for c, _ in rate_cases), else_=1) if rate_cases else literal(1)
+    rate: Any = case(*rate_cases, else_=default) if rate_cases else default
+    defaulted: Any = case(*((c, 0) for c, _ in rate_cases), else_=1) if rate_cases else literal(1)
     energy_price = case(*energy_cases) if energy_cases else literal(None, BigInteger)
+    return AtomPrices(
+        rate=rate,
+        defaulted=defaulted,
+        figures={
+            "gpu_nano_hours": _nano_units(HourlyUsage.gpu_us),
+            "busy_nano_hours": _nano_units(HourlyUsage.busy_us),
+            "energy_nano_kwh": _nano_units(HourlyUsage.energy_mj),
+            "cost_nano": _nano_cost(HourlyUsage.gpu_us, rate),
+            "energy_cost_nano": _nano_cost(HourlyUsage.energy_mj, energy_price),
+        },
+    )
+
+
+def priced_usage(
+    session: Session,
+    *,
+    default_micro_usd: int,
+    where: Sequence[ColumnElement[bool]],
+    by: dict[str, ColumnElement[Any]] | None = None,
+    by_rate: bool = False,
+) -> Subquery:
+    """Stage one: the atoms matching `where`, priced one by one and summed per job,
+    cluster and GPU model (and per `by` keys, and per price if `by_rate`)."""
+    prices = atom_prices(session, default_micro_usd=default_micro_usd)
     keys: list[Any] = [
         HourlyUsage.job_id,
         HourlyUsage.cluster_id,
@@ -158,17 +184,13 @@ def priced_usage(
         *(column.label(name) for name, column in (by or {}).items()),
     ]
     if by_rate:
-        keys += [rate.label("rate"), defaulted.label("is_default")]
+        keys += [prices.rate.label("rate"), prices.defaulted.label("is_default")]
     return (
         select(
             *keys,
             func.sum(HourlyUsage.gpu_us).label("gpu_us"),
-            func.sum(_nano_units(HourlyUsage.gpu_us)).label("gpu_nano_hours"),
-            func.sum(_nano_units(HourlyUsage.busy_us)).label("busy_nano_hours"),
-            func.sum(_nano_units(HourlyUsage.energy_mj)).label("energy_nano_kwh"),
-            func.sum(_nano_cost(HourlyUsage.gpu_us, rate)).label("cost_nano"),
-            func.sum(_nano_cost(HourlyUsage.energy_mj, energy_price)).label("energy_cost_nano"),
-            func.sum(defaulted).label("defaulted"),
+            *(func.sum(column).label(name) for name, column in prices.figures.items()),
+            func.sum(prices.defaulted).label("defaulted"),
             func.count().label("atoms"),
         )
         .where(*where)

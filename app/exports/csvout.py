@@ -1,19 +1,19 @@
 """Writing CSV that spreadsheets cannot mistake for formulas, a chunk at a time."""
 
-import csv
-import io
 from collections.abc import Iterable, Iterator, Sequence
 
 # OWASP's list: a cell starting with one of these may be run as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_ROWS = 1000
+_SPECIAL = (",", '"', "\r", "\n")
 
 
 def text(value: str | None) -> str:
-    """A text cell, neutralised the way OWASP recommends: a leading quote before a formula."""
+    """A text cell, neutralised the way OWASP recommends (a leading quote before a
+    formula), and escaped for CSV."""
     if not value:
         return ""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+    return cell("'" + value if value.startswith(FORMULA_STARTS) else value)
 
 
 def nano(value: int | None) -> str:
@@ -30,18 +30,25 @@ def micro(value: int) -> str:
     return f"{whole}.{fraction:06d}".rstrip("0").rstrip(".") if fraction else str(whole)
 
 
-def stream_csv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> Iterator[str]:
-    """The header and rows as CSV text, yielded in chunks so memory stays flat."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    pending = 0
-    for row in rows:
-        writer.writerow(row)
-        pending += 1
-        if pending == CHUNK_ROWS:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-            pending = 0
-    yield buffer.getvalue()
+def cell(value: str) -> str:
+    """One CSV field as RFC 4180 writes it: quoted only when it must be."""
+    if any(c in value for c in _SPECIAL):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def record(cells: Iterable[str]) -> str:
+    """One CSV record, fields already escaped with `cell` where they may need it."""
+    return ",".join(cells) + "\r\n"
+
+
+def stream_csv(header: Sequence[str], lines: Iterable[str]) -> Iterator[str]:
+    """The header and the rendered records, in chunks so memory stays flat."""
+    yield record(cell(name) for name in header)
+    batch: list[str] = []
+    for rendered in lines:
+        batch.append(rendered)
+        if len(batch) == CHUNK_ROWS:
+            yield "".join(batch)
+            batch.clear()
+    yield "".join(batch)

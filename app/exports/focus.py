@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
 from app.core.config import Settings
-from app.exports.csvout import micro, nano, text
+from app.exports.csvout import cell, micro, nano, record, text
 from app.exports.lines import Line, month_start, next_month
 
 COLUMNS = (
@@ -65,61 +65,74 @@ def charge_end(start: datetime, granularity: str) -> datetime:
 
 def focus_rows(
     lines: Iterable[tuple[str, Line]], *, granularity: str, settings: Settings
-) -> Iterator[list[str]]:
-    """One FOCUS row per (billing month, line)."""
+) -> Iterator[str]:
+    """One FOCUS record (a CSV line) per (billing month, line).
+
+    Columns that depend only on the month, the hour or the job are formatted once and
+    reused: a year's hourly export repeats each of them thousands of times.
+    """
     account = [text(settings.billing_account_id), text(settings.billing_account_name), "USD"]
-    issuers = [text(settings.invoice_issuer_name)]
+    middle = [text(settings.invoice_issuer_name)]
     parties = [text(settings.provider_name), text(settings.publisher_name)]
-    service = ["AI and Machine Learning", text(settings.service_name)]
-    periods: dict[str, list[str]] = {}
+    service = [text("AI and Machine Learning"), text(settings.service_name)]
+    billing: dict[str, list[str]] = {}
+    charges: dict[datetime, list[str]] = {}
+    jobs: dict[tuple[str | None, ...], tuple[str, list[str], list[str], str]] = {}
+    prices: dict[tuple[str, int, bool], tuple[str, str]] = {}
     for month, line in lines:
-        if month not in periods:
-            periods[month] = [iso(month_start(next_month(month))), iso(month_start(month))]
+        period = billing.get(month)
+        if period is None:
+            period = billing[month] = [iso(month_start(next_month(month))), iso(month_start(month))]
+        charge = charges.get(line.charge_start)
+        if charge is None:
+            end = charge_end(line.charge_start, granularity)
+            charge = charges[line.charge_start] = [iso(end), iso(line.charge_start)]
+        job_key = (line.cluster, line.job_id, line.job_name, line.model, line.phase, line.team,
+                   line.user, line.gpu_model)  # fmt: skip
+        job = jobs.get(job_key)
+        if job is None:
+            job = jobs[job_key] = _job_columns(line)
+        price_key = (line.gpu_model, line.rate, line.default_rate)
+        price = prices.get(price_key)
+        if price is None:
+            rate = micro(line.rate)
+            source = "default" if line.default_rate else "card"
+            price = prices[price_key] = (rate, text(f"{line.gpu_model}:{rate}:{source}"))
+        description, resource, sub_account, tags = job
         cost = nano(line.cost_nano)
         quantity = nano(line.gpu_nano_hours)
-        rate = micro(line.rate)
-        idle = line.job_id is None
-        where = f"{line.gpu_model} on {line.cluster}"
-        description = (
-            f"Idle {where}"
-            if idle
-            else f"{where} for job {line.job_id} ({line.model}, {line.phase})"
-        )
-        tags = {
-            "job_id": line.job_id,
-            "model": line.model,
-            "phase": line.phase,
-            "team": line.team,
-            "user": line.user,
-        }
-        yield [
-            cost,
-            *account,
-            *periods[month],
-            "Usage",
-            "Correction" if line.kind == "correction" else "",
-            text(description),
-            iso(charge_end(line.charge_start, granularity)),
-            iso(line.charge_start),
-            cost,
-            cost,
-            *issuers,
-            cost,
-            quantity,
-            UNIT,
-            *parties,
-            *service,
-            quantity,
-            UNIT,
-            rate,
-            rate,
-            text(line.cluster),
-            text(f"{line.cluster}/{'idle' if idle else line.job_id}"),
-            text(IDLE_RESOURCE if idle else (line.job_name or line.job_id)),
-            IDLE_RESOURCE if idle else "Job",
-            text(line.gpu_model),
-            text(f"{line.gpu_model}:{rate}:{'default' if line.default_rate else 'card'}"),
-            text(line.team),
-            text(line.team),
-            json.dumps(tags, sort_keys=True, separators=(",", ":")),
-        ]
+        correction = "Correction" if line.kind == "correction" else ""
+        yield record([
+            cost, *account, *period, "Usage", correction, description, *charge, cost, cost,
+            *middle, cost, quantity, UNIT, *parties, *service, quantity, UNIT, price[0], price[0],
+            *resource, price[1], *sub_account, tags,
+        ])  # fmt: skip
+
+
+def _job_columns(line: Line) -> tuple[str, list[str], list[str], str]:
+    """Description, resource columns (RegionId to SkuId), team columns and tags of a job."""
+    idle = line.job_id is None
+    where = f"{line.gpu_model} on {line.cluster}"
+    description = (
+        f"Idle {where}" if idle else f"{where} for job {line.job_id} ({line.model}, {line.phase})"
+    )
+    resource = [
+        text(line.cluster),
+        text(f"{line.cluster}/{'idle' if idle else line.job_id}"),
+        text(IDLE_RESOURCE if idle else (line.job_name or line.job_id)),
+        IDLE_RESOURCE if idle else "Job",
+        text(line.gpu_model),
+    ]
+    tags = {
+        "job_id": line.job_id,
+        "model": line.model,
+        "phase": line.phase,
+        "team": line.team,
+        "user": line.user,
+    }
+    return (
+        text(description),
+        resource,
+        [text(line.team), text(line.team)],
+        cell(json.dumps(tags, sort_keys=True, separators=(",", ":"))),
+    )

@@ -3,7 +3,7 @@
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
-from app.exports.csvout import micro, nano, text
+from app.exports.csvout import micro, nano, record, text
 from app.exports.lines import Line, month_of
 
 SUMMARY_COLUMNS = (
@@ -22,7 +22,7 @@ SUMMARY_COLUMNS = (
 )
 
 
-def cost_rows(lines: Iterable[tuple[str, Line]]) -> Iterator[list[str]]:
+def cost_rows(lines: Iterable[tuple[str, Line]]) -> Iterator[str]:
     """Lines summed per billing month, class, charge month, labels, cluster, GPU and rate."""
     sums: dict[tuple[str, str, str, str, str, str, str, str, int], list[int]] = defaultdict(
         lambda: [0, 0, 0]
@@ -36,7 +36,7 @@ def cost_rows(lines: Iterable[tuple[str, Line]]) -> Iterator[list[str]]:
         figures[2] += line.energy_nano_kwh
     for key, (hours, cost, energy) in sorted(sums.items()):
         month, kind, charged, team, model, phase, cluster, gpu_model, rate = key
-        yield [
+        yield record([
             month, kind, charged, text(team), text(model), text(phase), text(cluster),
             text(gpu_model), nano(hours), micro(rate), nano(cost), nano(energy),
-        ]  # fmt: skip
+        ])  # fmt: skip

@@ -20,7 +20,6 @@ from tests.support import drop_all_postgres, ensure_postgres_database
 YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
 HOURS = 365 * 24
 GPUS, SLOT_GPUS = 2048, 32
-SLOTS = GPUS // SLOT_GPUS
 IDLE_GPUS = GPUS // 20
 MODELS = [f"model-{n:02d}" for n in range(20)]
 PHASES = ["pre-training", "context-extension", "post-training", "eval"]
@@ -36,8 +35,12 @@ class Dataset:
     busiest_model: str
 
 
-def load_year(url: str, *, jobs: int = 5000, seed: int = 7) -> Dataset:
-    """Recreate the database at `url` and fill it; returns what was written."""
+def load_year(url: str, *, jobs: int = 5000, slot_gpus: int = SLOT_GPUS, seed: int = 7) -> Dataset:
+    """Recreate the database at `url` and fill it; returns what was written.
+
+    Smaller slots mean more jobs running at once, and so more hourly rows.
+    """
+    slots = GPUS // slot_gpus
     ensure_postgres_database(url)
     drop_all_postgres(url)
     engine = create_db_engine(Settings(database_url=url))
@@ -46,7 +49,7 @@ def load_year(url: str, *, jobs: int = 5000, seed: int = 7) -> Dataset:
 
     rng = random.Random(seed)
     # Each slot gets its share of jobs, cut at random points of the year.
-    per_slot = [jobs // SLOTS + (1 if s < jobs % SLOTS else 0) for s in range(SLOTS)]
+    per_slot = [jobs // slots + (1 if s < jobs % slots else 0) for s in range(slots)]
     schedule: list[tuple[int, int, int, int]] = []  # job number, slot, first hour, hours
     number = 0
     for slot, count in enumerate(per_slot):
@@ -98,7 +101,7 @@ def load_year(url: str, *, jobs: int = 5000, seed: int = 7) -> Dataset:
             for job, _slot, start, length in schedule:
                 for hour in range(start, start + length):
                     running.setdefault(hour, []).append(job)
-            gpu_us = SLOT_GPUS * US_PER_HOUR
+            gpu_us = slot_gpus * US_PER_HOUR
             idle_us = IDLE_GPUS * US_PER_HOUR
             for hour in range(HOURS):
                 moment = YEAR_START + timedelta(hours=hour)
@@ -111,7 +114,7 @@ def load_year(url: str, *, jobs: int = 5000, seed: int = 7) -> Dataset:
                             moment,
                             gpu_us,
                             gpu_us * 9 // 10,
-                            SLOT_GPUS * 2_520_000_000,
+                            slot_gpus * 2_520_000_000,
                         )
                     )
                     rows += 1

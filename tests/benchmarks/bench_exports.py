@@ -1,0 +1,135 @@
+"""Benchmark: streaming a FOCUS export of over a million rows from PostgreSQL.
+
+Run: .venv/bin/python -m tests.benchmarks.bench_exports [--postgres URL]
+
+Loads a year of hourly usage for 2,048 GPUs in 128 slots of 16 (about 1.1 million
+job-hours), then downloads the year's FOCUS export at hour granularity from a real server
+process, counting rows as they arrive. Prints rows per second and the server's peak
+resident memory (VmHWM), beside a baseline measured in the same run: PostgreSQL's own
+`COPY (SELECT ...) TO STDOUT` of the same hourly rows joined to their jobs. Targets: more
+than 50,000 rows/s and under 250 MB. Writes bench-results/exports.json.
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+from sqlalchemy.engine import make_url
+
+from app.core.clock import utc_now
+from app.core.config import Settings
+from app.core.db import create_db_engine, create_session_factory
+from app.tokens.service import create_token
+from tests.benchmarks.dataset import load_year
+from tests.support import running_server
+
+ROWS_PER_S_TARGET = 50_000
+PEAK_MB_TARGET = 250
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def copy_baseline(conninfo: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    rows = 0
+    with psycopg.connect(conninfo) as conn, conn.cursor() as cursor:
+        query = (
+            "COPY (SELECT u.hour, c.name, j.scheduler_job_id, j.model, j.phase, j.team,"
+            " j.user_name, u.gpu_model, u.gpu_us, u.busy_us, u.energy_mj FROM usage_hourly u"
+            " JOIN clusters c ON c.id = u.cluster_id LEFT JOIN jobs j ON j.id = u.job_id"
+            " ORDER BY u.hour) TO STDOUT WITH (FORMAT csv)"
+        )
+        with cursor.copy(query) as copy:
+            for block in copy:
+                rows += bytes(block).count(b"\n")
+    return rows, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/gpucost_bench_exports"
+    )
+    parser.add_argument("--out", default="bench-results/exports.json")
+    args = parser.parse_args()
+
+    data = load_year(args.postgres, slot_gpus=16)
+    print(f"loaded {data.rollup_rows:,} hourly rows for {data.jobs:,} jobs")
+    engine = create_db_engine(Settings(database_url=args.postgres))
+    with create_session_factory(engine).begin() as session:
+        _, token = create_token(
+            session, role="viewer", cluster=None, name="bench", actor="bench", now=utc_now()
+        )
+    engine.dispose()
+    conninfo = (
+        make_url(args.postgres).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+
+    copy_rows, copy_s = copy_baseline(conninfo)
+    with tempfile.TemporaryDirectory() as logs, running_server(args.postgres, Path(logs)) as server:
+        idle_mb = peak_rss_mb(server.process.pid)
+        params = {
+            "from": "2025-01-01T00:00:00Z",
+            "to": "2026-01-01T00:00:00Z",
+            "granularity": "hour",
+        }
+        started = time.perf_counter()
+        first_byte_s = None
+        rows = -1  # the header
+        with httpx.stream(
+            "GET",
+            f"{server.url}/v1/exports/focus.csv",
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=600,
+        ) as response:
+            response.raise_for_status()
+            for chunk in response.iter_bytes():
+                if first_byte_s is None:
+                    first_byte_s = time.perf_counter() - started
+                rows += chunk.count(b"\r\n")
+        export_s = time.perf_counter() - started
+        peak_mb = peak_rss_mb(server.process.pid)
+
+    result = {
+        "export_rows": rows,
+        "export_seconds": round(export_s, 2),
+        "export_rows_per_s": round(rows / export_s),
+        "first_byte_seconds": round(first_byte_s or 0, 2),
+        "server_rss_before_mb": round(idle_mb, 1),
+        "server_peak_rss_mb": round(peak_mb, 1),
+        "copy_rows": copy_rows,
+        "copy_rows_per_s": round(copy_rows / copy_s),
+    }
+    print(
+        f"baseline  PostgreSQL COPY of the hourly rows  {result['copy_rows_per_s']:>10,} rows/s "
+        f"({copy_rows:,} rows)"
+    )
+    verdict = "meets" if result["export_rows_per_s"] > ROWS_PER_S_TARGET else "MISSES"
+    print(
+        f"FOCUS export, hour granularity            {result['export_rows_per_s']:>10,} rows/s "
+        f"({rows:,} rows in {export_s:.1f} s, first byte after {result['first_byte_seconds']} s; "
+        f"{verdict} {ROWS_PER_S_TARGET:,})"
+    )
+    verdict = "meets" if peak_mb < PEAK_MB_TARGET else "MISSES"
+    print(
+        f"server peak resident memory               {peak_mb:>10.1f} MB "
+        f"(before: {idle_mb:.1f} MB; {verdict} {PEAK_MB_TARGET} MB)"
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
