@@ -11,7 +11,9 @@ from app.core.errors import NotFound
 from app.core.units import from_nano, hours, seconds, usd_from_micro
 from app.costs.query import (
     FIGURES,
+    IDLE,
     LABELS,
+    UNATTRIBUTED,
     in_period,
     joined,
     label,
@@ -168,7 +170,7 @@ def model_cost(
         used.add((row.gpu_model, int(row.rate), bool(row.is_default)))
     if not by_phase:
         raise NotFound(f"no usage recorded for model '{model}' in this period")
-    peaks, overall_peak = _peaks(session, where)
+    peaks, overall_peak = _peaks(session, where, idle=model == IDLE)
     spans = _spans(session, model=model, cluster=cluster)
     total: dict[str, int | None] = dict.fromkeys(FIGURES, None)
     for figures in by_phase.values():
@@ -203,14 +205,17 @@ def model_cost(
     )
 
 
-def _peaks(session: Session, where: list[ColumnElement[bool]]) -> tuple[dict[str, int], int]:
+def _peaks(
+    session: Session, where: list[ColumnElement[bool]], *, idle: bool
+) -> tuple[dict[str, int], int]:
     """Per phase and overall, the most GPU-time used in any one hour (in microseconds)."""
-    phase = label("phase", HourlyUsage.job_id)
+    # Grouped by the raw column (cheaper than the label expression); a missing phase is
+    # named afterwards: every atom here is idle capacity, or every one a job's.
     per_phase_hour = (
-        select(phase.label("phase"), HourlyUsage.hour, func.sum(HourlyUsage.gpu_us).label("us"))
+        select(Job.phase.label("phase"), HourlyUsage.hour, func.sum(HourlyUsage.gpu_us).label("us"))
         .outerjoin(Job, Job.id == HourlyUsage.job_id)
         .where(*where)
-        .group_by(phase, HourlyUsage.hour)
+        .group_by(Job.phase, HourlyUsage.hour)
         .subquery()
     )
     c = per_phase_hour.c
@@ -219,12 +224,13 @@ def _peaks(session: Session, where: list[ColumnElement[bool]]) -> tuple[dict[str
     ).subquery()
     w = windowed.c
     peaks, overall = {}, 0
-    for row in session.execute(
+    for row in session.connection().execute(
         select(
             w.phase, func.max(w.us).label("peak"), func.max(w.hour_us).label("hour_peak")
         ).group_by(w.phase)
     ):
-        peaks[row.phase] = int(row.peak)
+        name = row.phase if row.phase is not None else (IDLE if idle else UNATTRIBUTED)
+        peaks[name] = int(row.peak)
         overall = max(overall, int(row.hour_peak))
     return peaks, overall
 
