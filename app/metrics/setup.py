@@ -8,6 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
+from app.core.db import READ_ONLY
 from app.core.units import micro_from_usd
 from app.metrics.cache import SnapshotCache
 from app.metrics.collector import AccountingCollector
@@ -29,6 +30,9 @@ def install_metrics(app: FastAPI) -> None:
     if engine.dialect.name == "postgresql":
         # One snapshot for all the queries of a read: this month never exceeds the total.
         engine = engine.execution_options(isolation_level="REPEATABLE READ")
+    else:
+        # A long read on SQLite must not hold the write lock that ingest needs.
+        engine = engine.execution_options(**{READ_ONLY: True})
 
     def load() -> Snapshot:
         with Session(engine) as session:

@@ -9,7 +9,6 @@ the same HTTP server. Writes the figures to bench-results/costs.json. Target: 50
 """
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ from app.core.config import Settings
 from app.core.db import create_db_engine, create_session_factory
 from app.tokens.service import create_token
 from tests.benchmarks.dataset import load_year
+from tests.benchmarks.results import write_results
 from tests.support import running_server
 
 TARGET_MS = 50.0
@@ -113,10 +113,7 @@ def main() -> None:
             f"{label:<42}{figures[name]:8.2f} ms  ({ratio:.0f}x SELECT 1; "
             f"{verdict} {TARGET_MS:.0f} ms)"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ than 50,000 rows/s and under 250 MB. Writes bench-results/exports.json.
 """
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from app.core.config import Settings
 from app.core.db import create_db_engine, create_session_factory
 from app.tokens.service import create_token
 from tests.benchmarks.dataset import load_year
+from tests.benchmarks.results import write_results
 from tests.support import running_server
 
 ROWS_PER_S_TARGET = 50_000
@@ -125,10 +125,7 @@ def main() -> None:
         f"server peak resident memory               {peak_mb:>10.1f} MB "
         f"(before: {idle_mb:.1f} MB; {verdict} {PEAK_MB_TARGET} MB)"
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

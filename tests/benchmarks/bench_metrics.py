@@ -11,7 +11,6 @@ Writes the figures to bench-results/metrics.json. Target: 100 ms for a scrape.
 """
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from tests.benchmarks.bench_costs import median_ms
 from tests.benchmarks.dataset import GPUS, SLOT_GPUS, load_year
+from tests.benchmarks.results import write_results
 from tests.support import gpu_uuid, running_server
 
 TARGET_MS = 100.0
@@ -134,10 +134,7 @@ def main() -> None:
             f"{label:<46}{figures[name]:8.2f} ms  ({ratio:.0f}x SELECT 1; "
             f"{verdict} {TARGET_MS:.0f} ms)"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":
