@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.audit.router import router as audit_router
 from app.core.clock import Clock, utc_now
 from app.core.config import Settings, get_settings
 from app.core.db import create_db_engine, create_session_factory
@@ -53,5 +54,6 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.include_router(costs_router)
     app.include_router(periods_router)
     app.include_router(exports_router)
+    app.include_router(audit_router)
     install_metrics(app)
     return app

@@ -1,0 +1,35 @@
+"""`GET /v1/audit`: every administrative change, newest first."""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.audit.schemas import AuditPage, AuditRead
+from app.audit.service import read_audit
+from app.core.auth import AdminAuth
+from app.core.db import SessionDep
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get("")
+def get_audit(
+    _: AdminAuth,
+    session: SessionDep,
+    action: Annotated[str | None, Query(max_length=64, examples=["rate"])] = None,
+    actor: Annotated[str | None, Query(max_length=128)] = None,
+    since: datetime | None = None,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AuditPage:
+    """Who changed what and when: rates, jobs, tokens, closed months (admin only)."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    entries, next_before = read_audit(
+        session, action=action, actor=actor, since=since, before=before, limit=limit
+    )
+    return AuditPage(
+        entries=[AuditRead.model_validate(e, from_attributes=True) for e in entries],
+        next_before=next_before,
+    )
