@@ -5,6 +5,7 @@ import sys
 import typer
 
 from app.cli.admin import db_cli, serve, token_cli
+from app.cli.demo import demo, simulate
 from app.cli.exports import export
 from app.cli.pricing import rate_cli, report
 
@@ -12,6 +13,8 @@ cli = typer.Typer(help="gpucost: GPU-hour cost accounting.", no_args_is_help=Tru
 cli.command()(serve)
 cli.command()(report)
 cli.command()(export)
+cli.command()(demo)
+cli.command()(simulate)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(rate_cli, name="rate")

@@ -1,0 +1,240 @@
+"""`gpucost simulate` (a scenario's fleet against a service) and `gpucost demo` (all of it,
+with no configuration: a temporary service, the DeepSeek-V3 replay, its cost table)."""
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from app.cli.common import CLI_ACTOR, database, fail, load_settings
+from app.core import migrate
+from app.core.db import create_session_factory
+from app.costs.schemas import ModelCost
+from app.costs.table import rate_note, render_markdown, table_rows
+from app.tokens.service import create_token
+
+if TYPE_CHECKING:  # the simulator is imported by the two commands only, not by every command
+    from collectors.simulator.fleet import Fleet
+    from collectors.simulator.fleet import Progress as SimProgress
+
+out = Console(soft_wrap=True, highlight=False)
+# The demo's reduction (see `demo`): the same 2,048 GPUs as 8 collectors of 256, one report
+# per GPU and job per simulated day, so that it runs in about a minute on two cores.
+DEMO_GPUS_PER_NODE = 8 * 32
+DEMO_REPORT_SECONDS = 86_400
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except OSError as error:
+        fail(f"cannot read the token file {path}: {error.strerror}")
+    if not token:
+        fail(f"the token file {path} is empty")
+    return token
+
+
+def replay(fleet: "Fleet", *, console: Console = out) -> "SimProgress":
+    """Run the fleet with a progress bar: simulated time, reports sent, GPU-hours so far."""
+    from collectors.simulator.fleet import SimulationError
+
+    total_days = float(fleet.scenario.end) / 86400
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("day {task.fields[day]:,.1f} of {task.fields[days]:,.1f}"),
+        TextColumn("{task.fields[reports]:,} reports sent"),
+        TextColumn("{task.fields[hours]:,.0f} GPU-hours"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task(
+            fleet.scenario.name, total=total_days, day=0.0, days=total_days, reports=0, hours=0.0
+        )
+
+        def show(p: "SimProgress") -> None:
+            day = float(p.simulated_s) / 86400
+            bar.update(task, completed=day, day=day, reports=p.reports_sent, hours=p.gpu_hours)
+
+        try:
+            return fleet.run(show)
+        except SimulationError as error:
+            fail(str(error))
+
+
+def simulate(
+    scenario: Annotated[str, typer.Argument(help="A shipped scenario name or a TOML file.")],
+    server: Annotated[str, typer.Option(help="The gpucost service, e.g. http://127.0.0.1:8000")],
+    token_file: Annotated[Path, typer.Option(help="File holding a collector token.")],
+    admin_token_file: Annotated[
+        Path | None, typer.Option(help="Admin token file, for scenarios that change rates.")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="Simulated seconds per real second (0: as fast as possible).")
+    ] = 0.0,
+    as_fast_as_possible: Annotated[bool, typer.Option(help="Do not pace (the default).")] = False,
+    nodes_concurrency: Annotated[int, typer.Option(min=1, help="Nodes stepped at once.")] = 8,
+    report_seconds: Annotated[
+        int, typer.Option(min=1, help="Longest report; the service allows 3600 by default.")
+    ] = 3600,
+) -> None:
+    """Replay a scenario's fleet through the collector's real code against a service."""
+    from collectors.simulator import scenario as scenarios
+    from collectors.simulator.fleet import Fleet, Options
+
+    try:
+        loaded = scenarios.load(scenario)
+    except scenarios.ScenarioError as error:
+        fail(str(error))
+    token = _read_token(token_file)
+    admin = _read_token(admin_token_file) if admin_token_file else None
+    options = Options(
+        report_seconds=report_seconds,
+        speed=0.0 if as_fast_as_possible else speed,
+        concurrency=nodes_concurrency,
+    )
+    fleet = Fleet(
+        loaded, server=server.rstrip("/"), token=token, admin_token=admin, options=options
+    )
+    try:
+        final = replay(fleet)
+    finally:
+        fleet.close()
+    out.print(f"{final.reports_sent:,} reports sent, {final.gpu_hours:,.3f} GPU-hours measured")
+
+
+def _free_port(preferred: int) -> int:
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return int(sock.getsockname()[1])
+    fail("no free TCP port on 127.0.0.1")
+
+
+@contextlib.contextmanager
+def _service(env: dict[str, str], port: int, log: Path) -> Iterator[str]:
+    """`uvicorn` serving gpucost in a child process, until the block ends."""
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    with log.open("wb") as log_file:
+        child = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            if child.poll() is not None:
+                fail(f"the service did not start; see {log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            fail(f"the service did not become ready; see {log}")
+        yield url
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def demo(
+    serve: Annotated[
+        bool, typer.Option(help="Keep serving after the replay (Ctrl-C stops).")
+    ] = False,
+    port: Annotated[int, typer.Option(help="TCP port (another free one if taken).")] = 8000,
+) -> None:
+    """Start a temporary service, replay DeepSeek-V3's training, print its cost table."""
+    from collectors.simulator import scenario as scenarios
+    from collectors.simulator.fleet import Fleet, Options
+
+    scenario = scenarios.load("deepseek-v3")
+    simulated = scenario.regrouped(DEMO_GPUS_PER_NODE)
+    with tempfile.TemporaryDirectory(prefix="gpucost-demo-") as tmp:
+        workdir = Path(tmp)
+        env = {
+            **os.environ,
+            "GPUCOST_DATABASE_URL": f"sqlite:///{workdir / 'gpucost.db'}",
+            "GPUCOST_MAX_REPORT_INTERVAL_SECONDS": str(DEMO_REPORT_SECONDS),
+        }
+        settings = load_settings().model_copy(update={"database_url": env["GPUCOST_DATABASE_URL"]})
+        with database(settings) as engine:
+            migrate.upgrade(engine)
+            with create_session_factory(engine).begin() as session:
+                now = datetime.now(UTC)
+                tokens = {
+                    role: create_token(
+                        session,
+                        role=role,
+                        name=f"demo-{role}",
+                        actor=CLI_ACTOR,
+                        cluster=scenario.cluster if role == "collector" else None,
+                        now=now,
+                    )[1]
+                    for role in ("admin", "viewer", "collector")
+                }
+        out.print(f"[bold]gpucost demo[/]: {scenario.description}.")
+        out.print(
+            f"Simulated: {simulated.gpu_count:,} {scenario.gpu_model} GPUs as {simulated.nodes} "
+            f"collectors of {simulated.gpus_per_node} GPUs (the scenario has {scenario.nodes} "
+            f"nodes of {scenario.gpus_per_node}), {float(scenario.end) / 3600:,.2f} simulated "
+            "hours, one report per GPU and job per simulated day (service limit raised to "
+            "1 day for the demo), on a temporary SQLite database."
+        )
+        with _service(env, _free_port(port), workdir / "server.log") as url:
+            fleet = Fleet(
+                simulated,
+                server=url,
+                token=tokens["collector"],
+                options=Options(report_seconds=DEMO_REPORT_SECONDS, concurrency=8, send_every=1),
+            )
+            try:
+                replay(fleet)
+            finally:
+                fleet.close()
+            response = httpx.get(
+                f"{url}/v1/models/deepseek-v3/cost",
+                timeout=60,
+                headers={"Authorization": f"Bearer {tokens['viewer']}"},
+            )
+            if response.status_code != 200:
+                fail(f"the service answered {response.status_code}: {response.text[:300]}")
+            cost = ModelCost.model_validate(response.json())
+            out.print()
+            out.print(render_markdown(table_rows(cost)))
+            out.print()
+            out.print(rate_note(cost))
+            out.print()
+            out.print(f"API docs: {url}/docs")
+            out.print(f"Metrics:  {url}/metrics")
+            if serve:
+                out.print(f"Viewer token: {tokens['viewer']}")
+                out.print(f"Admin token:  {tokens['admin']}")
+                out.print("Serving until Ctrl-C; the database is deleted when it stops.")
+                with contextlib.suppress(KeyboardInterrupt):
+                    while True:
+                        time.sleep(3600)
