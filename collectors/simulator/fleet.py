@@ -100,7 +100,9 @@ class Fleet:
         admin_token: str | None = None,
         options: Options = Options(),
         workdir: Path | None = None,
+        only_nodes: list[int] | None = None,
     ) -> None:
+        """`only_nodes`: simulate just these nodes of the scenario (a benchmark's sample)."""
         self.scenario, self.server, self.token = scenario, server, token
         self.admin_token, self.options = admin_token, options
         self._tmp = tempfile.TemporaryDirectory(prefix="gpucost-sim-") if workdir is None else None
@@ -117,7 +119,7 @@ class Fleet:
                 report_seconds=options.report_seconds,
                 batch_size=options.batch_size,
             )
-            for n in range(scenario.nodes)
+            for n in (range(scenario.nodes) if only_nodes is None else only_nodes)
         ]
         self.outages = {
             (e.node, e.at, e.at + e.duration) for e in scenario.events if e.kind == "node-down"
