@@ -1,0 +1,76 @@
+"""Scenario files: what the shipped ones promise, and one clear line for a bad one."""
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+from collectors.simulator import scenario as scenarios
+from collectors.simulator.expected import IDLE, expected_totals
+
+
+def test_deepseek_v3_is_sized_to_the_published_table() -> None:
+    scenario = scenarios.load("deepseek-v3")
+    expected = expected_totals(scenario)
+
+    assert (scenario.nodes, scenario.gpus_per_node, scenario.gpu_model) == (256, 8, "NVIDIA H800")
+    by_phase = expected.by(scenario, "phase")
+    assert {p: t.gpu_seconds / 3600 for p, t in by_phase.items()} == {
+        "pre-training": 2_664_000,
+        "context-extension": 119_000,
+        "post-training": 5_000,
+        IDLE: 48 * Fraction(62),  # 48 GPUs idle through the two later phases
+    }
+    model_cost = sum(t.cost_usd for p, t in by_phase.items() if p != IDLE)
+    assert model_cost == 5_576_000
+
+
+def test_mixed_cluster_has_what_the_issue_asks_for() -> None:
+    scenario = scenarios.load("mixed-cluster")
+    expected = expected_totals(scenario)
+
+    assert {j.team for j in scenario.jobs} == {"foundation", "applied", "research"}
+    assert len({j.model for j in scenario.jobs}) == 3
+    assert any(j.held_idle for j in scenario.jobs) and scenario.mig
+    kinds = {e.kind for e in scenario.events}
+    assert kinds == {"node-down", "gpu-lost", "job-restart", "rate-change"}
+    assert expected.by_job[None].gpu_seconds > 0  # idle capacity
+    # 40 GPUs for 720 h, less node 3's 12 h outage and GPU 7 after it is lost at 650 h.
+    total = expected.total().gpu_seconds / 3600
+    assert total == 40 * 720 - 8 * 12 - 70
+    assert expected.by_job["rerank-eval"].gpu_seconds / 3600 == 75  # 300 h of 1 slice in 4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[[jobs]]\nid = "a"\ngpus = 1\nduration = "1h"\n[[jobs]]\nid = "b"\ngpus = 1\n'
+            'duration = "2h"\n',
+            "jobs a and b overlap on GPU 0",
+        ),
+        ('[[jobs]]\nid = "a"\ngpus = 1\nduration = "soon"\n', "is not a duration"),
+        ('[[events]]\nkind = "meteor"\n', "is not one of"),
+        ('[[jobs]]\nid = "a"\nfirst_gpu = 8\ngpus = 1\nduration = "1h"\n', "not in the cluster"),
+    ],
+)
+def test_a_bad_scenario_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("nodes = 1\ngpus_per_node = 8\n" + text)
+    token = tmp_path / "token"
+    token.write_text("x")
+
+    result = CliRunner().invoke(
+        cli, ["simulate", str(path), "--server", "http://127.0.0.1:9", "--token-file", str(token)]
+    )
+
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_unknown_scenario_names_the_shipped_ones(tmp_path: Path) -> None:
+    with pytest.raises(scenarios.ScenarioError, match="deepseek-v3, mixed-cluster"):
+        scenarios.load("gpt-5")
