@@ -10,7 +10,7 @@ from app.audit.router import router as audit_router
 from app.core.clock import Clock, utc_now
 from app.core.config import Settings, get_settings
 from app.core.db import create_db_engine, create_session_factory
-from app.core.errors import install_error_handlers
+from app.core.errors import ERROR_RESPONSES, install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.migrate import head_revision
 from app.costs.router import router as costs_router
@@ -48,12 +48,12 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.include_router(health_router)
-    app.include_router(reports_router)
-    app.include_router(jobs_router)
-    app.include_router(pricing_router)
-    app.include_router(costs_router)
-    app.include_router(periods_router)
-    app.include_router(exports_router)
-    app.include_router(audit_router)
+    app.include_router(reports_router, responses=ERROR_RESPONSES)
+    app.include_router(jobs_router, responses=ERROR_RESPONSES)
+    app.include_router(pricing_router, responses=ERROR_RESPONSES)
+    app.include_router(costs_router, responses=ERROR_RESPONSES)
+    app.include_router(periods_router, responses=ERROR_RESPONSES)
+    app.include_router(exports_router, responses=ERROR_RESPONSES)
+    app.include_router(audit_router, responses=ERROR_RESPONSES)
     install_metrics(app)
     return app

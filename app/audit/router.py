@@ -9,6 +9,7 @@ from app.audit.schemas import AuditPage, AuditRead
 from app.audit.service import read_audit
 from app.core.auth import AdminAuth
 from app.core.db import SessionDep
+from app.core.errors import PRINTABLE
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -17,10 +18,12 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 def get_audit(
     _: AdminAuth,
     session: SessionDep,
-    action: Annotated[str | None, Query(max_length=64, examples=["rate"])] = None,
-    actor: Annotated[str | None, Query(max_length=128)] = None,
+    action: Annotated[
+        str | None, Query(max_length=64, pattern=PRINTABLE, examples=["rate"])
+    ] = None,
+    actor: Annotated[str | None, Query(max_length=128, pattern=PRINTABLE)] = None,
     since: datetime | None = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
     """Who changed what and when: rates, jobs, tokens, closed months (admin only)."""

@@ -11,11 +11,45 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from pydantic import BaseModel
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+# Free text from clients: any character but controls (NUL cannot even be stored).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    error: str
+    detail: str
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class ValidationErrorBody(ErrorBody):
+    """A 422: which fields were wrong, and why."""
+
+    errors: list[FieldError]
+
+
+# Documented on every API route, so that clients (and the OpenAPI document) know the shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or unknown token"},
+    403: {"model": ErrorBody, "description": "The token's role or cluster may not do this"},
+    404: {"model": ErrorBody, "description": "Not found"},
+    409: {"model": ErrorBody, "description": "Conflicts with what is stored"},
+    413: {"model": ErrorBody, "description": "Request body over the configured size"},
+    422: {"model": ValidationErrorBody, "description": "A field breaks a rule; each is named"},
+    503: {"model": ErrorBody, "description": "The database cannot be reached; retry"},
+}
 
 
 class AppError(Exception):
@@ -109,6 +143,18 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
+    # A value the database refuses that validation let through: the client's input, not a
+    # fault of the service. Validation should name the field; this keeps it off the 500s.
+    log.warning("database refused a value: %s", type(getattr(exc, "orig", exc)).__name__)
+    body = {
+        "error": "ValidationError",
+        "detail": "body: a value is out of the range the database can store",
+        "errors": [{"field": "body", "reason": "value out of range"}],
+    }
+    return JSONResponse(body, status_code=422)
+
+
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", type(exc).__name__)
     body = {"error": "DatabaseUnavailable", "detail": "the database cannot be reached; retry"}
@@ -119,5 +165,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 
 from app.core.auth import ViewerAuth
 from app.core.db import SessionDep, SettingsDep
-from app.core.errors import InvalidInput
+from app.core.errors import PRINTABLE, ErrorBody, InvalidInput
 from app.core.units import micro_from_usd
 from app.costs.schemas import GROUP_KEYS, CostReport, ModelCost
 from app.costs.service import cost_report, model_cost
@@ -18,7 +18,7 @@ Instant = Annotated[
     datetime | None,
     Query(description="A whole UTC hour; a time without zone is taken as UTC."),
 ]
-Filter = Annotated[str | None, Query(max_length=128)]
+Filter = Annotated[str | None, Query(max_length=128, pattern=PRINTABLE)]
 
 
 def _hour(name: str, value: datetime | None) -> datetime | None:
@@ -92,7 +92,10 @@ def get_costs(
     )
 
 
-@router.get("/models/{model}/cost", responses={404: {"description": "No usage for the model"}})
+@router.get(
+    "/models/{model}/cost",
+    responses={404: {"model": ErrorBody, "description": "No usage for the model"}},
+)
 def get_model_cost(
     model: str,
     _: ViewerAuth,

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Path, Query, Response
 from app.core.auth import JobWriterAuth, ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import SessionDep
+from app.core.errors import PRINTABLE
 from app.jobs.schemas import JobList, JobRead, JobUpdate
 from app.jobs.service import get_job, list_jobs, upsert_job
 from app.reports.schemas import JOB_ID_PATTERN, NAME_PATTERN
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 ClusterPath = Annotated[str, Path(max_length=128, pattern=NAME_PATTERN)]
 JobIdPath = Annotated[str, Path(max_length=128, pattern=JOB_ID_PATTERN)]
-Filter = Annotated[str | None, Query(max_length=128)]
+Filter = Annotated[str | None, Query(max_length=128, pattern=PRINTABLE)]
 
 
 @router.put("/{cluster}/{job_id}", responses={201: {"model": JobRead, "description": "Created"}})
@@ -55,7 +56,7 @@ def read_jobs(
     team: Filter = None,
     user: Filter = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> JobList:
     """Jobs matching every filter given, most recently active first."""
     filters = {"cluster": cluster, "model": model, "phase": phase, "team": team, "user": user}

@@ -6,17 +6,20 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from app.core.errors import PRINTABLE
 from app.jobs.phases import canonical_phase
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+Text = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True, pattern=PRINTABLE)
+]
 LabelKey = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$")
 ]
-LabelValue = Annotated[str, StringConstraints(max_length=256)]
+LabelValue = Annotated[str, StringConstraints(max_length=256, pattern=PRINTABLE)]
 MAX_LABELS = 64
 Phase = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=64, strip_whitespace=True),
+    StringConstraints(min_length=1, max_length=64, strip_whitespace=True, pattern=PRINTABLE),
     AfterValidator(canonical_phase),
 ]
 
@@ -31,7 +34,9 @@ class JobUpdate(BaseModel):
     phase: Phase | None = Field(default=None, examples=["pre-training"])
     team: Text | None = None
     user: Text | None = None
-    name: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    name: (
+        Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE)] | None
+    ) = None
     labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)] | None = None
 
 

@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from app.core.auth import AdminAuth, ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import SessionDep, SettingsDep
+from app.core.errors import ErrorBody
 from app.core.units import micro_from_usd
 from app.periods.schemas import PeriodRead
 from app.periods.service import close_month, list_periods, parse_month, read_period
@@ -29,7 +30,8 @@ def get_period(month: str, _: ViewerAuth, session: SessionDep, settings: Setting
 
 
 @router.post(
-    "/{month}/close", responses={409: {"description": "Not over, closed, or out of order"}}
+    "/{month}/close",
+    responses={409: {"model": ErrorBody, "description": "Not over, closed, or out of order"}},
 )
 def post_close(
     month: str, principal: AdminAuth, session: SessionDep, settings: SettingsDep, clock: ClockDep

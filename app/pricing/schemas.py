@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from app.core.errors import PRINTABLE
 from app.core.units import Amount
 from app.reports.schemas import NAME_PATTERN
 
@@ -29,7 +30,9 @@ class _EffectiveFrom(BaseModel):
 
 
 class RateCreate(_EffectiveFrom):
-    gpu_model: Annotated[str, Field(min_length=1, max_length=128, examples=["NVIDIA H800"])]
+    gpu_model: Annotated[
+        str, Field(min_length=1, max_length=128, pattern=PRINTABLE, examples=["NVIDIA H800"])
+    ]
     usd_per_gpu_hour: Annotated[Price, Field(examples=["2.00"])]
 
 

@@ -10,7 +10,7 @@ from app.core.auth import CollectorAuth, Principal
 from app.core.clock import Clock, ClockDep
 from app.core.config import Settings
 from app.core.db import SessionDep, SettingsDep, commit_with_retry
-from app.core.errors import AppError, InvalidInput, validation_body
+from app.core.errors import AppError, ErrorBody, InvalidInput, validation_body
 from app.metrics.deps import ServiceMetricsDep
 from app.reports.schemas import BatchIn, BatchItemOut, BatchOut, ReportIn, ReportOutcome
 from app.reports.service import Stored, check_report, ingest_report
@@ -18,11 +18,8 @@ from app.reports.service import Stored, check_report, ingest_report
 router = APIRouter(prefix="/v1", tags=["reports"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or unknown token"},
-    403: {"description": "Not a collector token, or bound to another cluster"},
-    409: {"description": "The same (cluster, node, seq) was stored with different content"},
-    413: {"description": "Request body over the configured size"},
-    422: {"description": "A field breaks a rule; the answer names it"},
+    403: {"model": ErrorBody, "description": "Not a collector token, or another cluster's"},
+    409: {"model": ErrorBody, "description": "Same (cluster, node, seq), different content"},
 }
 
 

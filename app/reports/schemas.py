@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from app.core.errors import PRINTABLE
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*$"
 _HEX = "[0-9a-fA-F]"
@@ -24,7 +26,9 @@ class GpuUsageIn(BaseModel):
         str, Field(pattern=GPU_UUID_PATTERN, examples=["GPU-5f3a2c1e-0b7d-4e8a-9c6f-1d2e3f4a5b6c"])
     ]
     index: Annotated[int, Field(ge=0, le=1023)]
-    model: Annotated[str, Field(min_length=1, max_length=128, examples=["NVIDIA H800"])]
+    model: Annotated[
+        str, Field(min_length=1, max_length=128, pattern=PRINTABLE, examples=["NVIDIA H800"])
+    ]
     job_id: JobId | None
     gpu_seconds: Annotated[Decimal, Field(ge=0, le=10**7, allow_inf_nan=False)]
     util_pct: Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)] = Decimal(0)
