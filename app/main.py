@@ -13,6 +13,7 @@ from app.core.db import create_db_engine, create_session_factory
 from app.core.errors import ERROR_RESPONSES, install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.migrate import head_revision
+from app.core.requests import RequestId
 from app.costs.router import router as costs_router
 from app.exports.router import router as exports_router
 from app.health.router import router as health_router
@@ -47,6 +48,8 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.state.schema_head = head_revision()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    # Outermost: every line logged while serving a request carries its id.
+    app.add_middleware(RequestId)
     app.include_router(health_router)
     app.include_router(reports_router, responses=ERROR_RESPONSES)
     app.include_router(jobs_router, responses=ERROR_RESPONSES)

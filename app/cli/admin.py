@@ -1,6 +1,6 @@
 """Running the service and administering it: serve, migrations, tokens."""
 
-import logging
+import logging.config
 from typing import Annotated
 
 import typer
@@ -10,6 +10,7 @@ from rich.table import Table
 from app.cli.common import CLI_ACTOR, database, err, in_transaction, load_settings
 from app.core import migrate
 from app.core.clock import utc_now
+from app.core.logging import log_config
 from app.tokens import service as tokens
 
 db_cli = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
@@ -24,12 +25,21 @@ def serve(
     """Bring the schema to the migration head, then serve the API."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
+    config = log_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(config)
     with database(settings) as engine:
         migrate.upgrade(engine)
     err.print(f"gpucost serving on http://{host}:{port} (API docs at /docs)", highlight=False)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=config,
+        access_log=False,  # the service logs its own access lines, with request ids
+    )
 
 
 @db_cli.command("upgrade")

@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,9 @@ class Settings(BaseSettings):
     gpu_seconds_tolerance_seconds: Decimal = Field(default=Decimal("1"), ge=0)
 
     default_rate_usd: Decimal = Field(default=Decimal("2.00"), ge=0)
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Who bills whom, as the FOCUS export names them.
     billing_account_id: str = Field(default="gpucost", min_length=1, max_length=128)
