@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+from app.core.partitions import include_object
 from app.models import Base
 
 config = context.config
@@ -27,6 +28,7 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         # SQLite alters tables by copying them; batch mode does that for us.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,6 +1,7 @@
 """Migrations: a full round trip on both backends, and a schema that matches the models."""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import Engine, inspect
 from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_db_engine
+from app.core.partitions import MONTHS_AHEAD, include_object, is_partition
 from app.models import Base
 from tests.conftest import POSTGRES_URL, postgres_or_skip
 from tests.support import drop_all_postgres
@@ -25,6 +27,7 @@ TABLES = {
     "nodes",
     "period_lines",
     "periods",
+    "prune_marks",
     "rates",
     "reports",
     "usage",
@@ -47,6 +50,14 @@ def scratch_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[E
 
 
 def tables(engine: Engine) -> set[str]:
+    return {name for name in all_tables(engine) if not is_partition(name)}
+
+
+def partitions(engine: Engine) -> set[str]:
+    return {name for name in all_tables(engine) if is_partition(name)}
+
+
+def all_tables(engine: Engine) -> set[str]:
     return set(inspect(engine).get_table_names()) - {"alembic_version"}
 
 
@@ -55,8 +66,15 @@ def test_upgrade_downgrade_upgrade_round_trip(scratch_engine: Engine) -> None:
     assert tables(scratch_engine) == TABLES
     assert migrate.current_revision(scratch_engine) == migrate.head_revision()
 
+    if scratch_engine.dialect.name == "postgresql":
+        this_month = datetime.now(UTC).strftime("usage_p%Y_%m")
+        assert {"usage_default", this_month} <= partitions(scratch_engine)
+        assert len(partitions(scratch_engine)) == 2 + MONTHS_AHEAD
+    else:
+        assert partitions(scratch_engine) == set()
+
     migrate.downgrade(scratch_engine, "base")
-    assert tables(scratch_engine) == set()
+    assert all_tables(scratch_engine) == set()
     assert migrate.current_revision(scratch_engine) is None
 
     migrate.upgrade(scratch_engine)
@@ -67,6 +85,7 @@ def test_migrated_schema_matches_the_models(scratch_engine: Engine) -> None:
     migrate.upgrade(scratch_engine)
 
     with scratch_engine.connect() as conn:
-        differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        context = MigrationContext.configure(conn, opts={"include_object": include_object})
+        differences = compare_metadata(context, Base.metadata)
 
     assert differences == []

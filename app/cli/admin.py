@@ -11,6 +11,7 @@ from app.cli.common import CLI_ACTOR, database, err, in_transaction, load_settin
 from app.core import migrate
 from app.core.clock import utc_now
 from app.core.logging import log_config
+from app.retention.service import prune_raw
 from app.tokens import service as tokens
 
 db_cli = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
@@ -56,6 +57,24 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target, or 'base'
     with database(load_settings()) as engine:
         migrate.downgrade(engine, revision)
         typer.echo(f"schema at {migrate.current_revision(engine) or 'base'}")
+
+
+@db_cli.command("prune")
+def db_prune(
+    older_than_days: Annotated[
+        int | None, typer.Option(min=1, help="Default: GPUCOST_RAW_RETENTION_DAYS (400).")
+    ] = None,
+) -> None:
+    """Delete raw usage and reports older than the retention; totals do not change."""
+    days = older_than_days or load_settings().raw_retention_days
+    pruned = in_transaction(
+        lambda s: prune_raw(s, now=utc_now(), retention_days=days, actor=CLI_ACTOR)
+    )
+    typer.echo(
+        f"pruned raw usage before {pruned.cutoff.isoformat()}: "
+        f"{len(pruned.partitions_dropped)} monthly partitions dropped, "
+        f"{pruned.usage_rows_deleted} rows and {pruned.reports_deleted} reports deleted"
+    )
 
 
 @db_cli.command("current")

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
 
     default_rate_usd: Decimal = Field(default=Decimal("2.00"), ge=0)
 
+    # Raw per-report usage older than this is pruned by `gpucost db prune` (the hourly
+    # rollup, which every figure comes from, is kept).
+    raw_retention_days: int = Field(default=400, ge=1)
+
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -1,5 +1,6 @@
 """Running Alembic from gpucost itself, so no alembic.ini is needed anywhere."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +10,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 import migrations
+from app.core.partitions import ensure_partitions
 
 SCRIPT_LOCATION = Path(migrations.__file__).parent
 FILE_TEMPLATE = "%%(year)d_%%(month).2d_%%(day).2d_%%(hour).2d%%(minute).2d-%%(slug)s"
@@ -30,8 +32,11 @@ def _run(engine: Engine, action: str, revision: str) -> None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema up to `revision` (the newest by default)."""
+    """Bring the schema up to `revision` (the newest by default), with the partitions of
+    raw usage for the months to come."""
     _run(engine, "upgrade", revision)
+    with engine.begin() as connection:
+        ensure_partitions(connection, datetime.now(UTC))
 
 
 def downgrade(engine: Engine, revision: str) -> None:

@@ -6,6 +6,7 @@ from app.models.fleet import Cluster, Gpu, Node
 from app.models.jobs import Job
 from app.models.periods import Period, PeriodLine
 from app.models.pricing import EnergyRate, Rate
+from app.models.retention import PruneMark
 from app.models.usage import HourlyUsage, Report, Usage
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Node",
     "Period",
     "PeriodLine",
+    "PruneMark",
     "Rate",
     "Report",
     "Usage",

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings
 from app.core.errors import Conflict, InvalidInput
 from app.core.upsert import dialect_insert, get_or_create_ids
-from app.models import Cluster, Gpu, HourlyUsage, Job, Node, Report, Usage
+from app.models import Cluster, Gpu, HourlyUsage, Job, Node, PruneMark, Report, Usage
 from app.models.usage import IDLE_HOUR_WHERE, JOB_HOUR_WHERE
 from app.reports.hours import hour_slices, split_amounts
 from app.reports.schemas import ReportIn
@@ -136,6 +136,13 @@ def payload_digest(report: ReportIn, entries: list[Entry]) -> str:
 
 def ingest_report(session: Session, *, report: ReportIn, received_at: datetime) -> Stored:
     """Store a report once: a resend is a duplicate, the same seq with other content a conflict."""
+    mark = session.execute(select(PruneMark.pruned_before)).scalar_one_or_none()
+    if mark is not None and report.start < mark:
+        raise InvalidInput(
+            "start",
+            f"{report.start.isoformat()} is before {mark.isoformat()}, where raw usage was "
+            "pruned: a report that old cannot be told from a resend",
+        )
     entries = normalize(report)
     digest = payload_digest(report, entries)
     cluster_id = get_or_create_ids(

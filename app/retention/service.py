@@ -1,0 +1,62 @@
+"""Pruning raw usage past its retention; the hourly rollup and booked months stay for ever.
+
+Every figure is read from the rollup (and closed months from their booked lines), so a
+prune changes no total. Reports older than the retention go too, which is why the service
+refuses reports that old: without their rows a resend could no longer be told apart.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from app.audit.service import record
+from app.core.partitions import drop_partitions_before, ensure_partitions, is_partitioned
+from app.models import PruneMark, Report, Usage
+
+
+@dataclass(frozen=True)
+class Pruned:
+    cutoff: datetime
+    partitions_dropped: list[str]
+    usage_rows_deleted: int
+    reports_deleted: int
+
+
+def prune_raw(session: Session, *, now: datetime, retention_days: int, actor: str) -> Pruned:
+    """Remove raw usage and reports that began more than `retention_days` ago."""
+    cutoff = now - timedelta(days=retention_days)
+    connection = session.connection()
+    dropped: list[str] = []
+    if is_partitioned(connection):
+        ensure_partitions(connection, now)
+        # Whole months go at once; what is left of the boundary month is deleted below.
+        dropped = drop_partitions_before(connection, cutoff)
+    mark = session.get(PruneMark, 1, with_for_update=True)
+    if mark is None:
+        session.add(PruneMark(id=1, pruned_before=cutoff))
+    elif mark.pruned_before < cutoff:
+        mark.pruned_before = cutoff
+    usage = session.execute(delete(Usage).where(Usage.period_start < cutoff))
+    reports = session.execute(delete(Report).where(Report.period_start < cutoff))
+    result = Pruned(
+        cutoff=cutoff,
+        partitions_dropped=dropped,
+        usage_rows_deleted=usage.rowcount,  # type: ignore[attr-defined]
+        reports_deleted=reports.rowcount,  # type: ignore[attr-defined]
+    )
+    record(
+        session,
+        at=now,
+        actor=actor,
+        action="db.prune",
+        target="usage",
+        details={
+            "cutoff": cutoff.isoformat(),
+            "partitions_dropped": dropped,
+            "usage_rows_deleted": result.usage_rows_deleted,
+            "reports_deleted": result.reports_deleted,
+        },
+    )
+    return result
