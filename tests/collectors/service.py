@@ -33,13 +33,18 @@ def free_port() -> int:
 class Service:
     """`gpucost serve` on a fresh PostgreSQL database; stoppable and restartable."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self, workdir: Path, admin: str = PG_ADMIN, env: dict[str, str] | None = None
+    ) -> None:
+        self.admin = admin
         self.dbname = f"gpucost_coll_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
+        server = admin.removeprefix("postgresql://").rsplit("/", 1)[0]
         self.env = {
             **os.environ,
-            "GPUCOST_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.dbname}",
+            "GPUCOST_DATABASE_URL": f"postgresql+psycopg://{server}/{self.dbname}",
+            **(env or {}),
         }
         self.workdir = workdir
         self.port = free_port()
@@ -95,7 +100,7 @@ class Service:
     def close(self) -> None:
         self.stop()
         self.log.close()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
 
     def job_totals(self, cluster: str) -> dict[str, Decimal]:
