@@ -4,7 +4,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, Subquery, func, select
+from sqlalchemy import ColumnElement, Select, String, Subquery, func, literal, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
@@ -14,6 +14,7 @@ from app.costs.query import (
     IDLE,
     LABELS,
     UNATTRIBUTED,
+    atom_prices,
     in_period,
     joined,
     label,
@@ -154,23 +155,23 @@ def model_cost(
     default_micro_usd: int,
 ) -> ModelCost:
     """A model's cost phase by phase, in training order, then the total."""
-    where = [*in_period(start, end), *_filters({"model": model, "cluster": cluster}, True)]
-    priced = priced_usage(session, default_micro_usd=default_micro_usd, where=where, by_rate=True)
-    phase = label("phase", priced.c.job_id)
-    p = priced.c
-    query = (
-        joined(priced)
-        .add_columns(phase.label("phase"), p.gpu_model, p.rate, p.is_default, *resum(priced))
-        .group_by(phase, p.gpu_model, p.rate, p.is_default)
-    )
     by_phase: dict[str, dict[str, int | None]] = {}
+    peaks: dict[str, int] = {}
+    overall_peak = 0
     used: set[tuple[str, int, bool]] = set()
-    for row in session.execute(query):
-        _add(by_phase.setdefault(row.phase, dict.fromkeys(FIGURES, None)), _sums(row))
+    for row in session.connection().execute(
+        _model_query(
+            session, model=model, start=start, end=end, cluster=cluster, default=default_micro_usd
+        )
+    ):
+        # A job without a phase, or idle capacity, has no phase of its own to group by.
+        name = row.phase if row.phase is not None else (IDLE if model == IDLE else UNATTRIBUTED)
+        _add(by_phase.setdefault(name, dict.fromkeys(FIGURES, None)), _sums(row))
+        peaks[name] = max(peaks.get(name, 0), int(row.phase_peak))
+        overall_peak = max(overall_peak, int(row.overall_peak))
         used.add((row.gpu_model, int(row.rate), bool(row.is_default)))
     if not by_phase:
         raise NotFound(f"no usage recorded for model '{model}' in this period")
-    peaks, overall_peak = _peaks(session, where, idle=model == IDLE)
     spans = _spans(session, model=model, cluster=cluster)
     total: dict[str, int | None] = dict.fromkeys(FIGURES, None)
     for figures in by_phase.values():
@@ -192,7 +193,7 @@ def model_cost(
         start=start,
         end=end,
         phases=[
-            phase_cost(name, by_phase[name], peaks.get(name, 0))
+            phase_cost(name, by_phase[name], peaks[name])
             for name in sorted(by_phase, key=phase_order)
         ],
         total=phase_cost("total", total, overall_peak),
@@ -205,34 +206,67 @@ def model_cost(
     )
 
 
-def _peaks(
-    session: Session, where: list[ColumnElement[bool]], *, idle: bool
-) -> tuple[dict[str, int], int]:
-    """Per phase and overall, the most GPU-time used in any one hour (in microseconds)."""
-    # Grouped by the raw column (cheaper than the label expression); a missing phase is
-    # named afterwards: every atom here is idle capacity, or every one a job's.
-    per_phase_hour = (
-        select(Job.phase.label("phase"), HourlyUsage.hour, func.sum(HourlyUsage.gpu_us).label("us"))
-        .outerjoin(Job, Job.id == HourlyUsage.job_id)
-        .where(*where)
-        .group_by(Job.phase, HourlyUsage.hour)
-        .subquery()
+def _model_query(
+    session: Session,
+    *,
+    model: str,
+    start: datetime | None,
+    end: datetime | None,
+    cluster: str | None,
+    default: int,
+) -> Select[Any]:
+    """One pass over a model's atoms: summed per phase, hour, GPU model and cluster (each
+    such group has one price), then per phase and price, with the busiest hour of each
+    phase and of the model. Joins jobs on the raw columns, which the database groups by
+    far faster than by the label expressions."""
+    prices = atom_prices(session, default_micro_usd=default)
+    atoms = HourlyUsage
+    # Grouping sorts by the phase: byte order is all it needs, and far cheaper than the
+    # locale's collation on PostgreSQL.
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if model == IDLE:
+        phase: Any = literal(None, String)
+        base = select().select_from(atoms).where(atoms.job_id.is_(None))
+    else:
+        phase = Job.phase.collate("C") if postgres else Job.phase
+        owned = Job.model.is_(None) if model == UNATTRIBUTED else Job.model == model
+        base = select().select_from(atoms).join(Job, Job.id == atoms.job_id).where(owned)
+    keys = [atoms.hour, atoms.cluster_id, atoms.gpu_model]
+    hourly = (
+        base.add_columns(
+            phase.label("phase"),
+            *keys,
+            # One price per group: it depends on the GPU model, the cluster and the hour only.
+            prices.rate.label("rate"),
+            prices.defaulted.label("is_default"),
+            func.sum(atoms.gpu_us).label("gpu_us"),
+            *(func.sum(column).label(name) for name, column in prices.figures.items()),
+            func.sum(prices.defaulted).label("defaulted"),
+            func.count().label("atoms"),
+        )
+        .where(*in_period(start, end), *_filters({"cluster": cluster}, True))
+        # Sorted by hour, then phase: the texts are compared only within an hour, and both
+        # windows below read the groups in this order without sorting them again.
+        .group_by(atoms.hour, phase, atoms.cluster_id, atoms.gpu_model)
+        .subquery("hourly")
     )
-    c = per_phase_hour.c
+    h = hourly.c
     windowed = select(
-        c.phase, c.us, func.sum(c.us).over(partition_by=c.hour).label("hour_us")
-    ).subquery()
+        hourly,
+        func.sum(h.gpu_us).over(partition_by=(h.hour, h.phase)).label("phase_hour_us"),
+        func.sum(h.gpu_us).over(partition_by=h.hour).label("hour_us"),
+    ).subquery("windowed")
     w = windowed.c
-    peaks, overall = {}, 0
-    for row in session.connection().execute(
-        select(
-            w.phase, func.max(w.us).label("peak"), func.max(w.hour_us).label("hour_peak")
-        ).group_by(w.phase)
-    ):
-        name = row.phase if row.phase is not None else (IDLE if idle else UNATTRIBUTED)
-        peaks[name] = int(row.peak)
-        overall = max(overall, int(row.hour_peak))
-    return peaks, overall
+    query: Select[Any] = select(
+        w.phase,
+        w.gpu_model,
+        w.rate,
+        w.is_default,
+        *(func.sum(w[name]).label(name) for name in FIGURES),
+        func.max(w.phase_hour_us).label("phase_peak"),
+        func.max(w.hour_us).label("overall_peak"),
+    ).group_by(w.phase, w.gpu_model, w.rate, w.is_default)
+    return query
 
 
 def _share(part: dict[str, int | None], whole: dict[str, int | None]) -> Decimal:
