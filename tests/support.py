@@ -92,6 +92,11 @@ def reset_database(engine: Engine) -> None:
                 conn.execute(text(f"DELETE FROM {name}"))
 
 
+def libpq(url: str) -> str:
+    """A SQLAlchemy URL as libpq and psycopg take it (`postgresql://...`)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def ensure_postgres_database(url: str) -> None:
     """Create the PostgreSQL database named in `url` if it does not exist yet."""
     target = make_url(url)

@@ -6,18 +6,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 
 from app.core.config import Settings
 from app.main import create_app
 from tests.conftest import POSTGRES_URL, postgres_or_skip
-from tests.support import CLUSTER, SettableClock, drop_all_postgres, entry, report
+from tests.support import CLUSTER, SettableClock, drop_all_postgres, entry, libpq, report
 
 Auth = dict[str, dict[str, str]]
-
-
-def libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from sqlalchemy.engine import make_url
 
 from app.core.clock import utc_now
 from app.core.config import Settings
@@ -25,7 +24,7 @@ from app.core.db import create_db_engine, create_session_factory
 from app.tokens.service import create_token
 from tests.benchmarks.dataset import load_year
 from tests.benchmarks.results import write_results
-from tests.support import running_server
+from tests.support import libpq, running_server
 
 TARGET_MS = 50.0
 
@@ -61,9 +60,7 @@ def main() -> None:
         )
     engine.dispose()
     headers = {"Authorization": f"Bearer {token}"}
-    conninfo = (
-        make_url(args.postgres).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
+    conninfo = libpq(args.postgres)
 
     with tempfile.TemporaryDirectory() as logs, running_server(args.postgres, Path(logs)) as server:
         with (

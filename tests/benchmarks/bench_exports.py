@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from sqlalchemy.engine import make_url
 
 from app.core.clock import utc_now
 from app.core.config import Settings
@@ -25,7 +24,7 @@ from app.core.db import create_db_engine, create_session_factory
 from app.tokens.service import create_token
 from tests.benchmarks.dataset import load_year
 from tests.benchmarks.results import write_results
-from tests.support import running_server
+from tests.support import libpq, running_server
 
 ROWS_PER_S_TARGET = 50_000
 PEAK_MB_TARGET = 250
@@ -70,9 +69,7 @@ def main() -> None:
             session, role="viewer", cluster=None, name="bench", actor="bench", now=utc_now()
         )
     engine.dispose()
-    conninfo = (
-        make_url(args.postgres).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
+    conninfo = libpq(args.postgres)
 
     copy_rows, copy_s = copy_baseline(conninfo)
     with tempfile.TemporaryDirectory() as logs, running_server(args.postgres, Path(logs)) as server:

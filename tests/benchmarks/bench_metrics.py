@@ -20,12 +20,11 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from sqlalchemy.engine import make_url
 
 from tests.benchmarks.bench_costs import median_ms
 from tests.benchmarks.dataset import GPUS, SLOT_GPUS, load_year
 from tests.benchmarks.results import write_results
-from tests.support import gpu_uuid, running_server
+from tests.support import gpu_uuid, libpq, running_server
 
 TARGET_MS = 100.0
 STALE_CACHE_S = 1.0
@@ -76,9 +75,7 @@ def main() -> None:
 
     started = time.perf_counter()
     data = load_year(args.postgres)
-    conninfo = (
-        make_url(args.postgres).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
+    conninfo = libpq(args.postgres)
     add_fleet(conninfo)
     load_s = time.perf_counter() - started
     print(f"loaded {data.rollup_rows:,} hourly rows for {data.jobs:,} jobs in {load_s:.1f} s")

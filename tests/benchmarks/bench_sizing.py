@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from sqlalchemy.engine import make_url
 
 from app.core import migrate
 from app.core.clock import utc_now
@@ -25,7 +24,14 @@ from app.core.config import Settings
 from app.core.db import create_db_engine, create_session_factory
 from app.tokens.service import create_token
 from tests.benchmarks.results import write_results
-from tests.support import drop_all_postgres, ensure_postgres_database, entry, report, running_server
+from tests.support import (
+    drop_all_postgres,
+    ensure_postgres_database,
+    entry,
+    libpq,
+    report,
+    running_server,
+)
 
 GPUS_PER_NODE = 8
 RAW = ("usage", "reports")
@@ -69,9 +75,7 @@ def main() -> None:
             now=utc_now(),
         )
     engine.dispose()
-    conninfo = (
-        make_url(args.postgres).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
+    conninfo = libpq(args.postgres)
     empty = {"raw": table_bytes(conninfo, RAW), "rollup": table_bytes(conninfo, ROLLUP)}
 
     start = datetime(2025, 1, 6, tzinfo=UTC)

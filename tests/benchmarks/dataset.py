@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from sqlalchemy.engine import make_url
 
 from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_db_engine
-from tests.support import drop_all_postgres, ensure_postgres_database
+from tests.support import drop_all_postgres, ensure_postgres_database, libpq
 
 YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
 HOURS = 365 * 24
@@ -58,7 +57,7 @@ def load_year(url: str, *, jobs: int = 5000, slot_gpus: int = SLOT_GPUS, seed: i
             schedule.append((number, slot, start, end - start))
             number += 1
 
-    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = libpq(url)
     rows = 0
     model_hours: dict[str, int] = {}
     with psycopg.connect(conninfo) as conn:
