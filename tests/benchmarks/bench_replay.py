@@ -18,11 +18,14 @@ Target: at least 50,000 GPU-entries/s. Writes bench-results/replay.json.
 import argparse
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +35,7 @@ import httpx
 import psycopg
 from sqlalchemy.engine import make_url
 
+from app.core import migrate
 from app.core.clock import utc_now
 from app.core.config import Settings
 from app.core.db import create_db_engine, create_session_factory
@@ -89,11 +93,8 @@ def generate(scenario: scenarios.SimScenario) -> tuple[dict[int, list[dict[str, 
 
 def peak_memory_mb(pid: int) -> float:
     """VmHWM of the server and its worker processes, summed."""
-    pids, total = [pid], 0
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for each in pids:
+    total = 0
+    for each in process_tree(pid):
         for line in Path(f"/proc/{each}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 total += int(line.split()[1])
@@ -135,6 +136,77 @@ def copy_baseline(conninfo: str, bodies: dict[int, list[dict[str, Any]]]) -> flo
         return time.perf_counter() - started
 
 
+def process_tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(p) for p in children.read_text().split())] if children.exists() else [pid]
+
+
+def fresh_database(database_url: str) -> str:
+    """Empty and migrate the benchmark's PostgreSQL database; returns its libpq conninfo."""
+    ensure_postgres_database(database_url)
+    url = make_url(database_url)
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    engine = create_db_engine(Settings(database_url=database_url))
+    migrate.upgrade(engine)
+    engine.dispose()
+    return conninfo
+
+
+def make_tokens(database_url: str, cluster: str) -> dict[str, str]:
+    """A collector token for `cluster` and a viewer token."""
+    engine = create_db_engine(Settings(database_url=database_url))
+    with create_session_factory(engine).begin() as session:
+        tokens = {
+            role: create_token(
+                session,
+                role=role,
+                name=f"bench-{role}",
+                actor="bench",
+                now=utc_now(),
+                cluster=cluster if role == "collector" else None,
+            )[1]
+            for role in ("collector", "viewer")
+        }
+    engine.dispose()
+    return tokens
+
+
+@contextmanager
+def serving(database_url: str, workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`gpucost serve --workers N` on a free port, until the block ends."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "GPUCOST_DATABASE_URL": database_url}
+    with tempfile.TemporaryDirectory() as logs, open(Path(logs) / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [str(BIN / "gpucost"), "serve", "--port", str(port), "--workers", str(workers)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            yield url, server
+        finally:
+            workers = process_tree(server.pid)[1:]
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # stuck requests hold a graceful shutdown
+                for pid in [server.pid, *workers]:
+                    with suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -156,89 +228,46 @@ def main() -> None:
     print(f"collector code: {generate_s:.1f} s for the distinct node timelines")
     print(f"{reports:,} reports, {entries:,} GPU-entries for {len(bodies)} nodes")
 
-    url = make_url(args.postgres)
-    ensure_postgres_database(args.postgres)
-    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-    engine = create_db_engine(Settings(database_url=args.postgres))
-    from app.core import migrate
-
-    migrate.upgrade(engine)
-    with create_session_factory(engine).begin() as session:
-        now = utc_now()
-        _, collector = create_token(
-            session,
-            role="collector",
-            cluster=scenario.cluster,
-            name="bench-collector",
-            actor="bench",
-            now=now,
-        )
-        _, viewer = create_token(
-            session, role="viewer", cluster=None, name="bench-viewer", actor="bench", now=now
-        )
-    engine.dispose()
-
-    port = free_port()
-    server_url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "GPUCOST_DATABASE_URL": args.postgres}
-    with tempfile.TemporaryDirectory() as logs:
-        log = open(Path(logs) / "server.log", "wb")  # noqa: SIM115
-        server = subprocess.Popen(
-            [str(BIN / "gpucost"), "serve", "--port", str(port), "--workers", str(args.workers)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(server_url + "/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=64))
-            register_jobs(client, server_url, collector, scenario)
-            senders = []
-            for node, node_bodies in bodies.items():
-                spool = MemorySpool()
-                for body in node_bodies:
-                    spool.add_report(body, wall_ns=0, state=None)
-                clock = FakeClock(start_wall_ns=0)
-                senders.append(
-                    (
-                        spool,
-                        Sender(
-                            spool=spool,
-                            client=client,
-                            server=server_url,
-                            token=lambda: collector,
-                            cluster=scenario.cluster,
-                            clock=clock,
-                            backoff=Backoff(rng=random.Random(node)),
-                            metrics=CollectorMetrics(),
-                            batch_size=500,
-                            register_jobs=False,
-                        ),
-                    )
+    conninfo = fresh_database(args.postgres)
+    tokens = make_tokens(args.postgres, scenario.cluster)
+    collector, viewer = tokens["collector"], tokens["viewer"]
+    with serving(args.postgres, args.workers) as (server_url, server):
+        client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=64))
+        register_jobs(client, server_url, collector, scenario)
+        senders = []
+        for node, node_bodies in bodies.items():
+            spool = MemorySpool()
+            for body in node_bodies:
+                spool.add_report(body, wall_ns=0, state=None)
+            clock = FakeClock(start_wall_ns=0)
+            senders.append(
+                (
+                    spool,
+                    Sender(
+                        spool=spool,
+                        client=client,
+                        server=server_url,
+                        token=lambda: collector,
+                        cluster=scenario.cluster,
+                        clock=clock,
+                        backoff=Backoff(rng=random.Random(node)),
+                        metrics=CollectorMetrics(),
+                        batch_size=500,
+                        register_jobs=False,
+                    ),
                 )
-            started = time.perf_counter()
-            with ThreadPoolExecutor(args.clients) as pool:
-                list(pool.map(lambda s: s[1].send_pending(max_batches=10**6), senders))
-            wall_s = time.perf_counter() - started
-            left = sum(spool.depth() for spool, _ in senders)
-            dead = sum(len(spool.dead_letters()) for spool, _ in senders)
-            peak_mb = peak_memory_mb(server.pid)
-            table = client.get(
-                server_url + "/v1/models/deepseek-v3/cost",
-                headers={"Authorization": f"Bearer {viewer}"},
-            ).json()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            log.close()
+            )
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(lambda s: s[1].send_pending(max_batches=10**6), senders))
+        wall_s = time.perf_counter() - started
+        left = sum(spool.depth() for spool, _ in senders)
+        dead = sum(len(spool.dead_letters()) for spool, _ in senders)
+        peak_mb = peak_memory_mb(server.pid)
+        table = client.get(
+            server_url + "/v1/models/deepseek-v3/cost",
+            headers={"Authorization": f"Bearer {viewer}"},
+        ).json()
     copy_s = copy_baseline(conninfo, bodies)
     api_rate, copy_rate = entries / wall_s, entries / copy_s
     phases = {p["phase"]: str(Decimal(p["gpu_hours"])) for p in table.get("phases", [])}
