@@ -1,4 +1,4 @@
-"""One simulated node: the fake NVML's script for its GPUs, and the collector's real agent.
+"""One simulated node: the collector's real agent on the fake NVML and a virtual clock.
 
 The node's GPUs, processes (with the job's `GPUCOST_*` environment) and job-mapping files
 are derived from the fleet scenario; the agent, sampler, attributor, spool and sender are
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import zlib
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ from collectors.metrics import CollectorMetrics
 from collectors.sampling import Sampler
 from collectors.scenario import parse_scenario, write_fake_proc
 from collectors.sender import Backoff, Sender
-from collectors.simulator.scenario import Job, SimScenario
+from collectors.simulator.gpus import jobs_on, mig_uuid, nvml_script
+from collectors.simulator.scenario import SimScenario
 from collectors.spool import _SCHEMA, Spool
 
 MEMORY_SPOOL = Path(":memory:")
@@ -39,30 +39,6 @@ class MemorySpool(Spool):
         self.path = MEMORY_SPOOL
         self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self._db.executescript(_SCHEMA)
-
-
-def gpu_uuid(cluster: str, gpu: int) -> str:
-    tag = zlib.crc32(cluster.encode()) & 0xFFFFFFFF
-    return f"GPU-{tag:08x}-{gpu >> 16 & 0xFFFF:04x}-4{gpu >> 4 & 0xFFF:03x}-8000-{gpu:012x}"
-
-
-def mig_uuid(cluster: str, gpu: int, instance: int) -> str:
-    return "MIG" + gpu_uuid(cluster, gpu)[3:-2] + f"{instance:02x}"
-
-
-def job_segments(scenario: SimScenario, job: Job) -> list[tuple[Fraction, Fraction]]:
-    """When the job's processes run: its span, less the gaps of its restarts."""
-    segments = [(job.start, job.end)]
-    for event in scenario.events:
-        if event.kind == "job-restart" and event.job_id == job.job_id:
-            gap = (event.at, event.at + event.duration)
-            segments = [
-                part
-                for lo, hi in segments
-                for part in ((lo, min(hi, gap[0])), (max(lo, gap[1]), hi))
-                if part[1] > part[0]
-            ]
-    return segments
 
 
 class SimulatedAgent(Agent):
@@ -96,8 +72,8 @@ class SimNode:
         root = workdir / self.name
         self.mapping_dir, self.proc_root = root / "jobs", root / "proc"
         self.mapping_dir.mkdir(parents=True, exist_ok=True)
-        self.jobs = [j for j in scenario.jobs if any(j.holds(g) for g in self.local)]
-        fake = parse_scenario(self._nvml_script())
+        self.jobs = jobs_on(scenario, index)
+        fake = parse_scenario(nvml_script(scenario, index))
         write_fake_proc(fake, self.proc_root)
         wall = scenario.start.timestamp() if start_wall_ns is None else start_wall_ns / NS_PER_S
         self.clock = FakeClock(start_wall_ns=round(wall * 1000) * 1_000_000, boot="boot-1")
@@ -133,70 +109,6 @@ class SimNode:
         self.agent = self._new_agent()
         self.down = False
         self.spooled_before = 0.0
-
-    # -- the fake NVML's script ------------------------------------------------------------
-    def _nvml_script(self) -> dict[str, Any]:
-        s = self.scenario
-        lost = {e.gpu: e.at for e in s.events if e.kind == "gpu-lost" and e.gpu is not None}
-        gpus, processes = [], []
-        pid = 1000
-        moments = sorted(s.boundaries())
-        for local, gpu in enumerate(self.local):
-            util, power = [], []
-            for moment in moments:
-                running = self.running(gpu, moment)
-                whole = gpu not in s.mig
-                util.append(
-                    {"at": str(moment), "value": running.util_pct if running and whole else 0}
-                )
-                power.append(
-                    {
-                        "at": str(moment),
-                        "value": 1000 * (running.power_w if running else s.idle_power_w),
-                    }
-                )
-            spec: dict[str, Any] = {
-                "index": local,
-                "uuid": gpu_uuid(s.cluster, gpu),
-                "name": s.gpu_model_of(self.index),
-                "util": util,
-                "power_mw": power,
-            }
-            if gpu in lost:
-                spec["lost_at"] = str(lost[gpu])
-            if gpu in s.mig:
-                spec["mig"] = [
-                    {"uuid": mig_uuid(s.cluster, gpu, i), "gi_slices": n, "ci_slices": n}
-                    for i, n in enumerate(s.mig[gpu])
-                ]
-            gpus.append(spec)
-            for job in self.jobs:
-                if not job.holds(gpu) or job.held_idle:
-                    continue
-                for start, end in job_segments(s, job):
-                    pid += 1
-                    environ = {"GPUCOST_JOB_ID": job.job_id}
-                    environ |= {f"GPUCOST_{k.upper()}": v for k, v in job.metadata().items()}
-                    processes.append(
-                        {
-                            "pid": pid,
-                            "gpu": local,
-                            "mig": None if job.mig is None else mig_uuid(s.cluster, *job.mig),
-                            "start": str(start),
-                            "end": str(end),
-                            "used_memory": 60 * 1024**3,
-                            "environ": environ,
-                        }
-                    )
-        return {"start_wall": s.start.isoformat(), "gpus": gpus, "processes": processes}
-
-    def running(self, gpu: int, moment: Fraction) -> Job | None:
-        """The whole-GPU job whose processes run on `gpu` at `moment` (None: none or MIG)."""
-        for job in self.jobs:
-            if job.holds(gpu) and not job.held_idle and job.mig is None:
-                if any(lo <= moment < hi for lo, hi in job_segments(self.scenario, job)):
-                    return job
-        return None
 
     # -- the collector ---------------------------------------------------------------------
     def _new_agent(self) -> SimulatedAgent:

@@ -31,7 +31,8 @@ import httpx
 import psycopg
 
 from collectors.simulator import scenario as scenarios
-from collectors.simulator.node import SimNode, gpu_uuid
+from collectors.simulator.gpus import gpu_uuid
+from collectors.simulator.node import SimNode
 from tests.benchmarks.bench_replay import fresh_database, make_tokens, process_tree, serving
 from tests.benchmarks.results import write_results
 

@@ -45,7 +45,8 @@ from collectors.metrics import CollectorMetrics
 from collectors.sender import Backoff, Sender
 from collectors.simulator import scenario as scenarios
 from collectors.simulator.fleet import Fleet, register_jobs
-from collectors.simulator.node import MemorySpool, gpu_uuid
+from collectors.simulator.gpus import gpu_uuid
+from collectors.simulator.node import MemorySpool
 from tests.benchmarks.results import write_results
 from tests.support import ensure_postgres_database, free_port
 
