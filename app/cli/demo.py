@@ -3,6 +3,7 @@ with no configuration: a temporary service, the DeepSeek-V3 replay, its cost tab
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -235,6 +236,8 @@ def demo(
                 out.print(f"Viewer token: {tokens['viewer']}")
                 out.print(f"Admin token:  {tokens['admin']}")
                 out.print("Serving until Ctrl-C; the database is deleted when it stops.")
+                # SIGTERM too stops the service and removes the database on the way out.
+                signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
                 with contextlib.suppress(KeyboardInterrupt):
                     while True:
                         time.sleep(3600)
