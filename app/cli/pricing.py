@@ -11,7 +11,7 @@ from app.cli.common import CLI_ACTOR, fail, in_transaction, load_settings
 from app.core.clock import utc_now
 from app.core.errors import validation_body
 from app.core.units import micro_from_usd, plain
-from app.costs.service import model_cost
+from app.costs.model import model_cost
 from app.costs.table import rate_note, render_csv, render_markdown, table_rows
 from app.pricing.schemas import RateCreate
 from app.pricing.service import list_rates, set_rate

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.core.errors import InvalidInput
+from app.exports.corrections import pending_corrections
 from app.exports.lines import (
     FIGURES,
     KEY,
@@ -19,7 +20,6 @@ from app.exports.lines import (
     month_of,
     month_start,
     next_month,
-    pending_corrections,
 )
 
 # Corrections booked in a month may point at any earlier hour.

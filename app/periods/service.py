@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.core.errors import Conflict, InvalidInput
 from app.core.units import from_nano
+from app.exports.corrections import pending_corrections
 from app.exports.lines import (
     Line,
     closed_months,
@@ -15,7 +16,6 @@ from app.exports.lines import (
     month_of,
     month_start,
     next_month,
-    pending_corrections,
 )
 from app.models import HourlyUsage, Period, PeriodLine
 from app.periods.schemas import PeriodRead, Totals
