@@ -100,10 +100,16 @@ def test_exact_through_a_database_outage(private_postgres: PrivatePostgres, tmp_
         tmp_path, admin=private_postgres.admin, env={"GPUCOST_DB_POOL_TIMEOUT_SECONDS": "3"}
     )
     try:
-        node = Node(tmp_path, service, speed=40)  # the 30 s outage falls inside the run
-        token = (tmp_path / "token").read_text().strip()
-        collector = node.start()
-        node.wait_for_clock(140)
+        nodes = []
+        for name in ("a", "b"):  # several collectors, each of its own cluster
+            (tmp_path / name).mkdir()
+            nodes.append(
+                Node(tmp_path / name, service, speed=40)
+            )  # the outage falls inside the run
+        token = (tmp_path / "a" / "token").read_text().strip()
+        collectors = [node.start() for node in nodes]
+        for node in nodes:
+            node.wait_for_clock(140)
 
         private_postgres.stop()
         stopped = time.monotonic()
@@ -116,11 +122,13 @@ def test_exact_through_a_database_outage(private_postgres: PrivatePostgres, tmp_
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))
         private_postgres.start()
 
-        assert collector.wait(timeout=180) == 0, node.log_text()
+        for node, collector in zip(nodes, collectors, strict=True):
+            assert collector.wait(timeout=180) == 0, node.log_text()
         assert ready.status_code == 503
         assert jobs.status_code == 503 and jobs.json()["error"] == "DatabaseUnavailable"
         assert answered_in < 30  # bounded by the pool and connect timeouts, not a hang
-        check(service, node)
-        assert "503" in node.log_text() or "cannot reach" in node.log_text()
+        for node in nodes:
+            check(service, node)
+            assert "503" in node.log_text() or "cannot reach" in node.log_text()
     finally:
         service.close()
