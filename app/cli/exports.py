@@ -11,12 +11,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 from app.cli.common import database, fail, load_settings
 from app.core.db import create_session_factory
 from app.core.errors import AppError
-from app.core.units import micro_from_usd
-from app.exports import focus
-from app.exports.csvout import stream_csv
 from app.exports.lines import month_start, next_month
-from app.exports.service import check_bounds, export_lines
-from app.exports.summary import SUMMARY_COLUMNS, cost_rows
+from app.exports.service import check_bounds, csv_chunks
 from app.periods.service import parse_month
 
 
@@ -40,18 +36,9 @@ def export(
     step = granularity if kind == "focus" else "month"
     check_bounds(start, end, step)
     with database(settings) as engine, create_session_factory(engine, read_only=True)() as session:
-        lines = export_lines(
-            session,
-            start=start,
-            end=end,
-            granularity=step,
-            default_micro_usd=micro_from_usd(settings.default_rate_usd),
+        chunks = csv_chunks(
+            session, kind=kind, start=start, end=end, granularity=granularity, settings=settings
         )
-        if kind == "focus":
-            rows = focus.focus_rows(lines, granularity=step, settings=settings)
-            chunks = stream_csv(focus.COLUMNS, rows)
-        else:
-            chunks = stream_csv(SUMMARY_COLUMNS, cost_rows(lines))
         if output is None:
             for chunk in chunks:
                 sys.stdout.write(chunk)

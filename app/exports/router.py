@@ -9,13 +9,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.auth import ViewerAuth
-from app.core.config import Settings
 from app.core.db import SettingsDep
-from app.core.units import micro_from_usd
-from app.exports import focus
-from app.exports.csvout import stream_csv
-from app.exports.service import check_bounds, export_lines
-from app.exports.summary import SUMMARY_COLUMNS, cost_rows
+from app.exports.service import check_bounds, csv_chunks
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 
@@ -37,36 +32,10 @@ def _attachment(rows: Iterator[str], name: str) -> StreamingResponse:
     )
 
 
-def focus_csv(
-    factory: sessionmaker[Session],
-    settings: Settings,
-    start: datetime,
-    end: datetime,
-    granularity: str,
-) -> Iterator[str]:
-    """The FOCUS file's text, read in its own session as the client takes it."""
+def _streamed(factory: sessionmaker[Session], **export: Any) -> Iterator[str]:
+    """The export's text, read in a session of its own as the client takes it."""
     with factory() as session:
-        lines = export_lines(
-            session,
-            start=start,
-            end=end,
-            granularity=granularity,
-            default_micro_usd=micro_from_usd(settings.default_rate_usd),
-        )
-        yield from stream_csv(
-            focus.COLUMNS, focus.focus_rows(lines, granularity=granularity, settings=settings)
-        )
-
-
-def costs_csv(
-    factory: sessionmaker[Session], settings: Settings, start: datetime, end: datetime
-) -> Iterator[str]:
-    with factory() as session:
-        lines = export_lines(
-            session, start=start, end=end, granularity="month",
-            default_micro_usd=micro_from_usd(settings.default_rate_usd),
-        )  # fmt: skip
-        yield from stream_csv(SUMMARY_COLUMNS, cost_rows(lines))
+        yield from csv_chunks(session, **export)
 
 
 @router.get("/focus.csv", response_class=StreamingResponse, responses=CSV_RESPONSE)
@@ -86,9 +55,15 @@ def get_focus(
     start, end = _utc(start), _utc(end)
     check_bounds(start, end, granularity)
     name = f"gpucost-focus-{start:%Y%m%d%H}-{end:%Y%m%d%H}-{granularity}.csv"
-    return _attachment(
-        focus_csv(request.app.state.read_session_factory, settings, start, end, granularity), name
+    chunks = _streamed(
+        request.app.state.read_session_factory,
+        kind="focus",
+        start=start,
+        end=end,
+        granularity=granularity,
+        settings=settings,
     )
+    return _attachment(chunks, name)
 
 
 @router.get("/costs.csv", response_class=StreamingResponse, responses=CSV_RESPONSE)
@@ -105,6 +80,12 @@ def get_costs_csv(
     start, end = _utc(start), _utc(end)
     check_bounds(start, end, "month")
     name = f"gpucost-costs-{start:%Y%m}-{end:%Y%m}.csv"
-    return _attachment(
-        costs_csv(request.app.state.read_session_factory, settings, start, end), name
+    chunks = _streamed(
+        request.app.state.read_session_factory,
+        kind="costs",
+        start=start,
+        end=end,
+        granularity="month",
+        settings=settings,
     )
+    return _attachment(chunks, name)

@@ -8,8 +8,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.core.config import Settings
 from app.core.errors import InvalidInput
+from app.core.units import micro_from_usd
+from app.exports import focus
 from app.exports.corrections import pending_corrections
+from app.exports.csvout import stream_csv
 from app.exports.lines import (
     FIGURES,
     KEY,
@@ -21,6 +25,7 @@ from app.exports.lines import (
     month_start,
     next_month,
 )
+from app.exports.summary import SUMMARY_COLUMNS, cost_rows
 
 # Corrections booked in a month may point at any earlier hour.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -105,3 +110,29 @@ def coarsen(lines: list[Line], granularity: str) -> list[Line]:
         }  # fmt: skip
         merged[key] = replace(seen, **sums)
     return list(merged.values())
+
+
+def csv_chunks(
+    session: Session,
+    *,
+    kind: str,
+    start: datetime,
+    end: datetime,
+    granularity: str,
+    settings: Settings,
+) -> Iterator[str]:
+    """The text of the FOCUS export (`focus`) or of the cost summary (`costs`, by month),
+    in chunks, read from `session` as the caller takes them."""
+    step = granularity if kind == "focus" else "month"
+    lines = export_lines(
+        session,
+        start=start,
+        end=end,
+        granularity=step,
+        default_micro_usd=micro_from_usd(settings.default_rate_usd),
+    )
+    if kind == "focus":
+        return stream_csv(
+            focus.COLUMNS, focus.focus_rows(lines, granularity=step, settings=settings)
+        )
+    return stream_csv(SUMMARY_COLUMNS, cost_rows(lines))
