@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.audit.router import router as audit_router
 from app.core.clock import Clock, utc_now
+from app.core.concurrency import DatabaseSlots
 from app.core.config import Settings, get_settings
 from app.core.db import create_db_engine, create_session_factory
 from app.core.errors import ERROR_RESPONSES, install_error_handlers
@@ -48,6 +49,12 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.state.schema_head = head_revision()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        DatabaseSlots,
+        # The pool's connections and as many again on overflow (see create_db_engine).
+        slots=2 * settings.db_pool_size,
+        wait_seconds=settings.db_pool_timeout_seconds,
+    )
     # Outermost: every line logged while serving a request carries its id.
     app.add_middleware(RequestId)
     app.include_router(health_router)
