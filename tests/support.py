@@ -3,7 +3,6 @@
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ import httpx
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from app.cli.common import uvicorn_command
 from app.models import Base
 
 CLUSTER = "hf-h800"
@@ -147,19 +147,7 @@ def running_server(
     full_env = {**os.environ, "GPUCOST_DATABASE_URL": database_url, **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
+            uvicorn_command(port),
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,5 +1,6 @@
 """What every `gpucost` command shares: settings, the database, and one-line errors."""
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn, TypeVar
@@ -57,3 +58,11 @@ def in_transaction(work: Callable[[Session], T]) -> T:
             return work(session)
         except AppError as exc:
             fail(exc.message)
+
+
+def uvicorn_command(port: int) -> list[str]:
+    """The command line of a child process serving gpucost on a loopback port."""
+    return [
+        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app.cli.common import CLI_ACTOR, database, fail, load_settings
+from app.cli.common import CLI_ACTOR, database, fail, load_settings, uvicorn_command
 from app.core import migrate
 from app.core.db import create_session_factory
 from app.costs.schemas import ModelCost
@@ -129,19 +129,7 @@ def _free_port(preferred: int) -> int:
 def _service(env: dict[str, str], port: int, log: Path) -> Iterator[str]:
     """`uvicorn` serving gpucost in a child process, until the block ends."""
     url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
+    command = uvicorn_command(port)
     with log.open("wb") as log_file:
         child = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
