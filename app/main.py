@@ -22,6 +22,7 @@ from app.jobs.router import router as jobs_router
 from app.metrics.setup import install_metrics
 from app.periods.router import router as periods_router
 from app.pricing.router import router as pricing_router
+from app.reports.coalesce import report_coalescer
 from app.reports.router import router as reports_router
 
 
@@ -47,6 +48,9 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.state.session_factory = create_session_factory(engine)
     app.state.read_session_factory = create_session_factory(engine, read_only=True)
     app.state.schema_head = head_revision()
+    app.state.report_coalescer = report_coalescer(
+        clock=clock, max_reports=settings.max_batch_reports
+    )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(

@@ -1,4 +1,4 @@
-"""Faults with real processes: a server killed mid-batch, a connection pool run dry."""
+"""Faults with real processes: a server killed mid-stream, a connection pool run dry."""
 
 import os
 import signal
@@ -17,6 +17,8 @@ from app.models import Report, Usage
 from tests.support import CLUSTER, SettableClock, entry, report, running_server
 
 GPUS = 8
+BATCH = 60
+REPORTS = 20 * BATCH
 
 
 def minute_report(seq: int) -> dict:
@@ -28,26 +30,31 @@ def minute_report(seq: int) -> dict:
     return report(seq, start=start, end=end, gpus=[entry(g, job_id="9") for g in range(GPUS)])
 
 
-def test_server_killed_mid_batch_leaves_whole_reports_and_the_resend_completes(
+def test_server_killed_mid_stream_leaves_whole_batches_and_the_resend_completes(
     db_url: str, tokens: dict[str, str], db: Session, tmp_path: Path
 ) -> None:
-    batch = {"reports": [minute_report(seq) for seq in range(600)]}
+    # A collector's backlog, sent batch after batch; each batch is one transaction.
+    batches = [
+        {"reports": [minute_report(seq) for seq in range(first, first + BATCH)]}
+        for first in range(0, REPORTS, BATCH)
+    ]
     headers = {"Authorization": f"Bearer {tokens['collector']}"}
     with running_server(db_url, tmp_path) as server:
 
         def send() -> None:
             try:
-                httpx.post(
-                    f"{server.url}/v1/reports:batch", json=batch, headers=headers, timeout=60
-                )
+                for batch in batches:
+                    httpx.post(
+                        f"{server.url}/v1/reports:batch", json=batch, headers=headers, timeout=60
+                    )
             except httpx.TransportError:
                 pass  # the server died under it, as intended
 
         sender = threading.Thread(target=send)
         sender.start()
-        # Kill it once some reports are in, long before the batch can finish.
+        # Kill it once two batches are in, long before the backlog is through.
         deadline = time.monotonic() + 30
-        while db.execute(select(func.count()).select_from(Report)).scalar_one() < 20:
+        while db.execute(select(func.count()).select_from(Report)).scalar_one() < 2 * BATCH:
             assert time.monotonic() < deadline, server.log()
             db.rollback()
             time.sleep(0.02)
@@ -58,24 +65,24 @@ def test_server_killed_mid_batch_leaves_whole_reports_and_the_resend_completes(
 
     stored = db.execute(select(func.count()).select_from(Report)).scalar_one()
     per_report = db.execute(select(Usage.report_id, func.count()).group_by(Usage.report_id)).all()
-    assert 20 <= stored < 600
+    assert 2 * BATCH <= stored < REPORTS and stored % BATCH == 0
     assert {count for _, count in per_report} == {GPUS} and len(per_report) == stored
 
     with running_server(db_url, tmp_path) as again:
-        answer = httpx.post(
-            f"{again.url}/v1/reports:batch", json=batch, headers=headers, timeout=120
-        ).json()
+        answers = [
+            httpx.post(
+                f"{again.url}/v1/reports:batch", json=batch, headers=headers, timeout=120
+            ).json()
+            for batch in batches
+        ]
         job = httpx.get(
             f"{again.url}/v1/jobs/{CLUSTER}/9",
             headers={"Authorization": f"Bearer {tokens['viewer']}"},
         ).json()
 
-    assert (answer["accepted"], answer["duplicates"], answer["rejected"]) == (
-        600 - stored,
-        stored,
-        0,
-    )
-    assert job["gpu_seconds"] == str(600 * GPUS * 60)
+    totals = [sum(a[k] for a in answers) for k in ("accepted", "duplicates", "rejected")]
+    assert totals == [REPORTS - stored, stored, 0]
+    assert job["gpu_seconds"] == str(REPORTS * GPUS * 60)
 
 
 def test_pool_run_dry_answers_503_then_recovers(

@@ -1,11 +1,20 @@
 """Set-based get-or-create and upsert statements that work on PostgreSQL and SQLite alike."""
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+
+T = TypeVar("T")
+# Keys per look-up: far below both backends' limits on bound parameters in one statement.
+CHUNK = 1000
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for first in range(0, len(items), size):
+        yield items[first : first + size]
 
 
 def dialect_insert(session: Session, table: Any) -> Any:
@@ -31,17 +40,20 @@ def get_or_create_ids(
     wanted = {tuple(row[k] for k in keys): row for row in rows}
 
     def lookup(key_values: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
-        if len(key_cols) == 1:
-            where = key_cols[0].in_([k[0] for k in key_values])
-        else:
-            where = tuple_(*key_cols).in_(list(key_values))
-        found = session.execute(select(table.c.id, *key_cols).where(where)).all()
-        return {tuple(r[1:]): r[0] for r in found}
+        found: dict[tuple[Any, ...], int] = {}
+        for part in chunks(key_values):
+            if len(key_cols) == 1:
+                where = key_cols[0].in_([k[0] for k in part])
+            else:
+                where = tuple_(*key_cols).in_(list(part))
+            for row in session.connection().execute(select(table.c.id, *key_cols).where(where)):
+                found[tuple(row[1:])] = row[0]
+        return found
 
     ids = lookup(list(wanted))
     missing = [row for key, row in sorted(wanted.items()) if key not in ids]
     if missing:
         stmt = dialect_insert(session, table).on_conflict_do_nothing(index_elements=key_cols)
-        session.execute(stmt, missing)
+        session.connection().execute(stmt, missing)
         ids.update(lookup([key for key in wanted if key not in ids]))
     return ids

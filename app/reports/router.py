@@ -6,14 +6,15 @@ from fastapi import APIRouter, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from app.core.auth import CollectorAuth, Principal
+from app.core.auth import CollectorAuth
 from app.core.clock import Clock, ClockDep
-from app.core.config import Settings
 from app.core.db import SessionDep, SettingsDep, commit_with_retry
 from app.core.errors import AppError, ErrorBody, InvalidInput, validation_body
 from app.metrics.deps import ServiceMetricsDep
+from app.reports.checks import check_report
+from app.reports.coalesce import CoalescerDep
 from app.reports.schemas import BatchIn, BatchItemOut, BatchOut, ReportIn, ReportOutcome
-from app.reports.service import Stored, check_report, ingest_report
+from app.reports.service import Outcome, ingest_reports
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
@@ -23,13 +24,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _store(
-    report: ReportIn, *, principal: Principal, session: Session, settings: Settings, clock: Clock
-) -> Stored:
-    principal.require_cluster(report.cluster)
-    check_report(report, settings=settings, now=clock())
+def _store(session: Session, reports: list[ReportIn], clock: Clock) -> list[Outcome]:
+    # One transaction for the whole batch. Should the database refuse a value that validation
+    # let through, the request is refused whole (422) and nothing of it stays; a collector
+    # then halves its batch until the one bad report is alone.
     return commit_with_retry(
-        session, lambda: ingest_report(session, report=report, received_at=clock())
+        session, lambda: ingest_reports(session, reports=reports, received_at=clock())
     )
 
 
@@ -47,10 +47,18 @@ def post_report(
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
+    coalescer: CoalescerDep,
     response: Response,
 ) -> ReportOutcome:
     """Store one collector report; 201 when new, 200 with `duplicate: true` for a resend."""
-    stored = _store(report, principal=principal, session=session, settings=settings, clock=clock)
+    principal.require_cluster(report.cluster)
+    check_report(report, settings=settings, now=clock())
+    # End the transaction of the token's look-up: no connection, and on SQLite no write lock,
+    # is held while this request waits for its turn to store.
+    session.commit()
+    stored = coalescer.submit(session, report)
+    if isinstance(stored, AppError):
+        raise stored
     if stored.duplicate:
         response.status_code = 200
     return ReportOutcome(
@@ -78,7 +86,8 @@ def post_report_batch(
             "reports",
             f"{len(batch.reports)} reports exceed the maximum of {settings.max_batch_reports}",
         )
-    results = []
+    results: list[BatchItemOut] = []
+    valid: list[tuple[BatchItemOut, ReportIn]] = []
     for index, raw in enumerate(batch.reports):
         seq = raw.get("seq")
         item = BatchItemOut(
@@ -87,20 +96,25 @@ def post_report_batch(
             status="rejected",
             http_status=422,
         )
+        results.append(item)
         try:
             report = ReportIn.model_validate(raw)
-            stored = _store(
-                report, principal=principal, session=session, settings=settings, clock=clock
-            )
+            principal.require_cluster(report.cluster)
+            check_report(report, settings=settings, now=clock())
         except ValidationError as exc:
             item.error = validation_body(exc.errors())
         except AppError as exc:
             item.http_status, item.error = exc.status, exc.body()
         else:
-            item.report_id = stored.report_id
-            item.status = "duplicate" if stored.duplicate else "accepted"
-            item.http_status = 200 if stored.duplicate else 201
-        results.append(item)
+            valid.append((item, report))
+    outcomes = _store(session, [report for _, report in valid], clock) if valid else []
+    for (item, _), outcome in zip(valid, outcomes, strict=True):
+        if isinstance(outcome, AppError):
+            item.http_status, item.error = outcome.status, outcome.body()
+        else:
+            item.report_id = outcome.report_id
+            item.status = "duplicate" if outcome.duplicate else "accepted"
+            item.http_status = 200 if outcome.duplicate else 201
     metrics.observe_batch([r.http_status for r in results])
     return BatchOut(
         accepted=sum(r.status == "accepted" for r in results),
