@@ -205,3 +205,14 @@ def test_report_the_database_refuses_fails_only_its_own_request(
     assert [w.outcome.duplicate for w in (waiting[0], waiting[2])] == [False, False]
     assert db.execute(select(Node.name).order_by(Node.name)).scalars().all() == ["node-a", "node-b"]
     assert db.execute(select(func.sum(Usage.gpu_us))).scalar_one() == 120_000_000
+
+
+def test_report_without_gpus_marks_its_node_seen(
+    client: TestClient, auth: Auth, db: Session
+) -> None:
+    response = client.post("/v1/reports", json=report(1, gpus=[]), headers=auth["collector"])
+
+    assert response.status_code == 201, response.text
+    node = db.execute(select(Node)).scalar_one()
+    assert node.last_interval_end.isoformat() == "2025-01-06T10:01:00+00:00"
+    assert db.execute(select(func.count()).select_from(Usage)).scalar_one() == 0

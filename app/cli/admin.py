@@ -7,7 +7,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from app.cli.common import CLI_ACTOR, database, err, in_transaction, load_settings
+from app.cli.common import (
+    CLI_ACTOR,
+    KEEP_ALIVE_SECONDS,
+    database,
+    err,
+    in_transaction,
+    load_settings,
+)
 from app.core import migrate
 from app.core.clock import utc_now
 from app.core.logging import log_config
@@ -40,6 +47,7 @@ def serve(
         workers=workers,
         log_config=config,
         access_log=False,  # the service logs its own access lines, with request ids
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 

@@ -60,9 +60,15 @@ def in_transaction(work: Callable[[Session], T]) -> T:
             fail(exc.message)
 
 
+# Longer than clients keep an idle connection (httpx: 5 s), so that a client never sends a
+# request on a connection the server is closing at that very moment.
+KEEP_ALIVE_SECONDS = 75
+
+
 def uvicorn_command(port: int) -> list[str]:
     """The command line of a child process serving gpucost on a loopback port."""
     return [
         sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--timeout-keep-alive", str(KEEP_ALIVE_SECONDS),
     ]  # fmt: skip

@@ -3,7 +3,7 @@
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, select, tuple_
+from sqlalchemy import ColumnElement, Table, any_, bindparam, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,19 @@ def dialect_insert(session: Session, table: Any) -> Any:
     raise RuntimeError(f"unsupported database backend: {name}")
 
 
+def matching(
+    session: Session, column: ColumnElement[Any], values: Sequence[Any]
+) -> Iterator[ColumnElement[bool]]:
+    """Conditions `column IN values` that together cover every value: on PostgreSQL one array
+    parameter (`= ANY`), so that the statement's text, and its parsing, stay the same
+    whatever the count; elsewhere in chunks below the limit on bound parameters."""
+    if session.get_bind().dialect.name == "postgresql":
+        yield column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+        return
+    for part in chunks(values):
+        yield column.in_(part)
+
+
 def get_or_create_ids(
     session: Session, model: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]
 ) -> dict[tuple[Any, ...], int]:
@@ -40,12 +53,12 @@ def get_or_create_ids(
     wanted = {tuple(row[k] for k in keys): row for row in rows}
 
     def lookup(key_values: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
+        if len(key_cols) == 1:
+            wheres = matching(session, key_cols[0], [k[0] for k in key_values])
+        else:
+            wheres = (tuple_(*key_cols).in_(list(part)) for part in chunks(key_values))
         found: dict[tuple[Any, ...], int] = {}
-        for part in chunks(key_values):
-            if len(key_cols) == 1:
-                where = key_cols[0].in_([k[0] for k in part])
-            else:
-                where = tuple_(*key_cols).in_(list(part))
+        for where in wheres:
             for row in session.connection().execute(select(table.c.id, *key_cols).where(where)):
                 found[tuple(row[1:])] = row[0]
         return found

@@ -8,7 +8,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.core.upsert import chunks, dialect_insert, get_or_create_ids
+from app.core.upsert import dialect_insert, get_or_create_ids, matching
 from app.models import Cluster, Gpu, Job, Node
 from app.reports.entries import Entry
 
@@ -68,10 +68,10 @@ def gpu_ids(
     found: dict[str, tuple[int, Placement]] = {}
 
     def lookup(uuids: list[str]) -> None:
-        for part in chunks(uuids):
+        for where in matching(session, table.c.uuid, uuids):
             query = select(
                 table.c.id, table.c.uuid, table.c.node_id, table.c.gpu_index, table.c.model
-            ).where(table.c.uuid.in_(part))
+            ).where(where)
             for row in session.connection().execute(query):
                 found[row.uuid] = (row.id, (row.node_id, row.gpu_index, row.model))
 
@@ -107,8 +107,8 @@ def job_ids(
     spans: Mapping[tuple[int, str], tuple[datetime, datetime]],
     now: datetime,
 ) -> dict[tuple[int, str], int]:
-    """Ids of (cluster id, scheduler job id) pairs, registering jobs seen for the first time;
-    `spans` gives each one's earliest start and latest end in the batch."""
+    """Ids of (cluster id, scheduler job id) pairs, registering jobs seen for the first time
+    with `spans`, each one's earliest start and latest end in the batch."""
     if not spans:
         return {}
     rows = [
@@ -124,12 +124,13 @@ def job_ids(
         for (cluster_pk, name), (first, last) in sorted(spans.items())
     ]
     found = get_or_create_ids(session, Job, ["cluster_id", "scheduler_job_id"], rows)
-    ids = {(key[0], key[1]): pk for key, pk in found.items()}
-    _widen_spans(session, {ids[key]: span for key, span in spans.items()})
-    return ids
+    return {(key[0], key[1]): pk for key, pk in found.items()}
 
 
-def _widen_spans(session: Session, spans: Mapping[int, tuple[datetime, datetime]]) -> None:
+def widen_spans(session: Session, spans: Mapping[int, tuple[datetime, datetime]]) -> None:
+    """Widen each job's first and last seen instants (by job id) to take in the batch."""
+    if not spans:
+        return
     table = cast(Table, Job.__table__)
     first_seen, last_seen = table.c.first_seen, table.c.last_seen
     first = bindparam("first", type_=first_seen.type)
@@ -145,7 +146,8 @@ def _widen_spans(session: Session, spans: Mapping[int, tuple[datetime, datetime]
         )
     )
     # Row locks are taken in id order, before any rollup row, so that two batches of one
-    # job wait for each other instead of deadlocking.
+    # job wait for each other instead of deadlocking. The rows are hot (every report of a
+    # job moves its last instant): the caller takes these locks last, just before commit.
     session.connection().execute(
         stmt,
         [

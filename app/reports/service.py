@@ -189,6 +189,9 @@ def _store_usage(
         )
         totals.add(cluster_pk=p.cluster_pk, start=start, end=p.report.end, entries=attributed)
     _insert_usage(session, rows)
+    # Last, the rows other transactions update too (a job's span, its hourly sums): their
+    # locks are held from here to the commit only.
+    identities.widen_spans(session, {jobs[key]: span for key, span in spans.items()})
     totals.store(session)
 
 
