@@ -1,9 +1,10 @@
 """Set-based get-or-create and upsert statements that work on PostgreSQL and SQLite alike."""
 
-from collections.abc import Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Table, any_, bindparam, select, tuple_
+from sqlalchemy import ColumnElement, CursorResult, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,6 +41,28 @@ def matching(
         yield column.in_(part)
 
 
+def insert_many(
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    finish: Callable[[Any], Any] = lambda stmt: stmt,
+) -> CursorResult[Any]:
+    """Insert `rows` (dicts with the same keys) in one statement, `finish` adding its
+    `on_conflict` and `returning` clauses. On PostgreSQL each column travels as one array,
+    unnested by the server, instead of a placeholder per value to be parsed."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        names = list(rows[0])
+        arrays = [
+            bindparam(None, [row[name] for row in rows], type_=postgresql.ARRAY(table.c[name].type))
+            for name in names
+        ]
+        source = func.unnest(*arrays).table_valued(*names).render_derived()
+        stmt = postgresql.insert(table).from_select(names, select(*source.c))
+        return connection.execute(finish(stmt))
+    return connection.execute(finish(dialect_insert(session, table)), list(rows))
+
+
 def get_or_create_ids(
     session: Session, model: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]
 ) -> dict[tuple[Any, ...], int]:
@@ -53,14 +76,18 @@ def get_or_create_ids(
     wanted = {tuple(row[k] for k in keys): row for row in rows}
 
     def lookup(key_values: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
-        if len(key_cols) == 1:
-            wheres = matching(session, key_cols[0], [k[0] for k in key_values])
-        else:
-            wheres = (tuple_(*key_cols).in_(list(part)) for part in chunks(key_values))
+        # Keys grouped by all but their last column (a batch's nodes share their cluster):
+        # one look-up per group, matching the last column against a list.
+        groups: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
+        for key in key_values:
+            groups[key[:-1]].append(key[-1])
         found: dict[tuple[Any, ...], int] = {}
-        for where in wheres:
-            for row in session.connection().execute(select(table.c.id, *key_cols).where(where)):
-                found[tuple(row[1:])] = row[0]
+        for prefix, lasts in groups.items():
+            same = [column == value for column, value in zip(key_cols, prefix, strict=False)]
+            for where in matching(session, key_cols[-1], lasts):
+                query = select(table.c.id, *key_cols).where(*same, where)
+                for row in session.connection().execute(query):
+                    found[tuple(row[1:])] = row[0]
         return found
 
     ids = lookup(list(wanted))

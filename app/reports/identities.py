@@ -8,7 +8,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.core.upsert import dialect_insert, get_or_create_ids, matching
+from app.core.upsert import get_or_create_ids, insert_many, matching
 from app.models import Cluster, Gpu, Job, Node
 from app.reports.entries import Entry
 
@@ -88,8 +88,9 @@ def gpu_ids(
             }
             for uuid in missing
         ]
-        insert = dialect_insert(session, table).on_conflict_do_nothing(index_elements=["uuid"])
-        session.connection().execute(insert, rows)
+        insert_many(
+            session, table, rows, lambda stmt: stmt.on_conflict_do_nothing(index_elements=["uuid"])
+        )
         lookup(missing)  # a concurrent batch may have inserted some of them first
     moved = [
         {"gpu_pk": pk, "node_id": p[0], "gpu_index": p[1], "model": p[2]}

@@ -4,16 +4,19 @@ capacity), GPU model and UTC hour, then added to the stored sums in one upsert."
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from app.core.upsert import dialect_insert
+from app.core.upsert import insert_many
 from app.models import HourlyUsage
 from app.models.usage import IDLE_HOUR_WHERE, JOB_HOUR_WHERE
 from app.reports.entries import Entry
 from app.reports.hours import hour_slices, split_amounts
 
+ROLLUP = cast(Table, HourlyUsage.__table__)
 # (cluster id, job id or 0 for idle capacity, GPU model, hour)
 Key = tuple[int, int, str, datetime]
 
@@ -60,21 +63,23 @@ class HourlyTotals:
                 "energy_mj": acc[2],
             }
             (job_rows if job_pk else idle_rows).append(row)
-        table = HourlyUsage.__table__
         for keys, where, rows in (
             (["job_id", "gpu_model", "hour"], JOB_HOUR_WHERE, job_rows),
             (["cluster_id", "gpu_model", "hour"], IDLE_HOUR_WHERE, idle_rows),
         ):
             if not rows:
                 continue
-            stmt = dialect_insert(session, table)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=keys,
-                index_where=where,
-                set_={
-                    "gpu_us": table.c.gpu_us + stmt.excluded.gpu_us,
-                    "busy_us": table.c.busy_us + stmt.excluded.busy_us,
-                    "energy_mj": table.c.energy_mj + stmt.excluded.energy_mj,
-                },
-            )
-            session.connection().execute(stmt, rows)
+            insert_many(session, ROLLUP, rows, partial(_add_on_conflict, keys=keys, where=where))
+
+
+def _add_on_conflict(stmt: Any, *, keys: list[str], where: Any) -> Any:
+    table = ROLLUP
+    return stmt.on_conflict_do_update(
+        index_elements=keys,
+        index_where=where,
+        set_={
+            "gpu_us": table.c.gpu_us + stmt.excluded.gpu_us,
+            "busy_us": table.c.busy_us + stmt.excluded.busy_us,
+            "energy_mj": table.c.energy_mj + stmt.excluded.energy_mj,
+        },
+    )

@@ -4,13 +4,13 @@ rollup, in a fixed number of statements per batch whatever its size."""
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.core.errors import AppError, Conflict, InvalidInput
-from app.core.upsert import chunks, dialect_insert
+from app.core.upsert import chunks, insert_many
 from app.models import PruneMark, Report, Usage
 from app.reports import identities
 from app.reports.entries import Entry, normalize, payload_digest
@@ -113,13 +113,16 @@ def _claim(
         }
         for _, p in sorted(first.items())
     ]
-    table = Report.__table__
-    claim = (
-        dialect_insert(session, table)
-        .on_conflict_do_nothing(index_elements=["node_id", "seq"])
-        .returning(table.c.id, table.c.node_id, table.c.seq)
+    table = cast(Table, Report.__table__)
+    claimed = insert_many(
+        session,
+        table,
+        rows,
+        lambda stmt: stmt.on_conflict_do_nothing(index_elements=["node_id", "seq"]).returning(
+            table.c.id, table.c.node_id, table.c.seq
+        ),
     )
-    created = {(row.node_id, row.seq): row.id for row in session.connection().execute(claim, rows)}
+    created = {(row.node_id, row.seq): row.id for row in claimed}
     stored = {key: (pk, first[key].digest) for key, pk in created.items()}
     older = [key for key in first if key not in created]
     for part in chunks(older):
