@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.core.db import SessionDep
 from app.core.errors import Forbidden, Unauthorized
@@ -44,10 +45,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def authenticate(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def principal_for(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """Who presents these credentials: a token that exists and is not revoked."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token in the Authorization header")
     row = session.execute(
@@ -61,11 +63,19 @@ def authenticate(
     return Principal(name=row.name, role=row.role, cluster=row.cluster)
 
 
+def require_role(principal: Principal, *roles: str) -> Principal:
+    if principal.role not in roles:
+        raise Forbidden(f"role '{principal.role}' may not do this; needs {' or '.join(roles)}")
+    return principal
+
+
+def authenticate(session: SessionDep, credentials: BearerDep) -> Principal:
+    return principal_for(session, credentials)
+
+
 def _require(*roles: str):  # type: ignore[no-untyped-def]
-    def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if principal.role not in roles:
-            raise Forbidden(f"role '{principal.role}' may not do this; needs {' or '.join(roles)}")
-        return principal
+    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        return require_role(principal, *roles)
 
     return dependency
 

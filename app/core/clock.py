@@ -13,7 +13,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _clock(request: Request) -> Clock:
+async def _clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 

@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from app.metrics.service import ServiceMetrics
 
 
-def _service_metrics(request: Request) -> ServiceMetrics:
+async def _service_metrics(request: Request) -> ServiceMetrics:
     metrics: ServiceMetrics = request.app.state.service_metrics
     return metrics
 

@@ -9,9 +9,7 @@ transaction pays whatever its size; stored together, they share them.
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
 
-from fastapi import Depends, Request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -100,11 +98,3 @@ def report_coalescer(*, clock: Clock, max_reports: int) -> Coalescer:
         ),
         max_reports=max_reports,
     )
-
-
-def _coalescer(request: Request) -> Coalescer:
-    coalescer: Coalescer = request.app.state.report_coalescer
-    return coalescer
-
-
-CoalescerDep = Annotated[Coalescer, Depends(_coalescer)]
