@@ -25,44 +25,62 @@ class _Waiting:
     outcome: Outcome | None = None
     error: BaseException | None = None
     done: bool = False
+    lead: bool = False  # its turn to store what waits
+    woken: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
 class Coalescer:
     """One writer at a time per process: a request that finds no transaction of reports in
-    progress stores everything waiting (its own report among it, up to `max_reports`);
-    the others wait for their outcome, or for their turn to store."""
+    progress stores everything waiting (its own report among it, up to `max_reports`),
+    then hands the turn to the oldest report still waiting; the others wait to be told
+    their outcome, or that their turn has come."""
 
     store: Callable[[Session, list[ReportIn]], list[Outcome]]
     max_reports: int
     _queue: list[_Waiting] = field(default_factory=list)
     _storing: bool = False
-    _changed: threading.Condition = field(default_factory=threading.Condition)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def submit(self, session: Session, report: ReportIn) -> Outcome:
         """Store `report` (in `session`, or in another waiting request's) and return its
         outcome; raises what storing its transaction raised."""
         mine = _Waiting(report)
-        with self._changed:
+        with self._lock:
             self._queue.append(mine)
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda: mine.done or not self._storing)
-                if mine.done:
-                    break
-                self._storing = True
+            if not self._storing:
+                self._storing = mine.lead = True
+        while not mine.done:
+            if not mine.lead:
+                mine.woken.wait()
+                mine.woken.clear()
+                continue
+            with self._lock:
                 batch = self._queue[: self.max_reports]
                 del self._queue[: self.max_reports]
             try:
                 self._run(session, batch)
             finally:
-                with self._changed:
-                    self._storing = False
-                    self._changed.notify_all()
+                self._hand_over(mine, batch)
         if mine.error is not None:
             raise mine.error
         assert mine.outcome is not None
         return mine.outcome
+
+    def _hand_over(self, mine: _Waiting, batch: list[_Waiting]) -> None:
+        # Wake each stored request once, and the next in line, if any, with the turn.
+        with self._lock:
+            mine.lead = False
+            following = self._queue[0] if self._queue else None
+            if following is None:
+                self._storing = False
+            else:
+                following.lead = True
+        for waiting in batch:
+            if waiting is not mine:
+                waiting.woken.set()
+        if following is not None:
+            following.woken.set()
 
     def _run(self, session: Session, batch: list[_Waiting]) -> None:
         try:
@@ -77,14 +95,16 @@ class Coalescer:
                     self._run(session, [waiting])
                 return
             self._fail(batch, exc)
-        except Exception as exc:
+        except BaseException as exc:
             self._fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise  # interrupted: the waiting requests are answered with it, then it goes on
         else:
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 waiting.outcome, waiting.done = outcome, True
 
     @staticmethod
-    def _fail(batch: list[_Waiting], exc: Exception) -> None:
+    def _fail(batch: list[_Waiting], exc: BaseException) -> None:
         # Every request of the transaction answers with what went wrong.
         for waiting in batch:
             waiting.error, waiting.done = exc, True
