@@ -4,18 +4,37 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import Select, String, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    String,
+    case,
+    func,
+    literal,
+    select,
+    true,
+)
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
 from app.core.units import hours, usd_from_micro
-from app.costs.query import FIGURES, IDLE, UNATTRIBUTED, atom_prices, in_period
+from app.costs.query import (
+    FIGURES,
+    IDLE,
+    UNATTRIBUTED,
+    in_period,
+    priced_usage,
+    resum,
+)
 from app.costs.schemas import ModelCost, PhaseCost, RateUsed
 from app.costs.service import add_into, figures_of, rollup_filters, sums_of
 from app.jobs.phases import phase_order
 from app.models import Cluster, HourlyUsage, Job
 
 SHARE_PLACES = Decimal("1e-6")
+# Each phase is a column of the peaks query: a model with more phases is asked in parts.
+PHASES_PER_PEAKS_QUERY = 16
 
 
 def model_cost(
@@ -28,23 +47,19 @@ def model_cost(
     default_micro_usd: int,
 ) -> ModelCost:
     """A model's cost phase by phase, in training order, then the total."""
+    where = [*in_period(start, end), *rollup_filters({"cluster": cluster}, True)]
+    connection = session.connection()
     by_phase: dict[str, dict[str, int | None]] = {}
-    peaks: dict[str, int] = {}
-    overall_peak = 0
+    names: dict[str | None, str] = {}  # each phase as stored, and as shown
     used: set[tuple[str, int, bool]] = set()
-    for row in session.connection().execute(
-        _model_query(
-            session, model=model, start=start, end=end, cluster=cluster, default=default_micro_usd
-        )
-    ):
-        # A job without a phase, or idle capacity, has no phase of its own to group by.
-        name = row.phase if row.phase is not None else (IDLE if model == IDLE else UNATTRIBUTED)
+    figures_query = _figures_query(session, model=model, where=where, default=default_micro_usd)
+    for row in connection.execute(figures_query):
+        name = names.setdefault(row.phase, _phase_name(row.phase, model))
         add_into(by_phase.setdefault(name, dict.fromkeys(FIGURES, None)), sums_of(row))
-        peaks[name] = max(peaks.get(name, 0), int(row.phase_peak))
-        overall_peak = max(overall_peak, int(row.overall_peak))
         used.add((row.gpu_model, int(row.rate), bool(row.is_default)))
     if not by_phase:
         raise NotFound(f"no usage recorded for model '{model}' in this period")
+    peaks, overall_peak = _peaks(connection, model=model, where=where, names=names)
     spans = _spans(session, model=model, cluster=cluster)
     total: dict[str, int | None] = dict.fromkeys(FIGURES, None)
     for figures in by_phase.values():
@@ -79,67 +94,107 @@ def model_cost(
     )
 
 
-def _model_query(
-    session: Session,
+def _phase_name(phase: str | None, model: str) -> str:
+    # A job without a phase, or idle capacity, has no phase of its own to group by.
+    if phase is not None:
+        return phase
+    return IDLE if model == IDLE else UNATTRIBUTED
+
+
+def _owned(model: str) -> ColumnElement[bool]:
+    """The model's jobs (the unattributed model's are the jobs without one)."""
+    return Job.model.is_(None) if model == UNATTRIBUTED else Job.model == model
+
+
+def _figures_query(
+    session: Session, *, model: str, where: list[ColumnElement[bool]], default: int
+) -> Select[Any]:
+    """The model's figures per phase, GPU model and price: priced and summed per job first,
+    as every cost roll-up is, then per phase."""
+    if model == IDLE:
+        idle = priced_usage(
+            session,
+            default_micro_usd=default,
+            where=[*where, HourlyUsage.job_id.is_(None)],
+            by_rate=True,
+        ).subquery("priced")
+        keys: list[Any] = [idle.c.gpu_model, idle.c.rate, idle.c.is_default]
+        return select(literal(None, String).label("phase"), *keys, *resum(idle)).group_by(*keys)
+    if session.get_bind().dialect.name == "postgresql":
+        # Each job's atoms grouped on their own, in a lateral subquery: a few hundred small
+        # groupings that the planner hashes. Grouped all at once by the price expressions,
+        # a model's atoms are estimated at one group per atom, and sorted instead, which
+        # takes half as long again on a year of a model's usage.
+        job_atoms = [HourlyUsage.job_id == Job.id, *where]
+        priced: Any = priced_usage(
+            session, default_micro_usd=default, where=job_atoms, by_rate=True
+        ).lateral("priced")
+        on: ColumnElement[bool] = true()
+    else:  # SQLite has no lateral subqueries.
+        owned_atoms = [HourlyUsage.job_id.in_(select(Job.id).where(_owned(model))), *where]
+        priced = priced_usage(
+            session, default_micro_usd=default, where=owned_atoms, by_rate=True
+        ).subquery("priced")
+        on = priced.c.job_id == Job.id
+    keys = [Job.phase, priced.c.gpu_model, priced.c.rate, priced.c.is_default]
+    return (
+        select(*keys, *resum(priced))
+        .select_from(Job)
+        .join(priced, on)
+        .where(_owned(model))
+        .group_by(*keys)
+    )
+
+
+def _peaks(
+    connection: Connection,
     *,
     model: str,
-    start: datetime | None,
-    end: datetime | None,
-    cluster: str | None,
-    default: int,
+    where: list[ColumnElement[bool]],
+    names: dict[str | None, str],
+) -> tuple[dict[str, int], int]:
+    """The GPU-time of each phase's busiest hour (by the name it is shown under), and of
+    the model's."""
+    peaks: dict[str, int] = {}
+    overall_peak = 0
+    stored = list(names)
+    for first in range(0, len(stored), PHASES_PER_PEAKS_QUERY):
+        phases = stored[first : first + PHASES_PER_PEAKS_QUERY]
+        query = _peaks_query(model=model, where=where, phases=phases)
+        overall, *busiest = connection.execute(query).one()
+        overall_peak = int(overall)
+        for phase, peak in zip(phases, busiest, strict=True):
+            peaks[names[phase]] = max(peaks.get(names[phase], 0), int(peak))
+    return peaks, overall_peak
+
+
+def _peaks_query(
+    *, model: str, where: list[ColumnElement[bool]], phases: list[str | None]
 ) -> Select[Any]:
-    """One pass over a model's atoms: summed per phase, hour, GPU model and cluster (each
-    such group has one price), then per phase and price, with the busiest hour of each
-    phase and of the model. Joins jobs on the raw columns, which the database groups by
-    far faster than by the label expressions."""
-    prices = atom_prices(session, default_micro_usd=default)
+    """The GPU-time of the model's busiest hour, then of each phase's: summed per hour in all
+    and per phase, one column a phase (a model has a handful), so that one grouping of the
+    atoms by hour answers them all. Grouped by hour and phase, they would need a second
+    grouping by hour, and a sort, for the model's busiest hour."""
     atoms = HourlyUsage
-    # Grouping sorts by the phase: byte order is all it needs, and far cheaper than the
-    # locale's collation on PostgreSQL.
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if model == IDLE:
-        phase: Any = literal(None, String)
+    if model == IDLE:  # idle capacity is one phase of its own
         base = select().select_from(atoms).where(atoms.job_id.is_(None))
+        in_phase: list[Any] = [atoms.gpu_us for _ in phases]
     else:
-        phase = Job.phase.collate("C") if postgres else Job.phase
-        owned = Job.model.is_(None) if model == UNATTRIBUTED else Job.model == model
-        base = select().select_from(atoms).join(Job, Job.id == atoms.job_id).where(owned)
-    keys = [atoms.hour, atoms.cluster_id, atoms.gpu_model]
+        base = select().select_from(atoms).join(Job, Job.id == atoms.job_id).where(_owned(model))
+        in_phase = [
+            case((Job.phase.is_(None) if phase is None else Job.phase == phase, atoms.gpu_us))
+            for phase in phases
+        ]
     hourly = (
         base.add_columns(
-            phase.label("phase"),
-            *keys,
-            # One price per group: it depends on the GPU model, the cluster and the hour only.
-            prices.rate.label("rate"),
-            prices.defaulted.label("is_default"),
-            func.sum(atoms.gpu_us).label("gpu_us"),
-            *(func.sum(column).label(name) for name, column in prices.figures.items()),
-            func.sum(prices.defaulted).label("defaulted"),
-            func.count().label("atoms"),
+            func.sum(atoms.gpu_us).label("model_us"),
+            *(func.sum(column).label(f"phase_us_{i}") for i, column in enumerate(in_phase)),
         )
-        .where(*in_period(start, end), *rollup_filters({"cluster": cluster}, True))
-        # Sorted by hour, then phase: the texts are compared only within an hour, and both
-        # windows below read the groups in this order without sorting them again.
-        .group_by(atoms.hour, phase, atoms.cluster_id, atoms.gpu_model)
+        .where(*where)
+        .group_by(atoms.hour)
         .subquery("hourly")
     )
-    h = hourly.c
-    windowed = select(
-        hourly,
-        func.sum(h.gpu_us).over(partition_by=(h.hour, h.phase)).label("phase_hour_us"),
-        func.sum(h.gpu_us).over(partition_by=h.hour).label("hour_us"),
-    ).subquery("windowed")
-    w = windowed.c
-    query: Select[Any] = select(
-        w.phase,
-        w.gpu_model,
-        w.rate,
-        w.is_default,
-        *(func.sum(w[name]).label(name) for name in FIGURES),
-        func.max(w.phase_hour_us).label("phase_peak"),
-        func.max(w.hour_us).label("overall_peak"),
-    ).group_by(w.phase, w.gpu_model, w.rate, w.is_default)
-    return query
+    return select(*(func.max(column) for column in hourly.c))
 
 
 def _share(part: dict[str, int | None], whole: dict[str, int | None]) -> Decimal:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Select,
     String,
     Subquery,
     and_,
@@ -173,9 +174,10 @@ def priced_usage(
     where: Sequence[ColumnElement[bool]],
     by: dict[str, ColumnElement[Any]] | None = None,
     by_rate: bool = False,
-) -> Subquery:
+) -> Select[Any]:
     """Stage one: the atoms matching `where`, priced one by one and summed per job,
-    cluster and GPU model (and per `by` keys, and per price if `by_rate`)."""
+    cluster and GPU model (and per `by` keys, and per price if `by_rate`); callers make it a
+    subquery, or a lateral one."""
     prices = atom_prices(session, default_micro_usd=default_micro_usd)
     keys: list[Any] = [
         HourlyUsage.job_id,
@@ -195,7 +197,6 @@ def priced_usage(
         )
         .where(*where)
         .group_by(*(k.element if hasattr(k, "element") else k for k in keys))
-        .subquery("priced")
     )
 
 

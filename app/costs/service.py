@@ -116,7 +116,7 @@ def cost_report(
         default_micro_usd=default_micro_usd,
         where=[*in_period(start, end), *rollup_filters(filters, include_idle)],
         by=_period_keys(session, group_by),
-    )
+    ).subquery("priced")
     keys = _key_columns(group_by, priced)
     query = (
         joined(priced)

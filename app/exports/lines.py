@@ -133,7 +133,7 @@ def _summed_atoms(
         where=in_period(start, end),
         by={"charge": period(session, granularity)},
         by_rate=True,
-    )
+    ).subquery("priced")
     p = priced.c
     labels = [label(name, p.job_id) for name in ("model", "phase", "team", "user")]
     keys = [
