@@ -1,10 +1,11 @@
 """Set-based get-or-create and upsert statements that work on PostgreSQL and SQLite alike."""
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, CursorResult, Table, any_, bindparam, func, select
+from sqlalchemy import CursorResult, Row, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -28,39 +29,78 @@ def dialect_insert(session: Session, table: Any) -> Any:
     raise RuntimeError(f"unsupported database backend: {name}")
 
 
-def matching(
-    session: Session, column: ColumnElement[Any], values: Sequence[Any]
-) -> Iterator[ColumnElement[bool]]:
-    """Conditions `column IN values` that together cover every value: on PostgreSQL one array
-    parameter (`= ANY`), so that the statement's text, and its parsing, stay the same
-    whatever the count; elsewhere in chunks below the limit on bound parameters."""
-    if session.get_bind().dialect.name == "postgresql":
-        yield column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
-        return
-    for part in chunks(values):
-        yield column.in_(part)
+def select_where_in(
+    session: Session,
+    table: Table,
+    returned: tuple[str, ...],
+    keys: tuple[str, ...],
+    prefix: tuple[Any, ...],
+    values: Sequence[Any],
+) -> Iterator[Row[Any]]:
+    """Rows of `table` (columns `returned`) whose `keys` are `prefix` followed by any of
+    `values`. On PostgreSQL the values travel as one array (`= ANY`), so that the statement,
+    built once, and its parsing stay the same whatever the count; elsewhere in chunks below
+    the limit on bound parameters."""
+    connection = session.connection()
+    stmt = _select_statement(connection.dialect.name, table, returned, keys)
+    same = {f"key_{name}": value for name, value in zip(keys, prefix, strict=False)}
+    dialect_chunks = [values] if connection.dialect.name == "postgresql" else chunks(values)
+    for part in dialect_chunks:
+        yield from connection.execute(stmt, {**same, "values": list(part)})
+
+
+@functools.cache
+def _select_statement(
+    dialect: str, table: Table, returned: tuple[str, ...], keys: tuple[str, ...]
+) -> Any:
+    *first, last = (table.c[name] for name in keys)
+    same = [column == bindparam(f"key_{column.name}") for column in first]
+    if dialect == "postgresql":
+        within = last == any_(bindparam("values", type_=postgresql.ARRAY(last.type)))
+    else:
+        within = last.in_(bindparam("values", expanding=True))
+    return select(*(table.c[name] for name in returned)).where(*same, within)
+
+
+def as_is(stmt: Any) -> Any:
+    return stmt
 
 
 def insert_many(
     session: Session,
     table: Table,
     rows: Sequence[dict[str, Any]],
-    finish: Callable[[Any], Any] = lambda stmt: stmt,
+    finish: Callable[[Any], Any] = as_is,
 ) -> CursorResult[Any]:
     """Insert `rows` (dicts with the same keys) in one statement, `finish` adding its
     `on_conflict` and `returning` clauses. On PostgreSQL each column travels as one array,
-    unnested by the server, instead of a placeholder per value to be parsed."""
+    unnested by the server, instead of a placeholder per value to be parsed.
+
+    `finish` is a module-level function: the statement is built once per table, columns and
+    `finish`, then only executed with new values."""
     connection = session.connection()
+    names = tuple(rows[0])
+    stmt = _insert_statement(connection.dialect.name, table, names, finish)
     if connection.dialect.name == "postgresql":
-        names = list(rows[0])
+        return connection.execute(
+            stmt, {f"all_{name}": [row[name] for row in rows] for name in names}
+        )
+    return connection.execute(stmt, list(rows))
+
+
+@functools.cache
+def _insert_statement(
+    dialect: str, table: Table, names: tuple[str, ...], finish: Callable[[Any], Any]
+) -> Any:
+    if dialect == "postgresql":
         arrays = [
-            bindparam(None, [row[name] for row in rows], type_=postgresql.ARRAY(table.c[name].type))
-            for name in names
+            bindparam(f"all_{name}", type_=postgresql.ARRAY(table.c[name].type)) for name in names
         ]
         source = func.unnest(*arrays).table_valued(*names).render_derived()
-        stmt = postgresql.insert(table).from_select(names, select(*source.c))
-        return connection.execute(finish(stmt))
-    return connection.execute(finish(dialect_insert(session, table)), list(rows))
+        return finish(postgresql.insert(table).from_select(list(names), select(*source.c)))
+    if dialect == "sqlite":
+        return finish(sqlite.insert(table))
+    raise RuntimeError(f"unsupported database backend: {dialect}")
 
 
 def get_or_create_ids(
@@ -83,11 +123,8 @@ def get_or_create_ids(
             groups[key[:-1]].append(key[-1])
         found: dict[tuple[Any, ...], int] = {}
         for prefix, lasts in groups.items():
-            same = [column == value for column, value in zip(key_cols, prefix, strict=False)]
-            for where in matching(session, key_cols[-1], lasts):
-                query = select(table.c.id, *key_cols).where(*same, where)
-                for row in session.connection().execute(query):
-                    found[tuple(row[1:])] = row[0]
+            for row in select_where_in(session, table, ("id", *keys), tuple(keys), prefix, lasts):
+                found[tuple(row[1:])] = row[0]
         return found
 
     ids = lookup(list(wanted))

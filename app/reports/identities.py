@@ -5,10 +5,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, or_, select, update
+from sqlalchemy import Table, bindparam, case, or_, update
 from sqlalchemy.orm import Session
 
-from app.core.upsert import get_or_create_ids, insert_many, matching
+from app.core.upsert import get_or_create_ids, insert_many, select_where_in
 from app.models import Cluster, Gpu, Job, Node
 from app.reports.entries import Entry
 
@@ -41,20 +41,28 @@ def node_ids(
 
 def mark_nodes_seen(session: Session, *, ends: Mapping[int, datetime], seen: datetime) -> None:
     """Each node's last report time, and the end of the latest interval it has reported."""
+    # In id order, so that two batches naming the same nodes lock them in the same order.
+    session.connection().execute(
+        _MARK_NODES_SEEN, [{"node_pk": pk, "end": ends[pk], "seen": seen} for pk in sorted(ends)]
+    )
+
+
+def _mark_nodes_seen() -> Any:
     table = cast(Table, Node.__table__)
     end = bindparam("end", type_=table.c.last_interval_end.type)
-    stmt = (
+    return (
         update(table)
         .where(table.c.id == bindparam("node_pk"))
         .values(
-            last_report_at=seen,
+            last_report_at=bindparam("seen", type_=table.c.last_report_at.type),
             last_interval_end=case(
                 (table.c.last_interval_end < end, end), else_=table.c.last_interval_end
             ),
         )
     )
-    # In id order, so that two batches naming the same nodes lock them in the same order.
-    session.connection().execute(stmt, [{"node_pk": pk, "end": ends[pk]} for pk in sorted(ends)])
+
+
+_MARK_NODES_SEEN = _mark_nodes_seen()
 
 
 def gpu_ids(
@@ -68,12 +76,9 @@ def gpu_ids(
     found: dict[str, tuple[int, Placement]] = {}
 
     def lookup(uuids: list[str]) -> None:
-        for where in matching(session, table.c.uuid, uuids):
-            query = select(
-                table.c.id, table.c.uuid, table.c.node_id, table.c.gpu_index, table.c.model
-            ).where(where)
-            for row in session.connection().execute(query):
-                found[row.uuid] = (row.id, (row.node_id, row.gpu_index, row.model))
+        returned = ("id", "uuid", "node_id", "gpu_index", "model")
+        for row in select_where_in(session, table, returned, ("uuid",), (), uuids):
+            found[row.uuid] = (row.id, (row.node_id, row.gpu_index, row.model))
 
     lookup(sorted(placements))
     missing = sorted(set(placements) - set(found))
@@ -88,9 +93,7 @@ def gpu_ids(
             }
             for uuid in missing
         ]
-        insert_many(
-            session, table, rows, lambda stmt: stmt.on_conflict_do_nothing(index_elements=["uuid"])
-        )
+        insert_many(session, table, rows, _unless_known)
         lookup(missing)  # a concurrent batch may have inserted some of them first
     moved = [
         {"gpu_pk": pk, "node_id": p[0], "gpu_index": p[1], "model": p[2]}
@@ -100,6 +103,10 @@ def gpu_ids(
     if moved:
         session.connection().execute(update(table).where(table.c.id == bindparam("gpu_pk")), moved)
     return {uuid: pk for uuid, (pk, _) in found.items()}
+
+
+def _unless_known(stmt: Any) -> Any:
+    return stmt.on_conflict_do_nothing(index_elements=["uuid"])
 
 
 def job_ids(
@@ -132,25 +139,11 @@ def widen_spans(session: Session, spans: Mapping[int, tuple[datetime, datetime]]
     """Widen each job's first and last seen instants (by job id) to take in the batch."""
     if not spans:
         return
-    table = cast(Table, Job.__table__)
-    first_seen, last_seen = table.c.first_seen, table.c.last_seen
-    first = bindparam("first", type_=first_seen.type)
-    last = bindparam("last", type_=last_seen.type)
-    earlier = or_(first_seen.is_(None), first_seen > first)
-    later = or_(last_seen.is_(None), last_seen < last)
-    stmt: Any = (
-        update(table)
-        .where(table.c.id == bindparam("job_pk"), or_(earlier, later))
-        .values(
-            first_seen=case((earlier, first), else_=first_seen),
-            last_seen=case((later, last), else_=last_seen),
-        )
-    )
     # Row locks are taken in id order, before any rollup row, so that two batches of one
     # job wait for each other instead of deadlocking. The rows are hot (every report of a
     # job moves its last instant): the caller takes these locks last, just before commit.
     session.connection().execute(
-        stmt,
+        _WIDEN_SPANS,
         [
             {"job_pk": pk, "first": first_at, "last": last_at}
             for pk, (first_at, last_at) in sorted(spans.items())
@@ -160,3 +153,23 @@ def widen_spans(session: Session, spans: Mapping[int, tuple[datetime, datetime]]
 
 def placements_of(entries: Iterable[Entry], node_pk: int) -> dict[str, Placement]:
     return {e.uuid: (node_pk, e.gpu_index, e.model) for e in entries}
+
+
+def _widen_spans() -> Any:
+    table = cast(Table, Job.__table__)
+    first_seen, last_seen = table.c.first_seen, table.c.last_seen
+    first = bindparam("first", type_=first_seen.type)
+    last = bindparam("last", type_=last_seen.type)
+    earlier = or_(first_seen.is_(None), first_seen > first)
+    later = or_(last_seen.is_(None), last_seen < last)
+    return (
+        update(table)
+        .where(table.c.id == bindparam("job_pk"), or_(earlier, later))
+        .values(
+            first_seen=case((earlier, first), else_=first_seen),
+            last_seen=case((later, last), else_=last_seen),
+        )
+    )
+
+
+_WIDEN_SPANS = _widen_spans()

@@ -4,7 +4,6 @@ capacity), GPU model and UTC hour, then added to the stored sums in one upsert."
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
-from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import Table
@@ -63,16 +62,21 @@ class HourlyTotals:
                 "energy_mj": acc[2],
             }
             (job_rows if job_pk else idle_rows).append(row)
-        for keys, where, rows in (
-            (["job_id", "gpu_model", "hour"], JOB_HOUR_WHERE, job_rows),
-            (["cluster_id", "gpu_model", "hour"], IDLE_HOUR_WHERE, idle_rows),
-        ):
-            if not rows:
-                continue
-            insert_many(session, ROLLUP, rows, partial(_add_on_conflict, keys=keys, where=where))
+        if job_rows:
+            insert_many(session, ROLLUP, job_rows, _add_to_job_hours)
+        if idle_rows:
+            insert_many(session, ROLLUP, idle_rows, _add_to_idle_hours)
 
 
-def _add_on_conflict(stmt: Any, *, keys: list[str], where: Any) -> Any:
+def _add_to_job_hours(stmt: Any) -> Any:
+    return _adding(stmt, keys=["job_id", "gpu_model", "hour"], where=JOB_HOUR_WHERE)
+
+
+def _add_to_idle_hours(stmt: Any) -> Any:
+    return _adding(stmt, keys=["cluster_id", "gpu_model", "hour"], where=IDLE_HOUR_WHERE)
+
+
+def _adding(stmt: Any, *, keys: list[str], where: Any) -> Any:
     table = ROLLUP
     return stmt.on_conflict_do_update(
         index_elements=keys,

@@ -30,6 +30,10 @@ USAGE_COLUMNS = (
 )
 
 
+REPORTS = cast(Table, Report.__table__)
+PRUNE_MARK = select(PruneMark.__table__.c.pruned_before)
+
+
 @dataclass(frozen=True)
 class Stored:
     report_id: int
@@ -56,7 +60,7 @@ def ingest_reports(
     stored, a duplicate of a stored report (a resend), or an error of its own (a report older
     than pruned raw usage; the same (node, seq) stored with other content)."""
     outcomes: list[Outcome | None] = [None] * len(reports)
-    mark = session.execute(select(PruneMark.pruned_before)).scalar_one_or_none()
+    mark = session.connection().execute(PRUNE_MARK).scalar_one_or_none()
     pending: list[_Pending] = []
     for index, report in enumerate(reports):
         if mark is not None and report.start < mark:
@@ -113,22 +117,14 @@ def _claim(
         }
         for _, p in sorted(first.items())
     ]
-    table = cast(Table, Report.__table__)
-    claimed = insert_many(
-        session,
-        table,
-        rows,
-        lambda stmt: stmt.on_conflict_do_nothing(index_elements=["node_id", "seq"]).returning(
-            table.c.id, table.c.node_id, table.c.seq
-        ),
-    )
+    claimed = insert_many(session, REPORTS, rows, _unless_claimed)
     created = {(row.node_id, row.seq): row.id for row in claimed}
     stored = {key: (pk, first[key].digest) for key, pk in created.items()}
     older = [key for key in first if key not in created]
     for part in chunks(older):
-        query = select(table.c.id, table.c.node_id, table.c.seq, table.c.payload_sha256).where(
-            tuple_(table.c.node_id, table.c.seq).in_(list(part))
-        )
+        query = select(
+            REPORTS.c.id, REPORTS.c.node_id, REPORTS.c.seq, REPORTS.c.payload_sha256
+        ).where(tuple_(REPORTS.c.node_id, REPORTS.c.seq).in_(list(part)))
         for row in session.connection().execute(query):
             stored[(row.node_id, row.seq)] = (row.id, row.payload_sha256)
 
@@ -147,6 +143,13 @@ def _claim(
         else:
             outcomes[p.index] = Stored(report_id=pk, duplicate=True)
     return new
+
+
+def _unless_claimed(stmt: Any) -> Any:
+    # Rows the unique (node, seq) key refuses are another transaction's: not returned.
+    return stmt.on_conflict_do_nothing(index_elements=["node_id", "seq"]).returning(
+        REPORTS.c.id, REPORTS.c.node_id, REPORTS.c.seq
+    )
 
 
 def _store_usage(
