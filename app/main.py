@@ -33,14 +33,14 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     """Build the service for the given settings (the environment's by default)."""
     settings = settings or get_settings()
     engine = create_db_engine(settings)
-    # A thread back from the database waits for the interpreter lock while request threads
-    # parse and validate bodies; switching threads more often than every 5 ms keeps a
-    # transaction's dozen round trips from waiting a full interval each (a batch of reports
-    # took three times as long under load with the default).
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # A thread back from the database waits for the interpreter lock while request
+        # threads parse and validate bodies; switching threads more often than every 5 ms
+        # keeps a transaction's dozen round trips from waiting a full interval each (a group
+        # of reports took three times as long under load with the default).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         yield
         engine.dispose()
 

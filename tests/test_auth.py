@@ -38,6 +38,15 @@ def test_requests_without_a_valid_token_get_401(
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
+def test_a_bad_token_is_refused_before_the_body_is_judged(client: TestClient, auth: Auth) -> None:
+    # Nobody unauthenticated learns how their body would have been validated.
+    invalid = report(gpus=[{"uuid": "not-a-gpu"}])
+    for headers, status in [({}, 401), (auth["viewer"], 403), (auth["collector"], 422)]:
+        for path, body in [("/v1/reports", invalid), ("/v1/reports:batch", {"reports": "x"})]:
+            response = client.post(path, json=body, headers=headers)
+            assert response.status_code == status, (path, headers, response.text)
+
+
 @pytest.mark.parametrize(
     ("role", "expected"),
     [

@@ -4,6 +4,7 @@ of several requests stored together: one the database refuses fails only its own
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -169,31 +170,44 @@ def test_batch_naming_many_gpus_is_stored_whole(
     )
 
 
-REFUSE_NODE = {
-    "postgresql": (
-        "ALTER TABLE nodes ADD CONSTRAINT refuse_node CHECK (name <> 'node-refused')",
-        "ALTER TABLE nodes DROP CONSTRAINT refuse_node",
+# A refusal the database makes and validation does not: one node's name, or one report's
+# raw usage (written by COPY on PostgreSQL).
+REFUSE = {
+    ("postgresql", "nodes"): (
+        "ALTER TABLE nodes ADD CONSTRAINT refuse CHECK (name <> 'node-refused')",
+        "ALTER TABLE nodes DROP CONSTRAINT refuse",
     ),
-    "sqlite": (
-        "CREATE TRIGGER refuse_node BEFORE INSERT ON nodes WHEN NEW.name = 'node-refused' "
+    ("postgresql", "usage"): (
+        "ALTER TABLE usage ADD CONSTRAINT refuse CHECK (gpu_us <> 7000000)",
+        "ALTER TABLE usage DROP CONSTRAINT refuse",
+    ),
+    ("sqlite", "nodes"): (
+        "CREATE TRIGGER refuse BEFORE INSERT ON nodes WHEN NEW.name = 'node-refused' "
         "BEGIN SELECT RAISE(ABORT, 'refused'); END",
-        "DROP TRIGGER refuse_node",
+        "DROP TRIGGER refuse",
+    ),
+    ("sqlite", "usage"): (
+        "CREATE TRIGGER refuse BEFORE INSERT ON usage WHEN NEW.gpu_us = 7000000 "
+        "BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        "DROP TRIGGER refuse",
     ),
 }
 
 
+@pytest.mark.parametrize("table", ["nodes", "usage"])
 def test_report_the_database_refuses_fails_only_its_own_request(
-    settings: Settings, clock: SettableClock, db: Session
+    settings: Settings, clock: SettableClock, db: Session, table: str
 ) -> None:
     app = create_app(settings, clock=clock)
-    refuse, allow = REFUSE_NODE[db.get_bind().dialect.name]
+    refuse, allow = REFUSE[(db.get_bind().dialect.name, table)]
     db.execute(text(refuse))
     db.commit()
+    refused = report(1, node="node-refused", gpus=[entry(9, gpu_seconds=7)])
     try:
         # Three requests' reports, waiting to be stored in one transaction.
         waiting = [
-            _Waiting(ReportIn.model_validate(report(1, node=name)))
-            for name in ("node-a", "node-refused", "node-b")
+            _Waiting(ReportIn.model_validate(body))
+            for body in (report(1, node="node-a"), refused, report(1, node="node-b"))
         ]
         with app.state.session_factory() as session:
             app.state.report_coalescer._run(session, waiting)
@@ -205,6 +219,19 @@ def test_report_the_database_refuses_fails_only_its_own_request(
     assert [w.outcome.duplicate for w in (waiting[0], waiting[2])] == [False, False]
     assert db.execute(select(Node.name).order_by(Node.name)).scalars().all() == ["node-a", "node-b"]
     assert db.execute(select(func.sum(Usage.gpu_us))).scalar_one() == 120_000_000
+
+
+def test_new_node_is_not_moved_on_by_a_refused_report(
+    client: TestClient, auth: Auth, db: Session
+) -> None:
+    later = report(1, start="2025-01-06T11:00:00Z", end="2025-01-06T11:01:00Z")
+    response = client.post(
+        "/v1/reports:batch", json={"reports": [report(1), later]}, headers=auth["collector"]
+    )
+
+    assert [r["http_status"] for r in response.json()["results"]] == [201, 409]
+    node = db.execute(select(Node)).scalar_one()
+    assert node.last_interval_end.isoformat() == "2025-01-06T10:01:00+00:00"
 
 
 def test_report_without_gpus_marks_its_node_seen(

@@ -9,7 +9,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -71,6 +72,22 @@ def require_role(principal: Principal, *roles: str) -> Principal:
 
 def authenticate(session: SessionDep, credentials: BearerDep) -> Principal:
     return principal_for(session, credentials)
+
+
+def _collector_alone(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> Principal:
+    with request.app.state.read_session_factory() as session:
+        return require_role(principal_for(session, credentials), "collector")
+
+
+async def _collector(request: Request, credentials: BearerDep) -> Principal:
+    return await run_in_threadpool(_collector_alone, request, credentials)
+
+
+# A collector, checked in a read-only session of its own (one thread hand-off, no write lock
+# on SQLite), for a route that opens no request session.
+CollectorOnly = Annotated[Principal, Depends(_collector)]
 
 
 def _require(*roles: str):  # type: ignore[no-untyped-def]

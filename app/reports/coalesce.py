@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.clock import Clock
@@ -69,6 +69,9 @@ class Coalescer:
 
     def _hand_over(self, mine: _Waiting, batch: list[_Waiting]) -> None:
         # Wake each stored request once, and the next in line, if any, with the turn.
+        for waiting in batch:
+            if not waiting.done:  # storing was interrupted before it came to this one
+                waiting.error, waiting.done = RuntimeError("storing was interrupted"), True
         with self._lock:
             mine.lead = False
             following = self._queue[0] if self._queue else None
@@ -87,18 +90,17 @@ class Coalescer:
             outcomes = commit_with_retry(
                 session, lambda: self.store(session, [w.report for w in batch])
             )
-        except DBAPIError as exc:
+        except Exception as exc:
             if len(batch) > 1 and not isinstance(exc, OperationalError):
-                # The database refused a value of one report: store each on its own, so
-                # that it fails only its own request.
+                # One report failed them all (the database refused one of its values, say):
+                # store each on its own, so that it fails only its own request.
                 for waiting in batch:
                     self._run(session, [waiting])
                 return
             self._fail(batch, exc)
-        except BaseException as exc:
+        except BaseException as exc:  # interrupted: the waiting are answered, then it goes on
             self._fail(batch, exc)
-            if not isinstance(exc, Exception):
-                raise  # interrupted: the waiting requests are answered with it, then it goes on
+            raise
         else:
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 waiting.outcome, waiting.done = outcome, True

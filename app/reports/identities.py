@@ -24,7 +24,8 @@ def cluster_ids(session: Session, *, names: Iterable[str], seen: datetime) -> di
 def node_ids(
     session: Session, *, nodes: Mapping[tuple[int, str], datetime], seen: datetime
 ) -> dict[tuple[int, str], int]:
-    """Ids of (cluster id, node name) pairs; `nodes` gives each one's latest interval end."""
+    """Ids of (cluster id, node name) pairs; `nodes` gives the interval end a new one starts
+    from."""
     rows = [
         {
             "cluster_id": cluster_pk,

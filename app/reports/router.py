@@ -4,12 +4,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import State
 
-from app.core.auth import BearerDep, CollectorAuth, principal_for, require_role
+from app.core.auth import CollectorAuth, CollectorOnly, Principal
 from app.core.clock import Clock, ClockDep
 from app.core.db import SessionDep, SettingsDep, commit_with_retry
 from app.core.errors import AppError, ErrorBody, InvalidInput, validation_body
@@ -35,16 +34,10 @@ def _store(session: Session, reports: list[ReportIn], clock: Clock) -> list[Outc
     )
 
 
-def _store_one(
-    state: State, credentials: HTTPAuthorizationCredentials | None, report: ReportIn
-) -> Stored:
+def _store_one(state: State, principal: Principal, report: ReportIn) -> Stored:
+    principal.require_cluster(report.cluster)
+    check_report(report, settings=state.settings, now=state.clock())
     with state.session_factory() as session:
-        principal = require_role(principal_for(session, credentials), "collector")
-        principal.require_cluster(report.cluster)
-        check_report(report, settings=state.settings, now=state.clock())
-        # End the transaction of the token's look-up: no connection, and on SQLite no write
-        # lock, is held while this request waits for its turn to store.
-        session.commit()
         stored = state.report_coalescer.submit(session, report)
     if isinstance(stored, AppError):
         raise stored
@@ -60,12 +53,12 @@ def _store_one(
     },
 )
 async def post_report(
-    report: ReportIn, credentials: BearerDep, request: Request, response: Response
+    report: ReportIn, principal: CollectorOnly, request: Request, response: Response
 ) -> ReportOutcome:
     """Store one collector report; 201 when new, 200 with `duplicate: true` for a resend."""
-    # The busiest route: its authentication, checks and storing run in one worker thread,
-    # not one thread hand-off per dependency.
-    stored = await run_in_threadpool(_store_one, request.app.state, credentials, report)
+    # The busiest route: two thread hand-offs (the token, then checks and storing), not one
+    # per dependency, and no request session held while it waits for its turn to store.
+    stored = await run_in_threadpool(_store_one, request.app.state, principal, report)
     if stored.duplicate:
         response.status_code = 200
     return ReportOutcome(

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import Table, insert, select, tuple_
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.core.errors import AppError, Conflict, InvalidInput
@@ -83,12 +85,14 @@ def ingest_reports(
 
 def _identify_nodes(session: Session, pending: list[_Pending], *, seen: datetime) -> None:
     clusters = identities.cluster_ids(session, names=(p.report.cluster for p in pending), seen=seen)
-    latest: dict[tuple[int, str], datetime] = {}
+    # A new node starts from its earliest interval end in the batch: the reports stored
+    # (not those refused as conflicts) move it on.
+    earliest: dict[tuple[int, str], datetime] = {}
     for p in pending:
         p.cluster_pk = clusters[p.report.cluster]
         key = (p.cluster_pk, p.report.node)
-        latest[key] = max(latest.get(key, p.report.end), p.report.end)
-    nodes = identities.node_ids(session, nodes=latest, seen=seen)
+        earliest[key] = min(earliest.get(key, p.report.end), p.report.end)
+    nodes = identities.node_ids(session, nodes=earliest, seen=seen)
     for p in pending:
         p.node_pk = nodes[(p.cluster_pk, p.report.node)]
 
@@ -207,9 +211,21 @@ def _insert_usage(session: Session, rows: list[tuple[Any, ...]]) -> None:
         return
     connection = session.connection()
     if connection.dialect.name == "postgresql":
+        statement = f"COPY usage ({', '.join(USAGE_COLUMNS)}) FROM STDIN"
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY usage ({', '.join(USAGE_COLUMNS)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        try:
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            # As SQLAlchemy's own statements fail: its exception classes (a deadlock is
+            # retried, a refused value is the client's), a lost connection invalidated.
+            dialect = connection.dialect
+            lost = dialect.is_disconnect(exc, connection.connection, cursor)  # type: ignore[arg-type]
+            if lost:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(
+                statement, None, exc, psycopg.Error, connection_invalidated=lost
+            ) from exc
         return
     connection.execute(insert(Usage), [dict(zip(USAGE_COLUMNS, row, strict=True)) for row in rows])

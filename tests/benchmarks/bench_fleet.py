@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -90,8 +91,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-# What one client process sent: latencies, steady latencies, lags, errors, skipped.
-Sent = tuple[list[float], list[float], list[float], list[str], int]
+# What one client process sent: latencies, latencies by report number, lags, errors, skipped.
+Sent = tuple[list[float], dict[int, list[float]], list[float], list[str], int]
 
 
 class Load:
@@ -102,16 +103,18 @@ class Load:
         self.headers = {"Authorization": f"Bearer {token}"}
         self.client = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=threads + 8))
         self.latencies: list[float] = []
-        self.steady: list[float] = []  # after each node's first report (which registers it)
+        # By each node's report number: its first report registers the node and its GPUs.
+        self.by_minute: dict[int, list[float]] = defaultdict(list)
         self.lags: list[float] = []
         self.errors: list[str] = []
         self.skipped = 0
         self.lock = threading.Lock()
 
     def merge(self, sent: Sent) -> None:
-        latencies, steady, lags, errors, skipped = sent
+        latencies, by_minute, lags, errors, skipped = sent
         self.latencies += latencies
-        self.steady += steady
+        for minute, took in by_minute.items():
+            self.by_minute[minute] += took
         self.lags += lags
         self.errors += errors
         self.skipped += skipped
@@ -161,8 +164,7 @@ class Load:
             took = time.perf_counter() - sent
             with self.lock:
                 self.latencies.append(took)
-                if seq > 1:
-                    self.steady.append(took)
+                self.by_minute[seq].append(took)
                 self.lags.append(lag)
                 if error:
                     self.errors.append(error)
@@ -172,13 +174,17 @@ def send_share(
     load: Load, threads: range, began: float, out: "multiprocessing.Queue[Sent]"
 ) -> None:
     """In a client process of its own: the nodes of `threads`, on the common schedule."""
-    load.client = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=len(threads) + 8))
+    # A connection per report, as a collector's: its client keeps an idle connection 5 s
+    # and reports come a minute apart. (Connections reused across nodes would also pin each
+    # client thread to one server worker for the whole run, however unevenly they fell.)
+    limits = httpx.Limits(max_connections=len(threads) + 8, max_keepalive_connections=0)
+    load.client = httpx.Client(timeout=10, limits=limits)
     workers = [threading.Thread(target=load.worker, args=(i, began)) for i in threads]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    out.put((load.latencies, load.steady, load.lags, load.errors, load.skipped))
+    out.put((load.latencies, dict(load.by_minute), load.lags, load.errors, load.skipped))
 
 
 def query_loop(url: str, token: str, stop: threading.Event, out: list[float | None]) -> None:
@@ -264,6 +270,7 @@ def main() -> None:
     fleet_hours = args.seconds / 3600
     growth = (size_after[0] - size_before[0]) / fleet_hours if size_after and size_before else 0
     ms = [x * 1000 for x in load.latencies]
+    steady = [x for minute, took in load.by_minute.items() if minute > 1 for x in took]
     answered = [q for q in query_latencies if q is not None]
     result = {
         "measured_at": datetime.now(UTC).isoformat(),
@@ -280,8 +287,12 @@ def main() -> None:
         "latency_p50_ms": round(percentile(ms, 0.5), 1),
         "latency_p99_ms": round(percentile(ms, 0.99), 1),
         "latency_max_ms": round(max(ms), 1) if ms else None,
-        "steady_latency_p50_ms": round(percentile([x * 1000 for x in load.steady], 0.5), 1),
-        "steady_latency_p99_ms": round(percentile([x * 1000 for x in load.steady], 0.99), 1),
+        "steady_latency_p50_ms": round(percentile([x * 1000 for x in steady], 0.5), 1),
+        "steady_latency_p99_ms": round(percentile([x * 1000 for x in steady], 0.99), 1),
+        "latency_p99_ms_by_minute": [
+            round(percentile([x * 1000 for x in load.by_minute[m]], 0.99), 1)
+            for m in sorted(load.by_minute)
+        ],
         "send_lag_p99_s": round(percentile(load.lags, 0.99), 2),
         "server_cpu_share_of_machine": round(cpu / wall / (os.cpu_count() or 1), 3),
         "server_cpu_seconds": round(cpu, 1),
