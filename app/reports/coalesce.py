@@ -42,9 +42,10 @@ class Coalescer:
     _storing: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def submit(self, session: Session, report: ReportIn) -> Outcome:
-        """Store `report` (in `session`, or in another waiting request's) and return its
-        outcome; raises what storing its transaction raised."""
+    def submit(self, sessions: Callable[[], Session], report: ReportIn) -> Outcome:
+        """Store `report` (in a session from `sessions`, or in another waiting request's) and
+        return its outcome; raises what storing its transaction raised. Only a request
+        whose turn it is to store takes a session, and with it a pooled connection."""
         mine = _Waiting(report)
         with self._lock:
             self._queue.append(mine)
@@ -59,7 +60,8 @@ class Coalescer:
                 batch = self._queue[: self.max_reports]
                 del self._queue[: self.max_reports]
             try:
-                self._run(session, batch)
+                with sessions() as session:
+                    self._run(session, batch)
             finally:
                 self._hand_over(mine, batch)
         if mine.error is not None:

@@ -37,8 +37,7 @@ def _store(session: Session, reports: list[ReportIn], clock: Clock) -> list[Outc
 def _store_one(state: State, principal: Principal, report: ReportIn) -> Stored:
     principal.require_cluster(report.cluster)
     check_report(report, settings=state.settings, now=state.clock())
-    with state.session_factory() as session:
-        stored = state.report_coalescer.submit(session, report)
+    stored = state.report_coalescer.submit(state.session_factory, report)
     if isinstance(stored, AppError):
         raise stored
     return stored
