@@ -2,7 +2,7 @@
 
 import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import CursorResult, Row, Table, any_, bindparam, func, select
@@ -19,34 +19,29 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[first : first + size]
 
 
-def dialect_insert(session: Session, table: Any) -> Any:
-    """`INSERT` with `on_conflict_do_*` for the session's backend."""
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"unsupported database backend: {name}")
-
-
-def select_where_in(
+def find_rows(
     session: Session,
     table: Table,
-    returned: tuple[str, ...],
-    keys: tuple[str, ...],
-    prefix: tuple[Any, ...],
-    values: Sequence[Any],
+    returned: Sequence[str],
+    keys: Sequence[str],
+    key_values: Iterable[tuple[Any, ...]],
 ) -> Iterator[Row[Any]]:
-    """Rows of `table` (columns `returned`) whose `keys` are `prefix` followed by any of
-    `values`. On PostgreSQL the values travel as one array (`= ANY`), so that the statement,
-    built once, and its parsing stay the same whatever the count; elsewhere in chunks below
-    the limit on bound parameters."""
+    """Rows of `table` (columns `returned`) whose `keys` are any of `key_values`.
+
+    Keys are grouped by all but their last column (a batch's nodes share their cluster):
+    one look-up per group, matching the last column against a list. On PostgreSQL the list
+    travels as one array (`= ANY`), so that the statement, built once, and its parsing stay
+    the same whatever the count; elsewhere in chunks below the limit on bound parameters."""
+    groups: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
+    for key in key_values:
+        groups[key[:-1]].append(key[-1])
     connection = session.connection()
-    stmt = _select_statement(connection.dialect.name, table, returned, keys)
-    same = {f"key_{name}": value for name, value in zip(keys, prefix, strict=False)}
-    dialect_chunks = [values] if connection.dialect.name == "postgresql" else chunks(values)
-    for part in dialect_chunks:
-        yield from connection.execute(stmt, {**same, "values": list(part)})
+    dialect = connection.dialect.name
+    stmt = _select_statement(dialect, table, tuple(returned), tuple(keys))
+    for prefix, lasts in groups.items():
+        same = {f"key_{name}": value for name, value in zip(keys, prefix, strict=False)}
+        for part in [lasts] if dialect == "postgresql" else chunks(lasts):
+            yield from connection.execute(stmt, {**same, "values": list(part)})
 
 
 @functools.cache
@@ -103,34 +98,44 @@ def _insert_statement(
     raise RuntimeError(f"unsupported database backend: {dialect}")
 
 
-def get_or_create_ids(
-    session: Session, model: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]
-) -> dict[tuple[Any, ...], int]:
-    """Map each row's key to its id, inserting the rows that do not exist yet.
+def get_or_create(
+    session: Session,
+    table: Table,
+    keys: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    returned: Sequence[str] = ("id",),
+) -> dict[tuple[Any, ...], Row[Any]]:
+    """Map each row's key to its stored row (columns `returned`), inserting the rows that do
+    not exist yet.
 
     Safe against a concurrent insert of the same key: ours then does nothing and the
     second look-up finds the other transaction's row.
     """
-    table: Table = model.__table__
-    key_cols = [table.c[k] for k in keys]
     wanted = {tuple(row[k] for k in keys): row for row in rows}
 
-    def lookup(key_values: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], int]:
-        # Keys grouped by all but their last column (a batch's nodes share their cluster):
-        # one look-up per group, matching the last column against a list.
-        groups: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
-        for key in key_values:
-            groups[key[:-1]].append(key[-1])
-        found: dict[tuple[Any, ...], int] = {}
-        for prefix, lasts in groups.items():
-            for row in select_where_in(session, table, ("id", *keys), tuple(keys), prefix, lasts):
-                found[tuple(row[1:])] = row[0]
-        return found
+    def lookup(key_values: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], Row[Any]]:
+        found = find_rows(session, table, (*returned, *keys), keys, key_values)
+        return {tuple(row[len(returned) :]): row for row in found}
 
-    ids = lookup(list(wanted))
-    missing = [row for key, row in sorted(wanted.items()) if key not in ids]
+    stored = lookup(wanted)
+    missing = [row for key, row in sorted(wanted.items()) if key not in stored]
     if missing:
-        stmt = dialect_insert(session, table).on_conflict_do_nothing(index_elements=key_cols)
-        session.connection().execute(stmt, missing)
-        ids.update(lookup([key for key in wanted if key not in ids]))
-    return ids
+        insert_many(session, table, missing, _unless_present(tuple(keys)))
+        stored.update(lookup([key for key in wanted if key not in stored]))
+    return stored
+
+
+def get_or_create_ids(
+    session: Session, model: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> dict[tuple[Any, ...], int]:
+    """Map each row's key to its id, inserting the rows that do not exist yet."""
+    return {key: row.id for key, row in get_or_create(session, model.__table__, keys, rows).items()}
+
+
+@functools.cache
+def _unless_present(keys: tuple[str, ...]) -> Callable[[Any], Any]:
+    # One function per key, so that `insert_many` builds each statement once.
+    def finish(stmt: Any) -> Any:
+        return stmt.on_conflict_do_nothing(index_elements=list(keys))
+
+    return finish

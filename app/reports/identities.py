@@ -8,7 +8,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, case, or_, update
 from sqlalchemy.orm import Session
 
-from app.core.upsert import get_or_create_ids, insert_many, select_where_in
+from app.core.upsert import get_or_create, get_or_create_ids
 from app.models import Cluster, Gpu, Job, Node
 from app.reports.entries import Entry
 
@@ -73,41 +73,26 @@ def gpu_ids(
 
     A GPU moved to another node or slot keeps its identity.
     """
+    rows = [
+        {
+            "uuid": uuid,
+            "node_id": node_pk,
+            "gpu_index": gpu_index,
+            "model": model,
+            "first_seen": seen,
+        }
+        for uuid, (node_pk, gpu_index, model) in sorted(placements.items())
+    ]
     table = cast(Table, Gpu.__table__)
-    found: dict[str, tuple[int, Placement]] = {}
-
-    def lookup(uuids: list[str]) -> None:
-        returned = ("id", "uuid", "node_id", "gpu_index", "model")
-        for row in select_where_in(session, table, returned, ("uuid",), (), uuids):
-            found[row.uuid] = (row.id, (row.node_id, row.gpu_index, row.model))
-
-    lookup(sorted(placements))
-    missing = sorted(set(placements) - set(found))
-    if missing:
-        rows = [
-            {
-                "uuid": uuid,
-                "node_id": placements[uuid][0],
-                "gpu_index": placements[uuid][1],
-                "model": placements[uuid][2],
-                "first_seen": seen,
-            }
-            for uuid in missing
-        ]
-        insert_many(session, table, rows, _unless_known)
-        lookup(missing)  # a concurrent batch may have inserted some of them first
+    found = get_or_create(session, table, ("uuid",), rows, ("id", "node_id", "gpu_index", "model"))
     moved = [
-        {"gpu_pk": pk, "node_id": p[0], "gpu_index": p[1], "model": p[2]}
-        for uuid, (pk, placed) in sorted(found.items(), key=lambda item: item[1][0])
-        if placed != (p := placements[uuid])
+        {"gpu_pk": row.id, "node_id": p[0], "gpu_index": p[1], "model": p[2]}
+        for (uuid,), row in sorted(found.items(), key=lambda item: item[1].id)
+        if (row.node_id, row.gpu_index, row.model) != (p := placements[uuid])
     ]
     if moved:
         session.connection().execute(update(table).where(table.c.id == bindparam("gpu_pk")), moved)
-    return {uuid: pk for uuid, (pk, _) in found.items()}
-
-
-def _unless_known(stmt: Any) -> Any:
-    return stmt.on_conflict_do_nothing(index_elements=["uuid"])
+    return {uuid: row.id for (uuid,), row in found.items()}
 
 
 def job_ids(

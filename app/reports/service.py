@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Table, insert, select, tuple_
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.core.errors import AppError, Conflict, InvalidInput
-from app.core.upsert import chunks, insert_many
+from app.core.upsert import find_rows, insert_many
 from app.models import PruneMark, Report, Usage
 from app.reports import identities
 from app.reports.entries import Entry, normalize, payload_digest
@@ -125,12 +125,9 @@ def _claim(
     created = {(row.node_id, row.seq): row.id for row in claimed}
     stored = {key: (pk, first[key].digest) for key, pk in created.items()}
     older = [key for key in first if key not in created]
-    for part in chunks(older):
-        query = select(
-            REPORTS.c.id, REPORTS.c.node_id, REPORTS.c.seq, REPORTS.c.payload_sha256
-        ).where(tuple_(REPORTS.c.node_id, REPORTS.c.seq).in_(list(part)))
-        for row in session.connection().execute(query):
-            stored[(row.node_id, row.seq)] = (row.id, row.payload_sha256)
+    returned = ("id", "node_id", "seq", "payload_sha256")
+    for row in find_rows(session, REPORTS, returned, ("node_id", "seq"), older):
+        stored[(row.node_id, row.seq)] = (row.id, row.payload_sha256)
 
     new = []
     for p in pending:
