@@ -16,7 +16,11 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.cli.common import uvicorn_command
+from app.core.clock import utc_now
+from app.core.config import Settings
+from app.core.db import create_db_engine, create_session_factory
 from app.models import Base
+from app.tokens.service import create_token
 
 CLUSTER = "hf-h800"
 NODE = "node-017"
@@ -174,3 +178,16 @@ def running_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def token_on(
+    database_url: str, role: str, *, cluster: str | None = None, name: str = "bench"
+) -> str:
+    """A new API token of `role` (a collector's bound to `cluster`) on the database at the URL."""
+    engine = create_db_engine(Settings(database_url=database_url))
+    with create_session_factory(engine).begin() as session:
+        _, token = create_token(
+            session, role=role, cluster=cluster, name=name, actor="bench", now=utc_now()
+        )
+    engine.dispose()
+    return token

@@ -18,13 +18,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from app.core.clock import utc_now
-from app.core.config import Settings
-from app.core.db import create_db_engine, create_session_factory
-from app.tokens.service import create_token
 from tests.benchmarks.dataset import load_year
 from tests.benchmarks.results import write_results
-from tests.support import libpq, running_server
+from tests.support import libpq, running_server, token_on
 
 TARGET_MS = 50.0
 
@@ -53,12 +49,7 @@ def main() -> None:
     load_s = time.perf_counter() - started
     print(f"loaded {data.rollup_rows:,} hourly rows for {data.jobs:,} jobs in {load_s:.1f} s")
 
-    engine = create_db_engine(Settings(database_url=args.postgres))
-    with create_session_factory(engine).begin() as session:
-        _, token = create_token(
-            session, role="viewer", cluster=None, name="bench", actor="bench", now=utc_now()
-        )
-    engine.dispose()
+    token = token_on(args.postgres, "viewer")
     headers = {"Authorization": f"Bearer {token}"}
     conninfo = libpq(args.postgres)
 

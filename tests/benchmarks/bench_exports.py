@@ -18,13 +18,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from app.core.clock import utc_now
-from app.core.config import Settings
-from app.core.db import create_db_engine, create_session_factory
-from app.tokens.service import create_token
 from tests.benchmarks.dataset import load_year
 from tests.benchmarks.results import write_results
-from tests.support import libpq, running_server
+from tests.support import libpq, running_server, token_on
 
 ROWS_PER_S_TARGET = 50_000
 PEAK_MB_TARGET = 250
@@ -63,12 +59,7 @@ def main() -> None:
 
     data = load_year(args.postgres, slot_gpus=16)
     print(f"loaded {data.rollup_rows:,} hourly rows for {data.jobs:,} jobs")
-    engine = create_db_engine(Settings(database_url=args.postgres))
-    with create_session_factory(engine).begin() as session:
-        _, token = create_token(
-            session, role="viewer", cluster=None, name="bench", actor="bench", now=utc_now()
-        )
-    engine.dispose()
+    token = token_on(args.postgres, "viewer")
     conninfo = libpq(args.postgres)
 
     copy_rows, copy_s = copy_baseline(conninfo)

@@ -101,7 +101,7 @@ class Load:
     ) -> None:
         self.url, self.entries, self.seconds, self.threads = url, entries, seconds, threads
         self.headers = {"Authorization": f"Bearer {token}"}
-        self.client = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=threads + 8))
+        self.client: httpx.Client  # each sending process's own (send_share)
         self.latencies: list[float] = []
         # By each node's report number: its first report registers the node and its GPUs.
         self.by_minute: dict[int, list[float]] = defaultdict(list)

@@ -36,10 +36,8 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from app.core import migrate
-from app.core.clock import utc_now
 from app.core.config import Settings
-from app.core.db import create_db_engine, create_session_factory
-from app.tokens.service import create_token
+from app.core.db import create_db_engine
 from collectors.clock import FakeClock
 from collectors.metrics import CollectorMetrics
 from collectors.sender import Backoff, Sender
@@ -48,7 +46,7 @@ from collectors.simulator.fleet import Fleet, register_jobs
 from collectors.simulator.gpus import gpu_uuid
 from collectors.simulator.node import MemorySpool
 from tests.benchmarks.results import write_results
-from tests.support import ensure_postgres_database, free_port
+from tests.support import ensure_postgres_database, free_port, token_on
 
 ENTRIES_PER_S_TARGET = 50_000
 BIN = Path(sys.executable).parent
@@ -158,21 +156,10 @@ def fresh_database(database_url: str) -> str:
 
 def make_tokens(database_url: str, cluster: str) -> dict[str, str]:
     """A collector token for `cluster` and a viewer token."""
-    engine = create_db_engine(Settings(database_url=database_url))
-    with create_session_factory(engine).begin() as session:
-        tokens = {
-            role: create_token(
-                session,
-                role=role,
-                name=f"bench-{role}",
-                actor="bench",
-                now=utc_now(),
-                cluster=cluster if role == "collector" else None,
-            )[1]
-            for role in ("collector", "viewer")
-        }
-    engine.dispose()
-    return tokens
+    return {
+        "collector": token_on(database_url, "collector", cluster=cluster, name="bench-collector"),
+        "viewer": token_on(database_url, "viewer", name="bench-viewer"),
+    }
 
 
 @contextmanager

@@ -19,10 +19,8 @@ import httpx
 import psycopg
 
 from app.core import migrate
-from app.core.clock import utc_now
 from app.core.config import Settings
-from app.core.db import create_db_engine, create_session_factory
-from app.tokens.service import create_token
+from app.core.db import create_db_engine
 from tests.benchmarks.results import write_results
 from tests.support import (
     drop_all_postgres,
@@ -31,6 +29,7 @@ from tests.support import (
     libpq,
     report,
     running_server,
+    token_on,
 )
 
 GPUS_PER_NODE = 8
@@ -65,16 +64,8 @@ def main() -> None:
     drop_all_postgres(args.postgres)
     engine = create_db_engine(Settings(database_url=args.postgres))
     migrate.upgrade(engine)
-    with create_session_factory(engine).begin() as session:
-        _, token = create_token(
-            session,
-            role="collector",
-            cluster="hf-h800",
-            name="sizing",
-            actor="bench",
-            now=utc_now(),
-        )
     engine.dispose()
+    token = token_on(args.postgres, "collector", cluster="hf-h800", name="sizing")
     conninfo = libpq(args.postgres)
     empty = {"raw": table_bytes(conninfo, RAW), "rollup": table_bytes(conninfo, ROLLUP)}
 
