@@ -3,7 +3,6 @@
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,11 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from app.cli.common import uvicorn_command
+from app.cli.common import uvicorn_command, wait_until_serving
 from app.core.clock import utc_now
 from app.core.config import Settings
 from app.core.db import create_db_engine, create_session_factory
@@ -158,18 +156,9 @@ def running_server(
         )
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{server.log()}")
-            try:
-                if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{server.log()}")
-            time.sleep(0.1)
+        why_not = wait_until_serving(process, server.url, path="/healthz")
+        if why_not is not None:
+            raise RuntimeError(f"server {why_not}:\n{server.log()}")
         yield server
     finally:
         process.terminate()

@@ -1,10 +1,14 @@
 """What every `gpucost` command shares: settings, the database, and one-line errors."""
 
+import contextlib
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn, TypeVar
 
+import httpx
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -63,6 +67,21 @@ def in_transaction(work: Callable[[Session], T]) -> T:
 # Longer than clients keep an idle connection (httpx: 5 s), so that a client never sends a
 # request on a connection the server is closing at that very moment.
 KEEP_ALIVE_SECONDS = 75
+
+
+def wait_until_serving(
+    process: subprocess.Popen[bytes], url: str, *, path: str = "/readyz", seconds: float = 30
+) -> str | None:
+    """Poll `url` + `path` until it answers 200. None once it does; else why not."""
+    deadline = time.monotonic() + seconds
+    while process.poll() is None:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return None
+        if time.monotonic() > deadline:
+            return f"did not become ready within {seconds:g} s"
+        time.sleep(0.1)
+    return f"exited (status {process.returncode}) before it was ready"
 
 
 def uvicorn_command(port: int) -> list[str]:

@@ -18,7 +18,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app.cli.common import CLI_ACTOR, database, fail, load_settings, uvicorn_command
+from app.cli.common import (
+    CLI_ACTOR,
+    database,
+    fail,
+    load_settings,
+    uvicorn_command,
+    wait_until_serving,
+)
 from app.core import migrate
 from app.core.db import create_session_factory
 from app.costs.schemas import ModelCost
@@ -133,15 +140,9 @@ def _service(env: dict[str, str], port: int, log: Path) -> Iterator[str]:
     with log.open("wb") as log_file:
         child = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        for _ in range(300):
-            if child.poll() is not None:
-                fail(f"the service did not start; see {log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            fail(f"the service did not become ready; see {log}")
+        why_not = wait_until_serving(child, url)
+        if why_not is not None:
+            fail(f"the service {why_not}; see {log}")
         yield url
     finally:
         child.terminate()

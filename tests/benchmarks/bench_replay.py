@@ -35,6 +35,7 @@ import httpx
 import psycopg
 from sqlalchemy.engine import make_url
 
+from app.cli.common import wait_until_serving
 from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_db_engine
@@ -176,12 +177,9 @@ def serving(database_url: str, workers: int) -> Iterator[tuple[str, subprocess.P
             stderr=subprocess.STDOUT,
         )
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            why_not = wait_until_serving(server, url)
+            if why_not is not None:
+                raise RuntimeError(f"gpucost serve {why_not}:\n{Path(log.name).read_text()}")
             yield url, server
         finally:
             workers = process_tree(server.pid)[1:]

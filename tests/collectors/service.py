@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -18,16 +16,13 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from app.cli.common import wait_until_serving
+from tests.support import free_port
+
 BIN = Path(sys.executable).parent
 PG_ADMIN = os.environ.get(
     "GPUCOST_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Service:
@@ -80,16 +75,9 @@ class Service:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        for _ in range(600):
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gpucost serve exited; see {self.log.name}")
-            time.sleep(0.05)
-        raise RuntimeError("gpucost serve did not become ready")
+        why_not = wait_until_serving(self.process, self.url)
+        if why_not is not None:
+            raise RuntimeError(f"gpucost serve {why_not}; see {self.log.name}")
 
     def stop(self) -> None:
         if self.process is not None:

@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.collectors.service import Service, free_port
+from tests.collectors.service import Service
 from tests.collectors.test_collector_e2e import Node, check
+from tests.support import free_port
 
 OUTAGE_S = 30
 
