@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.auth import ViewerAuth
+from app.core.config import Settings
 from app.core.db import SettingsDep
 from app.exports.service import check_bounds, csv_chunks
 
@@ -38,6 +39,28 @@ def _streamed(factory: sessionmaker[Session], **export: Any) -> Iterator[str]:
         yield from csv_chunks(session, **export)
 
 
+def _export(
+    request: Request,
+    settings: Settings,
+    kind: str,
+    start: datetime,
+    end: datetime,
+    granularity: str,
+    name: str,
+) -> StreamingResponse:
+    """The export as a CSV attachment, streamed as the client reads it."""
+    check_bounds(start, end, granularity)
+    chunks = _streamed(
+        request.app.state.read_session_factory,
+        kind=kind,
+        start=start,
+        end=end,
+        granularity=granularity,
+        settings=settings,
+    )
+    return _attachment(chunks, name)
+
+
 @router.get("/focus.csv", response_class=StreamingResponse, responses=CSV_RESPONSE)
 def get_focus(
     request: Request,
@@ -53,17 +76,8 @@ def get_focus(
     month (`ChargeClass` = `Correction`). Text cells are neutralised against CSV injection.
     """
     start, end = _utc(start), _utc(end)
-    check_bounds(start, end, granularity)
     name = f"gpucost-focus-{start:%Y%m%d%H}-{end:%Y%m%d%H}-{granularity}.csv"
-    chunks = _streamed(
-        request.app.state.read_session_factory,
-        kind="focus",
-        start=start,
-        end=end,
-        granularity=granularity,
-        settings=settings,
-    )
-    return _attachment(chunks, name)
+    return _export(request, settings, "focus", start, end, granularity, name)
 
 
 @router.get("/costs.csv", response_class=StreamingResponse, responses=CSV_RESPONSE)
@@ -78,14 +92,5 @@ def get_costs_csv(
 
     Whole months only (`from` and `to` on the 1st at 00:00 UTC)."""
     start, end = _utc(start), _utc(end)
-    check_bounds(start, end, "month")
     name = f"gpucost-costs-{start:%Y%m}-{end:%Y%m}.csv"
-    chunks = _streamed(
-        request.app.state.read_session_factory,
-        kind="costs",
-        start=start,
-        end=end,
-        granularity="month",
-        settings=settings,
-    )
-    return _attachment(chunks, name)
+    return _export(request, settings, "costs", start, end, "month", name)
