@@ -1,5 +1,6 @@
 """The FastAPI application factory."""
 
+import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from app.reports.coalesce import report_coalescer
 from app.reports.router import router as reports_router
 
 SWITCH_INTERVAL_S = 0.0005
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> FastAPI:
@@ -41,6 +43,12 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
         # keeps a transaction's dozen round trips from waiting a full interval each (a group
         # of reports took three times as long under load with the default).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        # What start-up built (modules, routes, schemas, the engine) lives as long as the
+        # process: frozen, the cycle collector stops walking it. A batch of 500 reports makes
+        # some 100,000 objects, which at the default threshold of 700 set off a hundred
+        # collections, full ones among them (replay: 31,000 GPU-entries/s before, 40,000 after).
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         yield
         engine.dispose()
 
