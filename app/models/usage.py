@@ -30,9 +30,11 @@ class Usage(Base):
     __tablename__ = "usage"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"), index=True)
-    gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id"))
-    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    # No foreign keys: see migration 0007. Only ingest writes these ids, each one read or
+    # created in the same transaction; GPUs and jobs are never deleted.
+    report_id: Mapped[int] = mapped_column(BigIntPK)
+    gpu_id: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[int | None] = mapped_column(Integer, index=True)
     period_start: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     gpu_us: Mapped[int] = mapped_column(BigInteger)
     busy_us: Mapped[int] = mapped_column(BigInteger)
