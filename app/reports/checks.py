@@ -41,22 +41,19 @@ def _check_gpu_entries(report: ReportIn, *, settings: Settings) -> None:
     used: dict[str, Decimal] = defaultdict(Decimal)
     jobs_seen: set[tuple[str, str | None]] = set()
     for i, entry in enumerate(report.gpus):
-        first = report.gpus[first_by_uuid.setdefault(entry.uuid, i)]
-        if (first.index, first.model) != (entry.index, entry.model):
-            raise InvalidInput(
-                f"gpus[{i}]", f"GPU {entry.uuid} appears with another index or model"
-            )
-        if uuid_by_index.setdefault(entry.index, entry.uuid) != entry.uuid:
-            raise InvalidInput(f"gpus[{i}].index", f"index {entry.index} is given to two GPUs")
-        if (entry.uuid, entry.job_id) in jobs_seen:
-            raise InvalidInput(
-                f"gpus[{i}].job_id", f"job {entry.job_id} appears twice for GPU {entry.uuid}"
-            )
-        jobs_seen.add((entry.uuid, entry.job_id))
-        used[entry.uuid] += entry.gpu_seconds
-        if used[entry.uuid] > limit:
+        uuid, index = entry["uuid"], entry["index"]
+        first = report.gpus[first_by_uuid.setdefault(uuid, i)]
+        if (first["index"], first["model"]) != (index, entry["model"]):
+            raise InvalidInput(f"gpus[{i}]", f"GPU {uuid} appears with another index or model")
+        if uuid_by_index.setdefault(index, uuid) != uuid:
+            raise InvalidInput(f"gpus[{i}].index", f"index {index} is given to two GPUs")
+        job = (uuid, entry["job_id"])
+        if job in jobs_seen:
+            raise InvalidInput(f"gpus[{i}].job_id", f"job {job[1]} appears twice for GPU {uuid}")
+        jobs_seen.add(job)
+        used[uuid] += entry["gpu_seconds"]
+        if used[uuid] > limit:
             raise InvalidInput(
                 f"gpus[{i}].gpu_seconds",
-                f"GPU {entry.uuid} totals {used[entry.uuid]} GPU-seconds "
-                f"in a {capacity} s interval",
+                f"GPU {uuid} totals {used[uuid]} GPU-seconds in a {capacity} s interval",
             )

@@ -2,13 +2,14 @@
 
 import hashlib
 import json
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import NamedTuple
 
 from app.reports.schemas import ReportIn
 
 MICRO = Decimal(1_000_000)
 MILLI = Decimal(1_000)
+ZERO = Decimal(0)
 
 
 class Entry(NamedTuple):
@@ -25,29 +26,31 @@ class Entry(NamedTuple):
     mem_peak_bytes: int
 
 
-def _units(value: Decimal, scale: Decimal) -> int:
-    return int((value * scale).to_integral_value(ROUND_HALF_EVEN))
-
-
 def normalize(report: ReportIn) -> list[Entry]:
     """Entries in integer units (microseconds, millijoules), in a canonical order."""
     entries = []
+    # round() of a Decimal is to the nearest integer, halves to even, exactly.
     for gpu in report.gpus:
-        gpu_us = _units(gpu.gpu_seconds, MICRO)
+        util_pct = gpu.get("util_pct", ZERO)
+        gpu_us = round(gpu["gpu_seconds"] * MICRO)
         entries.append(
             Entry(
-                uuid=gpu.uuid,
-                job_id=gpu.job_id,
-                gpu_index=gpu.index,
-                model=gpu.model,
-                gpu_us=gpu_us,
-                busy_us=_units(gpu_us * gpu.util_pct / 100, Decimal(1)),
-                util_pct=str(gpu.util_pct.normalize()),
-                energy_mj=_units(gpu.energy_j, MILLI),
-                mem_peak_bytes=gpu.mem_peak_bytes,
+                gpu["uuid"],
+                gpu["job_id"],
+                gpu["index"],
+                gpu["model"],
+                gpu_us,
+                round(gpu_us * util_pct / 100),
+                str(util_pct.normalize()),
+                round(gpu.get("energy_j", ZERO) * MILLI),
+                gpu.get("mem_peak_bytes", 0),
             )
         )
-    return sorted(entries, key=lambda e: (e.uuid, e.job_id or ""))
+    return sorted(entries, key=_canonical_order)
+
+
+def _canonical_order(entry: Entry) -> tuple[str, str]:
+    return entry.uuid, entry.job_id or ""
 
 
 def payload_digest(report: ReportIn, entries: list[Entry]) -> str:

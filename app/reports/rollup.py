@@ -36,10 +36,19 @@ class HourlyTotals:
     ) -> None:
         """Add a report's entries, each with its job's id (0 for idle capacity)."""
         slices = hour_slices(start, end)
+        sums = self._sums
+        if len(slices[1]) == 1:  # within one hour, as most reports are: nothing to split
+            hour = slices[1][0].hour
+            for entry, job_pk in entries:
+                acc = sums[(cluster_pk, job_pk, entry.model, hour)]
+                acc[0] += entry.gpu_us
+                acc[1] += entry.busy_us
+                acc[2] += entry.energy_mj
+            return
         for entry, job_pk in entries:
             amounts = (entry.gpu_us, entry.busy_us, entry.energy_mj)
             for hour, shares in split_amounts(slices, amounts):
-                acc = self._sums[(cluster_pk, job_pk, entry.model, hour)]
+                acc = sums[(cluster_pk, job_pk, entry.model, hour)]
                 acc[0] += shares[0]
                 acc[1] += shares[1]
                 acc[2] += shares[2]

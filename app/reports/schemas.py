@@ -2,9 +2,10 @@
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from typing_extensions import TypedDict
 
 from app.core.errors import PRINTABLE
 
@@ -19,8 +20,12 @@ Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 JobId = Annotated[str, Field(min_length=1, max_length=128, pattern=JOB_ID_PATTERN)]
 
 
-class GpuUsageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class GpuUsageIn(TypedDict):
+    """One GPU's usage for one job (or idle) in a report. A plain dict once validated: a
+    report carries one per GPU and job, and a batch thousands, each cheaper as a dict than
+    as a model."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     uuid: Annotated[
         str, Field(pattern=GPU_UUID_PATTERN, examples=["GPU-5f3a2c1e-0b7d-4e8a-9c6f-1d2e3f4a5b6c"])
@@ -31,15 +36,10 @@ class GpuUsageIn(BaseModel):
     ]
     job_id: JobId | None
     gpu_seconds: Annotated[Decimal, Field(ge=0, le=10**7, allow_inf_nan=False)]
-    util_pct: Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)] = Decimal(0)
-    energy_j: Annotated[Decimal, Field(ge=0, le=10**12, allow_inf_nan=False)] = Decimal(0)
-    mem_peak_bytes: Annotated[int, Field(ge=0, le=2**53)] = 0
-
-    @field_validator("uuid")
-    @classmethod
-    def _canonical_uuid(cls, value: str) -> str:
-        # NVML prints lower-case hex; one spelling per GPU keeps one row per GPU.
-        return value[:4] + value[4:].lower()
+    # Absent: 0.
+    util_pct: NotRequired[Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]]
+    energy_j: NotRequired[Annotated[Decimal, Field(ge=0, le=10**12, allow_inf_nan=False)]]
+    mem_peak_bytes: NotRequired[Annotated[int, Field(ge=0, le=2**53)]]
 
 
 class ReportIn(BaseModel):
@@ -51,6 +51,15 @@ class ReportIn(BaseModel):
     start: AwareDatetime
     end: AwareDatetime
     gpus: Annotated[list[GpuUsageIn], Field(max_length=SCHEMA_MAX_ENTRIES)]
+
+    @field_validator("gpus")
+    @classmethod
+    def _canonical_uuids(cls, gpus: list[GpuUsageIn]) -> list[GpuUsageIn]:
+        # NVML prints lower-case hex; one spelling per GPU keeps one row per GPU.
+        for gpu in gpus:
+            uuid = gpu["uuid"]
+            gpu["uuid"] = uuid[:4] + uuid[4:].lower()
+        return gpus
 
     @field_validator("start", "end")
     @classmethod
