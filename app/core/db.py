@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -20,7 +21,7 @@ def create_db_engine(settings: Settings) -> Engine:
     """Build the engine for the configured URL; SQLite gets WAL, foreign keys and write locks."""
     url = make_url(settings.database_url)
     if url.get_backend_name() != "sqlite":
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_pool_size,
@@ -28,6 +29,8 @@ def create_db_engine(settings: Settings) -> Engine:
             pool_pre_ping=True,
             connect_args={"connect_timeout": max(1, int(settings.db_pool_timeout_seconds))},
         )
+        event.listen(engine, "connect", _binary_arrays)
+        return engine
     engine = create_engine(
         url,
         pool_size=settings.db_pool_size,
@@ -59,6 +62,12 @@ def create_db_engine(settings: Settings) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _binary_arrays(dbapi_connection: Any, _record: Any) -> None:
+    # Arrays carry a batch's rows (see app.core.upsert). As text, psycopg formats and quotes
+    # each element in Python, 2 µs a timestamp; in binary, 0.1 µs.
+    dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 def create_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
