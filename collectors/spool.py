@@ -8,13 +8,14 @@ reached the service: those are never coalesced, since the service may already ho
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,9 +43,14 @@ CREATE TABLE IF NOT EXISTS jobs (
 @dataclass(frozen=True)
 class SpooledReport:
     seq: int
-    body: dict[str, Any]
+    # The report as spooled, JSON: sent as it is, read only when needed.
+    text: str
     spooled_wall_ns: int
     attempted: bool
+
+    @functools.cached_property
+    def body(self) -> dict[str, Any]:
+        return cast(dict[str, Any], json.loads(self.text))
 
 
 class Spool:
@@ -114,7 +120,7 @@ class Spool:
             "ORDER BY seq LIMIT ?",
             (limit,),
         ).fetchall()
-        return [SpooledReport(s, json.loads(b), w, bool(a)) for s, b, w, a in rows]
+        return [SpooledReport(s, b, w, bool(a)) for s, b, w, a in rows]
 
     def mark_attempted(self, seqs: list[int], attempted: bool = True) -> None:
         with self._transaction() as db:
