@@ -2,6 +2,7 @@
 would have stored: the same raw rows, rollup sums, job spans, node and GPU records. Reports
 of several requests stored together: one the database refuses fails only its own request."""
 
+import json
 from typing import Any
 
 import pytest
@@ -243,3 +244,54 @@ def test_report_without_gpus_marks_its_node_seen(
     node = db.execute(select(Node)).scalar_one()
     assert node.last_interval_end.isoformat() == "2025-01-06T10:01:00+00:00"
     assert db.execute(select(func.count()).select_from(Usage)).scalar_one() == 0
+
+
+def test_a_report_reads_the_same_in_a_valid_batch_a_mixed_batch_and_alone(
+    client: TestClient, auth: Auth, db: Session
+) -> None:
+    # A batch of valid reports is validated from its JSON in one pass; one holding a bad
+    # report falls back to reading each report on its own. The same report must mean the
+    # same either way: a resend through the other path is a duplicate, never a conflict.
+    spelled = {"gpu_seconds": "1.79975E3", "util_pct": "92.50", "energy_j": "1e3"}
+    gpus = [entry(700, job_id="spelled-job", **spelled)]
+    half_hour = {"start": "2025-01-06T10:00:00Z", "end": "2025-01-06T10:30:00Z"}
+    text = json.dumps(report(1, node="spelled-node", gpus=gpus, **half_hour))
+    for name, number in spelled.items():  # numbers as written, not strings
+        text = text.replace(f'"{name}": "{number}"', f'"{name}": {number}')
+    headers = {**auth["collector"], "Content-Type": "application/json"}
+
+    alone_in_valid = client.post(
+        "/v1/reports:batch", content=f'{{"reports":[{text}]}}', headers=headers
+    )
+    beside_a_bad_one = client.post(
+        "/v1/reports:batch", content=f'{{"reports":[{text},{{"seq":"x"}}]}}', headers=headers
+    )
+    single = client.post("/v1/reports", content=text, headers=headers)
+
+    assert [r["status"] for r in alone_in_valid.json()["results"]] == ["accepted"]
+    assert [(r["status"], r["http_status"]) for r in beside_a_bad_one.json()["results"]] == [
+        ("duplicate", 200),
+        ("rejected", 422),
+    ]
+    assert (single.status_code, single.json()["duplicate"]) == (200, True)
+    stored = db.execute(
+        select(Usage.gpu_us, Usage.busy_us, Usage.energy_mj)
+        .join(Job, Job.id == Usage.job_id)
+        .where(Job.scheduler_job_id == "spelled-job")
+    ).all()
+    assert stored == [(1_799_750_000, 1_664_768_750, 1_000_000)]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [("{not json", "body"), ('{"reports": []}', "reports"), ('{"reports": "x"}', "reports")],
+)
+def test_a_batch_that_is_not_a_list_of_reports_is_refused_whole(
+    client: TestClient, auth: Auth, body: str, field: str
+) -> None:
+    headers = {**auth["collector"], "Content-Type": "application/json"}
+
+    response = client.post("/v1/reports:batch", content=body, headers=headers)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field
