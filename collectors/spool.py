@@ -53,6 +53,11 @@ class SpooledReport:
         return cast(dict[str, Any], json.loads(self.text))
 
 
+def _report_text(body: dict[str, Any], seq: int) -> str:
+    # Compact: this text is what the sender puts on the wire.
+    return json.dumps({**body, "seq": seq}, separators=(",", ":"))
+
+
 class Spool:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +110,7 @@ class Spool:
             seq = int(self._meta("next_seq") or 1)
             db.execute(
                 "INSERT INTO reports (seq, body, spooled_wall_ns) VALUES (?, ?, ?)",
-                (seq, json.dumps({**body, "seq": seq}), wall_ns),
+                (seq, _report_text(body, seq), wall_ns),
             )
             self._set_meta(db, "next_seq", str(seq + 1))
             if state is not None:
@@ -149,7 +154,7 @@ class Spool:
             db.executemany("DELETE FROM reports WHERE seq = ?", [(s,) for s in seqs])
             db.execute(
                 "INSERT INTO reports (seq, body, spooled_wall_ns) VALUES (?, ?, ?)",
-                (seq, json.dumps({**body, "seq": seq}), wall_ns),
+                (seq, _report_text(body, seq), wall_ns),
             )
 
     def dead_letters(self) -> list[tuple[int, int | None, str]]:

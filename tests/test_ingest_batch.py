@@ -283,15 +283,36 @@ def test_a_report_reads_the_same_in_a_valid_batch_a_mixed_batch_and_alone(
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
-    [("{not json", "body"), ('{"reports": []}', "reports"), ('{"reports": "x"}', "reports")],
+    ("body", "status", "error"),
+    [
+        ("", 422, {"field": "body", "reason": "Field required"}),
+        ("{not json", 422, {"field": "[1]", "reason": "JSON decode error"}),
+        (
+            '{"reports": []}',
+            422,
+            {
+                "field": "reports",
+                "reason": "List should have at least 1 item after validation, not 0",
+            },
+        ),
+        ('{"reports": "x"}', 422, {"field": "reports", "reason": "Input should be a valid list"}),
+        ("[" * 100_000, 400, None),  # deeper than Python's parser goes
+    ],
 )
 def test_a_batch_that_is_not_a_list_of_reports_is_refused_whole(
-    client: TestClient, auth: Auth, body: str, field: str
+    client: TestClient, auth: Auth, db: Session, body: str, status: int, error: dict | None
 ) -> None:
     headers = {**auth["collector"], "Content-Type": "application/json"}
+    before = db.execute(select(func.count()).select_from(Report)).scalar_one()
 
     response = client.post("/v1/reports:batch", content=body, headers=headers)
 
-    assert response.status_code == 422, response.text
-    assert response.json()["errors"][0]["field"] == field
+    assert response.status_code == status, response.text
+    if error is not None:
+        assert response.json()["errors"] == [error]
+    else:
+        assert response.json() == {
+            "error": "HTTPError",
+            "detail": "There was an error parsing the body",
+        }
+    assert db.execute(select(func.count()).select_from(Report)).scalar_one() == before

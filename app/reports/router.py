@@ -4,7 +4,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -132,6 +132,7 @@ def _store_batch(
         except AppError as exc:
             item.http_status, item.error = exc.status, exc.body()
         else:
+            item.seq = report.seq  # as validated: "7" is 7, whichever path read it
             valid.append((item, report))
     outcomes = _store(session, [report for _, report in valid], clock) if valid else []
     for (item, _), outcome in zip(valid, outcomes, strict=True):
@@ -158,12 +159,19 @@ def _parse_batch(body: bytes) -> Sequence[ReportIn | dict[str, Any]]:
         return ValidBatchIn.model_validate_json(body).reports
     except ValidationError:
         pass
+    # Refused as FastAPI refuses the bodies it reads itself (see POST /v1/reports).
+    if not body:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required"}]
+        )
     try:
         raw = json.loads(body)
-    except ValueError as exc:  # not JSON, or not UTF-8
+    except json.JSONDecodeError as exc:
         raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}"}]
+            [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}]
         ) from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, or nested past Python's limit
+        raise HTTPException(400, "There was an error parsing the body") from exc
     try:
         return BatchIn.model_validate(raw).reports
     except ValidationError as exc:

@@ -15,15 +15,16 @@ _HEX = "[0-9a-fA-F]"
 GPU_UUID_PATTERN = rf"^(GPU|MIG)-{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$"
 # Hard ceiling for the schema; the configured, lower limit is checked by the service.
 SCHEMA_MAX_ENTRIES = 100_000
+ABSENT_IS_ZERO = "0 when absent."
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 JobId = Annotated[str, Field(min_length=1, max_length=128, pattern=JOB_ID_PATTERN)]
 
 
+# A TypedDict, not a model: a batch carries thousands of entries, each validated into a plain
+# dict at a third of the cost of a model instance.
 class GpuUsageIn(TypedDict):
-    """One GPU's usage for one job (or idle) in a report. A plain dict once validated: a
-    report carries one per GPU and job, and a batch thousands, each cheaper as a dict than
-    as a model."""
+    """One GPU's usage for one job (`job_id` null: idle) over the report's interval."""
 
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
@@ -36,10 +37,13 @@ class GpuUsageIn(TypedDict):
     ]
     job_id: JobId | None
     gpu_seconds: Annotated[Decimal, Field(ge=0, le=10**7, allow_inf_nan=False)]
-    # Absent: 0.
-    util_pct: NotRequired[Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]]
-    energy_j: NotRequired[Annotated[Decimal, Field(ge=0, le=10**12, allow_inf_nan=False)]]
-    mem_peak_bytes: NotRequired[Annotated[int, Field(ge=0, le=2**53)]]
+    util_pct: NotRequired[
+        Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False, description=ABSENT_IS_ZERO)]
+    ]
+    energy_j: NotRequired[
+        Annotated[Decimal, Field(ge=0, le=10**12, allow_inf_nan=False, description=ABSENT_IS_ZERO)]
+    ]
+    mem_peak_bytes: NotRequired[Annotated[int, Field(ge=0, le=2**53, description=ABSENT_IS_ZERO)]]
 
 
 class ReportIn(BaseModel):
@@ -86,7 +90,8 @@ class ValidBatchIn(BaseModel):
     reports: Annotated[list[ReportIn], Field(min_length=1)]
 
 
-# The batch route reads its body itself (see ValidBatchIn); its documented shape is BatchIn's.
+# The batch route reads its body itself (see ValidBatchIn); its documented shape is BatchIn's,
+# inlined (BatchIn has no nested model, so its schema has no references to resolve).
 BATCH_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
