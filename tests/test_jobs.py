@@ -114,6 +114,11 @@ def test_bad_job_input_is_a_clear_422(client: TestClient, auth: Auth) -> None:
         (f"/v1/jobs/{CLUSTER}/1", too_many, "labels"),
         (f"/v1/jobs/{CLUSTER}/1", {"model": "x" * 129}, "model"),
         (f"/v1/jobs/{CLUSTER}/bad%20id", {"model": "m"}, "job_id"),
+        # The names costs give idle GPUs and unlabelled jobs: a job so named would join them.
+        (f"/v1/jobs/{CLUSTER}/1", {"team": "(unattributed)"}, "team"),
+        (f"/v1/jobs/{CLUSTER}/1", {"model": " (unattributed) "}, "model"),
+        (f"/v1/jobs/{CLUSTER}/1", {"phase": "(idle)"}, "phase"),
+        (f"/v1/jobs/{CLUSTER}/1", {"user": "(idle)"}, "user"),
     ]
     for url, body, field in cases:
         response = client.put(url, json=body, headers=auth["admin"])

@@ -7,10 +7,25 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.core.errors import PRINTABLE
+from app.costs.query import IDLE, UNATTRIBUTED
 from app.jobs.phases import canonical_phase
 
+
+def _not_reserved(value: str) -> str:
+    # Costs name idle capacity and jobs without the label so; a job named so would be
+    # counted with them.
+    if value in (IDLE, UNATTRIBUTED):
+        raise ValueError(
+            f"{value} is reserved: costs show idle GPUs as {IDLE} and jobs "
+            f"without this label as {UNATTRIBUTED}"
+        )
+    return value
+
+
 Text = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True, pattern=PRINTABLE)
+    str,
+    StringConstraints(min_length=1, max_length=128, strip_whitespace=True, pattern=PRINTABLE),
+    AfterValidator(_not_reserved),
 ]
 LabelKey = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$")
@@ -21,6 +36,7 @@ Phase = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, strip_whitespace=True, pattern=PRINTABLE),
     AfterValidator(canonical_phase),
+    AfterValidator(_not_reserved),
 ]
 
 
