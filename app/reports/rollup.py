@@ -36,18 +36,13 @@ class HourlyTotals:
     ) -> None:
         """Add a report's entries, each with its job's id (0 for idle capacity)."""
         slices = hour_slices(start, end)
+        # Within one hour, as most reports are: nothing to split.
+        whole = slices[1][0].hour if len(slices[1]) == 1 else None
         sums = self._sums
-        if len(slices[1]) == 1:  # within one hour, as most reports are: nothing to split
-            hour = slices[1][0].hour
-            for entry, job_pk in entries:
-                acc = sums[(cluster_pk, job_pk, entry.model, hour)]
-                acc[0] += entry.gpu_us
-                acc[1] += entry.busy_us
-                acc[2] += entry.energy_mj
-            return
         for entry, job_pk in entries:
             amounts = (entry.gpu_us, entry.busy_us, entry.energy_mj)
-            for hour, shares in split_amounts(slices, amounts):
+            parts = ((whole, amounts),) if whole else split_amounts(slices, amounts)
+            for hour, shares in parts:
                 acc = sums[(cluster_pk, job_pk, entry.model, hour)]
                 acc[0] += shares[0]
                 acc[1] += shares[1]
