@@ -10,8 +10,9 @@ from app.audit.service import read_audit
 from app.core.auth import AdminAuth
 from app.core.db import SessionDep
 from app.core.errors import PRINTABLE
+from app.core.numbers import DecimalJsonRoute
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=DecimalJsonRoute)
 
 
 @router.get("")

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query
 from app.core.auth import ViewerAuth
 from app.core.db import SessionDep, SettingsDep
 from app.core.errors import PRINTABLE, ErrorBody, InvalidInput
+from app.core.numbers import DecimalJsonRoute
 from app.core.units import micro_from_usd
 from app.costs.model import model_cost
 from app.costs.schemas import GROUP_KEYS, CostReport, ModelCost
 from app.costs.service import cost_report
 
-router = APIRouter(prefix="/v1", tags=["costs"])
+router = APIRouter(prefix="/v1", tags=["costs"], route_class=DecimalJsonRoute)
 
 Instant = Annotated[
     datetime | None,

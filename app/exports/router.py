@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.auth import ViewerAuth
 from app.core.config import Settings
 from app.core.db import SettingsDep
+from app.core.numbers import DecimalJsonRoute
 from app.exports.service import check_bounds, csv_chunks
 
-router = APIRouter(prefix="/v1/exports", tags=["exports"])
+router = APIRouter(prefix="/v1/exports", tags=["exports"], route_class=DecimalJsonRoute)
 
 Instant = Annotated[datetime, Query(description="A whole UTC hour; no zone means UTC.")]
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {

@@ -7,8 +7,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.migrate import current_revision
+from app.core.numbers import DecimalJsonRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=DecimalJsonRoute)
 
 
 @router.get("/healthz")

@@ -8,11 +8,12 @@ from app.core.auth import JobWriterAuth, ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import SessionDep
 from app.core.errors import PRINTABLE
+from app.core.numbers import DecimalJsonRoute
 from app.jobs.schemas import JobList, JobRead, JobUpdate
 from app.jobs.service import get_job, list_jobs, upsert_job
 from app.reports.schemas import JOB_ID_PATTERN, NAME_PATTERN
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=DecimalJsonRoute)
 
 ClusterPath = Annotated[str, Path(max_length=128, pattern=NAME_PATTERN)]
 JobIdPath = Annotated[str, Path(max_length=128, pattern=JOB_ID_PATTERN)]

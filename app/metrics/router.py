@@ -3,7 +3,9 @@
 from fastapi import APIRouter, Request, Response
 from prometheus_client import generate_latest
 
-router = APIRouter(tags=["metrics"])
+from app.core.numbers import DecimalJsonRoute
+
+router = APIRouter(tags=["metrics"], route_class=DecimalJsonRoute)
 # The classic text format, which every Prometheus version reads (names here are all ASCII).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

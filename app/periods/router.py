@@ -6,11 +6,12 @@ from app.core.auth import AdminAuth, ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import SessionDep, SettingsDep
 from app.core.errors import ErrorBody
+from app.core.numbers import DecimalJsonRoute
 from app.core.units import micro_from_usd
 from app.periods.schemas import PeriodRead
 from app.periods.service import close_month, list_periods, parse_month, read_period
 
-router = APIRouter(prefix="/v1/periods", tags=["periods"])
+router = APIRouter(prefix="/v1/periods", tags=["periods"], route_class=DecimalJsonRoute)
 
 
 @router.get("")

@@ -7,10 +7,11 @@ from fastapi import APIRouter, Response
 from app.core.auth import AdminAuth, ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import SessionDep
+from app.core.numbers import DecimalJsonRoute
 from app.pricing.schemas import EnergyRateCreate, EnergyRateRead, RateCreate, RateRead
 from app.pricing.service import list_energy_rates, list_rates, set_energy_rate, set_rate
 
-router = APIRouter(prefix="/v1", tags=["pricing"])
+router = APIRouter(prefix="/v1", tags=["pricing"], route_class=DecimalJsonRoute)
 _SET: dict[int | str, dict[str, Any]] = {
     201: {"description": "A new price"},
     200: {"description": "A restatement, or no change"},

@@ -16,6 +16,7 @@ from app.core.clock import Clock, ClockDep
 from app.core.config import Settings
 from app.core.db import SessionDep, SettingsDep, commit_with_retry
 from app.core.errors import AppError, ErrorBody, InvalidInput, validation_body
+from app.core.numbers import DecimalJsonRoute
 from app.metrics.deps import ServiceMetricsDep
 from app.metrics.service import ServiceMetrics
 from app.reports.checks import check_report
@@ -30,7 +31,7 @@ from app.reports.schemas import (
 )
 from app.reports.service import Outcome, Stored, ingest_reports
 
-router = APIRouter(prefix="/v1", tags=["reports"])
+router = APIRouter(prefix="/v1", tags=["reports"], route_class=DecimalJsonRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "Not a collector token, or another cluster's"},
