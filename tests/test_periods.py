@@ -183,10 +183,13 @@ def test_corrections_are_booked_once_when_their_month_closes(
         january["current"]["cost_usd"],
     ) == ("2", "2", "5")
     listed = client.get("/v1/periods", headers=auth["viewer"]).json()
-    assert [(p["month"], p["state"]) for p in listed] == [
+    # From the books' start to the first open month, where the next corrections go.
+    assert [(p["month"], p["state"]) for p in listed["periods"]] == [
         ("2025-01", "closed"),
         ("2025-02", "closed"),
+        ("2025-03", "open"),
     ]
+    assert (listed["first"], listed["last"], listed["next_from"]) == ("2025-01", "2025-03", None)
 
 
 def test_close_rules(client: TestClient, auth: Auth, january: None, clock: SettableClock) -> None:

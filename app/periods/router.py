@@ -1,23 +1,40 @@
 """`/v1/periods`: billing months, and closing them."""
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from app.core.auth import AdminAuth, ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import SessionDep, SettingsDep
 from app.core.errors import ErrorBody
-from app.core.numbers import DecimalJsonRoute
+from app.core.numbers import Count, DecimalJsonRoute
 from app.core.units import micro_from_usd
-from app.periods.schemas import PeriodRead
+from app.periods.schemas import PeriodPage, PeriodRead
 from app.periods.service import close_month, list_periods, parse_month, read_period
 
 router = APIRouter(prefix="/v1/periods", tags=["periods"], route_class=DecimalJsonRoute)
 
 
+MAX_PAGE = 120
+
+
 @router.get("")
-def get_periods(_: ViewerAuth, session: SessionDep, settings: SettingsDep) -> list[PeriodRead]:
-    """Every month with usage: open or closed, booked and current figures."""
-    return list_periods(session, default_micro_usd=micro_from_usd(settings.default_rate_usd))
+def get_periods(
+    _: ViewerAuth,
+    session: SessionDep,
+    settings: SettingsDep,
+    from_: Annotated[str | None, Query(alias="from", max_length=7, examples=["2025-01"])] = None,
+    limit: Annotated[int, Count, Query(ge=1, le=MAX_PAGE)] = 12,
+) -> PeriodPage:
+    """The books' months, oldest first, a page at a time: open or closed, booked and current
+    figures."""
+    return list_periods(
+        session,
+        start=None if from_ is None else parse_month(from_, field="from"),
+        limit=limit,
+        default_micro_usd=micro_from_usd(settings.default_rate_usd),
+    )
 
 
 @router.get("/{month}")

@@ -23,3 +23,13 @@ class PeriodRead(BaseModel):
     booked: Totals | None
     corrections_booked: Totals | None
     current: Totals
+
+
+class PeriodPage(BaseModel):
+    periods: list[PeriodRead]
+    # The books' range: from their start (the first closed month, or before any the first
+    # month with usage) to the last month with usage or closed; null when there is none.
+    first: str | None
+    last: str | None
+    # Pass as `from` to read the next page; null on the last page.
+    next_from: str | None

@@ -1,4 +1,11 @@
-"""Closing billing months: the month's lines are booked and never change afterwards."""
+"""Closing billing months: the month's lines are booked and never change afterwards.
+
+The books start at the first month closed, which may not be later than the first month
+with usage (so that no usage is left behind unbilled when they start). From then on months
+close one after another, each the month after the last closed one; usage dated before the
+books' start is outside the books. Two requests closing the same month race to insert its
+row: the database's primary key decides which one closes it.
+"""
 
 from datetime import datetime
 
@@ -7,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.core.errors import Conflict, InvalidInput
+from app.core.timestamps import utc_instant
+from app.core.unique import insert_unless_present
 from app.core.units import from_nano
 from app.exports.corrections import pending_corrections
 from app.exports.lines import (
@@ -18,15 +27,19 @@ from app.exports.lines import (
     next_month,
 )
 from app.models import HourlyUsage, Period, PeriodLine
-from app.periods.schemas import PeriodRead, Totals
+from app.periods.schemas import PeriodPage, PeriodRead, Totals
 
 
-def parse_month(text: str) -> str:
-    """`2025-01` as given, or a 422 naming the month."""
+def parse_month(text: str, *, field: str = "month") -> str:
+    """`2025-01` as given, or a 422 naming the field; months from 1970 to 2999."""
     try:
         start = datetime.strptime(text, "%Y-%m")
     except ValueError:
-        raise InvalidInput("month", f"'{text}' is not a month like 2025-01") from None
+        raise InvalidInput(field, f"'{text}' is not a month like 2025-01") from None
+    try:
+        utc_instant(start)
+    except ValueError as exc:
+        raise InvalidInput(field, f"'{text}' {exc}") from None
     return f"{start.year:04d}-{start.month:02d}"
 
 
@@ -36,17 +49,41 @@ def first_open_month(session: Session) -> str | None:
     return next_month(months[-1]) if months else None
 
 
+def books_start(session: Session) -> str | None:
+    """The first closed month; before any, the first month with usage (None: neither)."""
+    months = closed_months(session)
+    return months[0] if months else _first_month_with_usage(session)
+
+
+def _check_order(session: Session, month: str) -> None:
+    closed = closed_months(session)
+    if month in closed:
+        raise Conflict(f"{month} is already closed")
+    if not closed:
+        first = _first_month_with_usage(session)
+        if first is not None and first < month:
+            raise Conflict(
+                f"months close in order: close {first} before {month} "
+                "(the books start at the first month with usage, or earlier)"
+            )
+        return
+    expected = next_month(closed[-1])
+    if month < expected:
+        raise Conflict(
+            f"months close in order: {month} is before the last closed month, {closed[-1]}; "
+            f"the next month to close is {expected}"
+        )
+    if month > expected:
+        raise Conflict(f"months close in order: close {expected} before {month}")
+
+
 def close_month(
     session: Session, *, month: str, actor: str, now: datetime, default_micro_usd: int
 ) -> PeriodRead:
     """Book a finished month's lines, and the corrections found in earlier closed months."""
     if month_start(next_month(month)) > now:
         raise Conflict(f"{month} is not over yet; it can be closed from {next_month(month)}-01")
-    if session.get(Period, month, with_for_update=True) is not None:
-        raise Conflict(f"{month} is already closed")
-    expected = first_open_month(session) or _first_month_with_usage(session)
-    if expected is not None and expected < month:
-        raise Conflict(f"months close in order: close {expected} before {month}")
+    _check_order(session, month)
     lines = list(
         live_lines(
             session,
@@ -60,7 +97,11 @@ def close_month(
     rows = [_row(month, line) for line in [*lines, *corrections]]
     if rows:
         session.execute(insert(PeriodLine), rows)
-    session.add(Period(month=month, closed_at=now, closed_by=actor))
+    # Last, so that the lines above are computed with the month still open. A concurrent
+    # close of the same month makes this wait for it; if it committed, ours rolls back.
+    period = {"month": month, "closed_at": now, "closed_by": actor}
+    if not insert_unless_present(session, Period, period):
+        raise Conflict(f"{month} is already closed")
     record(
         session,
         at=now,
@@ -149,19 +190,26 @@ def read_period(session: Session, *, month: str, default_micro_usd: int) -> Peri
     )
 
 
-def list_periods(session: Session, *, default_micro_usd: int) -> list[PeriodRead]:
-    """Every month from the first with usage (or the first closed) to the current one."""
-    first = min(
-        filter(None, [_first_month_with_usage(session), *closed_months(session)[:1]]), default=None
+def list_periods(
+    session: Session, *, start: str | None, limit: int, default_micro_usd: int
+) -> PeriodPage:
+    """Up to `limit` months from `start` (default: the books' start), oldest first, within
+    the books: from their start to the first open month or the last with usage."""
+    first = books_start(session)
+    # To the first open month, where the next corrections are billed, or the last with usage.
+    last = max(
+        filter(None, [_last_month_with_usage(session), first_open_month(session)]), default=None
     )
-    if first is None:
-        return []
-    last = max(filter(None, [_last_month_with_usage(session), *closed_months(session)[-1:]]))
-    months, month = [], first
-    while month <= last:
-        months.append(read_period(session, month=month, default_micro_usd=default_micro_usd))
+    if first is None or last is None:
+        return PeriodPage(periods=[], first=None, last=None, next_from=None)
+    month = max(start or first, first)
+    periods: list[PeriodRead] = []
+    while month <= last and len(periods) < limit:
+        periods.append(read_period(session, month=month, default_micro_usd=default_micro_usd))
         month = next_month(month)
-    return months
+    return PeriodPage(
+        periods=periods, first=first, last=last, next_from=month if month <= last else None
+    )
 
 
 def _last_month_with_usage(session: Session) -> str | None:
