@@ -19,6 +19,7 @@ from app.core.migrate import head_revision
 from app.core.requests import RequestId
 from app.costs.router import router as costs_router
 from app.exports.router import router as exports_router
+from app.gpus.router import router as gpus_router
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
 from app.metrics.setup import install_metrics
@@ -69,7 +70,9 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.state.read_session_factory = create_session_factory(engine, read_only=True)
     app.state.schema_head = head_revision()
     app.state.report_coalescer = report_coalescer(
-        clock=clock, max_reports=settings.max_batch_reports
+        clock=clock,
+        max_reports=settings.max_batch_reports,
+        tolerance=settings.occupancy_tolerance_seconds,
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
@@ -84,6 +87,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.include_router(health_router)
     app.include_router(reports_router, responses=ERROR_RESPONSES)
     app.include_router(jobs_router, responses=ERROR_RESPONSES)
+    app.include_router(gpus_router, responses=ERROR_RESPONSES)
     app.include_router(pricing_router, responses=ERROR_RESPONSES)
     app.include_router(costs_router, responses=ERROR_RESPONSES)
     app.include_router(periods_router, responses=ERROR_RESPONSES)

@@ -22,6 +22,8 @@ TABLES = {
     "audit_log",
     "clusters",
     "energy_rates",
+    "gpu_occupancy",
+    "gpu_placements",
     "gpus",
     "jobs",
     "nodes",

@@ -1,11 +1,14 @@
 """Settings read from `GPUCOST_*` environment variables and an optional `.env` file."""
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.core.timestamps import utc_instant
 
 
 class Settings(BaseSettings):
@@ -21,7 +24,13 @@ class Settings(BaseSettings):
     max_gpus_per_report: int = Field(default=1024, ge=1)
     max_report_interval_seconds: int = Field(default=3600, ge=1)
     max_future_skew_seconds: int = Field(default=300, ge=0)
-    gpu_seconds_tolerance_seconds: Decimal = Field(default=Decimal("1"), ge=0)
+    # Physical bounds (see app.reports.checks): a report may not start before this date, nor
+    # carry more energy per GPU than its interval at this power.
+    earliest_report_start: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    max_gpu_power_watts: int = Field(default=2000, ge=1, le=100_000)
+    # How far a report may overlap time already stored for one of its GPUs (clock steps),
+    # at most: never more than a sixtieth of its own interval (see app.reports.occupancy).
+    occupancy_tolerance_seconds: Decimal = Field(default=Decimal("1"), ge=0, le=60)
 
     default_rate_usd: Decimal = Field(default=Decimal("2.00"), ge=0)
 
@@ -47,6 +56,11 @@ class Settings(BaseSettings):
     metrics_max_stale_seconds: float = Field(default=120.0, ge=0)
     # A node (and its GPUs) or a job that reported within this window counts as reporting.
     metrics_reporting_window_seconds: int = Field(default=300, ge=1)
+
+    @field_validator("earliest_report_start")
+    @classmethod
+    def _earliest_in_utc(cls, value: datetime) -> datetime:
+        return utc_instant(value)
 
     @field_validator("database_url")
     @classmethod

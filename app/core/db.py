@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
@@ -100,16 +100,18 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction did nothing
-# wrong and succeeds when run again.
-_RETRYABLE_SQLSTATES = {"40P01", "40001"}
+# wrong and succeeds when run again; exclusion_violation: a concurrent transaction stored GPU
+# time first, which the transaction, run again, finds and refuses with a 409.
+_RETRYABLE_SQLSTATES = {"40P01", "40001", "23P01"}
 
 
-def _retryable(exc: OperationalError) -> bool:
+def _retryable(exc: OperationalError | IntegrityError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
 def commit_with_retry(session: Session, work: Callable[[], T], *, attempts: int = 3) -> T:
-    """Run `work` in the session's transaction and commit it, running it again after a deadlock.
+    """Run `work` in the session's transaction and commit it, running it again after a deadlock
+    or after losing a race for GPU time (see app.reports.occupancy).
 
     Any other error rolls the transaction back, so nothing of a failed piece of work stays.
     """
@@ -118,7 +120,7 @@ def commit_with_retry(session: Session, work: Callable[[], T], *, attempts: int 
             result = work()
             session.commit()
             return result
-        except OperationalError as exc:
+        except (OperationalError, IntegrityError) as exc:
             session.rollback()
             if attempt == attempts or not _retryable(exc):
                 raise

@@ -25,8 +25,11 @@ def find_rows(
     returned: Sequence[str],
     keys: Sequence[str],
     key_values: Iterable[tuple[Any, ...]],
+    where: tuple[Any, ...] = (),
+    params: dict[str, Any] | None = None,
 ) -> Iterator[Row[Any]]:
-    """Rows of `table` (columns `returned`) whose `keys` are any of `key_values`.
+    """Rows of `table` (columns `returned`) whose `keys` are any of `key_values`, and that
+    meet the criteria `where` (built once, at module level) with their `params`.
 
     Keys are grouped by all but their last column (a batch's nodes share their cluster):
     one look-up per group, matching the last column against a list. On PostgreSQL the list
@@ -37,16 +40,20 @@ def find_rows(
         groups[key[:-1]].append(key[-1])
     connection = session.connection()
     dialect = connection.dialect.name
-    stmt = _select_statement(dialect, table, tuple(returned), tuple(keys))
+    stmt = _select_statement(dialect, table, tuple(returned), tuple(keys), where)
     for prefix, lasts in groups.items():
         same = {f"key_{name}": value for name, value in zip(keys, prefix, strict=False)}
         for part in [lasts] if dialect == "postgresql" else chunks(lasts):
-            yield from connection.execute(stmt, {**same, "values": list(part)})
+            yield from connection.execute(stmt, {**(params or {}), **same, "values": list(part)})
 
 
 @functools.cache
 def _select_statement(
-    dialect: str, table: Table, returned: tuple[str, ...], keys: tuple[str, ...]
+    dialect: str,
+    table: Table,
+    returned: tuple[str, ...],
+    keys: tuple[str, ...],
+    where: tuple[Any, ...],
 ) -> Any:
     *first, last = (table.c[name] for name in keys)
     same = [column == bindparam(f"key_{column.name}") for column in first]
@@ -54,7 +61,7 @@ def _select_statement(
         within = last == any_(bindparam("values", type_=postgresql.ARRAY(last.type)))
     else:
         within = last.in_(bindparam("values", expanding=True))
-    return select(*(table.c[name] for name in returned)).where(*same, within)
+    return select(*(table.c[name] for name in returned)).where(*same, within, *where)
 
 
 def as_is(stmt: Any) -> Any:

@@ -62,6 +62,12 @@ class ServiceMetrics:
             ["reason"],
             registry=registry,
         )
+        # Within the 409s: reports that counted GPU time already counted (app.reports.occupancy).
+        self.overlaps = Counter(
+            "gpucost_reports_overlapping",
+            "Collector reports refused for counting a GPU's time already counted",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "gpucost_report_batch_size",
             "Reports per POST /v1/reports:batch request",

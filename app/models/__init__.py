@@ -2,14 +2,15 @@
 
 from app.models.auth import ROLES, ApiToken, AuditEntry
 from app.models.base import Base
-from app.models.fleet import Cluster, Gpu, Node
+from app.models.fleet import Cluster, Gpu, GpuPlacement, Node
 from app.models.jobs import Job
 from app.models.periods import Period, PeriodLine
 from app.models.pricing import EnergyRate, Rate
 from app.models.retention import PruneMark
-from app.models.usage import HourlyUsage, Report, Usage
+from app.models.usage import GPU_OCCUPANCY, HourlyUsage, Report, Usage
 
 __all__ = [
+    "GPU_OCCUPANCY",
     "ROLES",
     "ApiToken",
     "AuditEntry",
@@ -17,6 +18,7 @@ __all__ = [
     "Cluster",
     "EnergyRate",
     "Gpu",
+    "GpuPlacement",
     "HourlyUsage",
     "Job",
     "Node",

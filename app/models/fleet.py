@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime
@@ -38,3 +38,18 @@ class Gpu(Base):
     gpu_index: Mapped[int] = mapped_column(Integer)
     model: Mapped[str] = mapped_column(String(128))
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class GpuPlacement(Base):
+    """Where a GPU was seen: a row when it is first seen and one each time it moves to
+    another node (another cluster included) or slot, from the start of the report that
+    showed it there."""
+
+    __tablename__ = "gpu_placements"
+    __table_args__ = (Index("ix_gpu_placements_gpu_id_since", "gpu_id", "since"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id"))
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    gpu_index: Mapped[int] = mapped_column(Integer)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)

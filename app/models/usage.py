@@ -6,7 +6,17 @@ on every backend; the API turns them back into seconds and joules as decimals.
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigIntPK, UTCDateTime
@@ -41,6 +51,23 @@ class Usage(Base):
     util_pct: Mapped[float] = mapped_column(Float)
     energy_mj: Mapped[int] = mapped_column(BigInteger)
     mem_peak_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+# When each GPU was counted: one row per GPU a stored report carries (a MIG device's under
+# its GPU), each GPU's rows never overlapping from `guard_start` to `period_end`. PostgreSQL
+# enforces that with an exclusion constraint, SQLite with a trigger (migration 0008); ingest
+# looks first, to answer a 409 per report. A core table: it has no key of its own to map.
+GPU_OCCUPANCY = Table(
+    "gpu_occupancy",
+    Base.metadata,
+    Column("gpu_id", Integer, nullable=False),
+    Column("report_id", BigInteger, nullable=False),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("period_end", UTCDateTime, nullable=False),
+    # The start the constraint reads: `period_start` plus the overlap tolerated.
+    Column("guard_start", UTCDateTime, nullable=False),
+    Index("ix_gpu_occupancy_gpu_id_period_end", "gpu_id", "period_end"),
+)
 
 
 class HourlyUsage(Base):

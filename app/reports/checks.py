@@ -1,12 +1,20 @@
-"""The limits a report must keep beyond its schema, each refusal naming the field at fault."""
+"""The limits a report must keep beyond its schema, each refusal naming the field at fault.
+
+Physical bounds hold per GPU, a MIG device counting against the GPU it is carved from: in
+one report a GPU's entries (one per job sharing it, its MIG devices' included) hold at most
+the interval's microseconds and at most the energy the interval allows at the configured
+maximum power.
+"""
 
 from collections import defaultdict
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from app.core.config import Settings
 from app.core.errors import InvalidInput
+from app.reports.entries import ZERO, micros, millis
 from app.reports.schemas import ReportIn
+
+_US = timedelta(microseconds=1)
 
 
 def check_report(report: ReportIn, *, settings: Settings, now: datetime) -> None:
@@ -17,6 +25,12 @@ def check_report(report: ReportIn, *, settings: Settings, now: datetime) -> None
             "end",
             f"interval of {interval.total_seconds():g} s exceeds the maximum of "
             f"{settings.max_report_interval_seconds} s",
+        )
+    if report.start < settings.earliest_report_start:
+        raise InvalidInput(
+            "start",
+            f"{report.start.isoformat()} is before the earliest accepted start, "
+            f"{settings.earliest_report_start.isoformat()}",
         )
     latest = now + timedelta(seconds=settings.max_future_skew_seconds)
     if report.end > latest:
@@ -30,30 +44,58 @@ def check_report(report: ReportIn, *, settings: Settings, now: datetime) -> None
             "gpus",
             f"{len(report.gpus)} entries exceed the maximum of {settings.max_gpus_per_report}",
         )
-    _check_gpu_entries(report, settings=settings)
+    _check_devices(report)
+    _check_physical_bounds(report, max_watts=settings.max_gpu_power_watts)
 
 
-def _check_gpu_entries(report: ReportIn, *, settings: Settings) -> None:
-    capacity = Decimal(str((report.end - report.start).total_seconds()))
-    limit = capacity + settings.gpu_seconds_tolerance_seconds
+def _check_devices(report: ReportIn) -> None:
+    """One index and model per device, one index per GPU, one entry per device and job;
+    a MIG device names its GPU, a whole GPU names none."""
     first_by_uuid: dict[str, int] = {}
-    uuid_by_index: dict[int, str] = {}
-    used: dict[str, Decimal] = defaultdict(Decimal)
+    gpu_by_index: dict[int, str] = {}
     jobs_seen: set[tuple[str, str | None]] = set()
     for i, entry in enumerate(report.gpus):
         uuid, index = entry["uuid"], entry["index"]
+        is_mig = uuid.startswith("MIG-")
+        if is_mig != ("parent_uuid" in entry):
+            reason = "a MIG device must name its GPU" if is_mig else "only a MIG device has one"
+            raise InvalidInput(f"gpus[{i}].parent_uuid", reason)
         first = report.gpus[first_by_uuid.setdefault(uuid, i)]
-        if (first["index"], first["model"]) != (index, entry["model"]):
-            raise InvalidInput(f"gpus[{i}]", f"GPU {uuid} appears with another index or model")
-        if uuid_by_index.setdefault(index, uuid) != uuid:
+        if (first["index"], first["model"], first.get("parent_uuid")) != (
+            index,
+            entry["model"],
+            entry.get("parent_uuid"),
+        ):
+            raise InvalidInput(
+                f"gpus[{i}]", f"GPU {uuid} appears with another index, model or parent"
+            )
+        if gpu_by_index.setdefault(index, report.physical(uuid)) != report.physical(uuid):
             raise InvalidInput(f"gpus[{i}].index", f"index {index} is given to two GPUs")
         job = (uuid, entry["job_id"])
         if job in jobs_seen:
             raise InvalidInput(f"gpus[{i}].job_id", f"job {job[1]} appears twice for GPU {uuid}")
         jobs_seen.add(job)
-        used[uuid] += entry["gpu_seconds"]
-        if used[uuid] > limit:
+
+
+def _check_physical_bounds(report: ReportIn, *, max_watts: int) -> None:
+    interval_us = (report.end - report.start) // _US
+    # mJ = W x µs / 1000
+    energy_limit_mj = interval_us * max_watts // 1000
+    used_us: dict[str, int] = defaultdict(int)
+    used_mj: dict[str, int] = defaultdict(int)
+    for i, entry in enumerate(report.gpus):
+        gpu = report.physical(entry["uuid"])
+        used_us[gpu] += micros(entry["gpu_seconds"])
+        if used_us[gpu] > interval_us:
             raise InvalidInput(
                 f"gpus[{i}].gpu_seconds",
-                f"GPU {uuid} totals {used[uuid]} GPU-seconds in a {capacity} s interval",
+                f"GPU {gpu} totals {used_us[gpu]} µs of GPU time in an interval of "
+                f"{interval_us} µs",
+            )
+        used_mj[gpu] += millis(entry.get("energy_j", ZERO))
+        if used_mj[gpu] > energy_limit_mj:
+            raise InvalidInput(
+                f"gpus[{i}].energy_j",
+                f"GPU {gpu} totals {used_mj[gpu]} mJ in {interval_us} µs, more than "
+                f"{max_watts} W allows ({energy_limit_mj} mJ)",
             )

@@ -9,8 +9,9 @@ transaction pays whatever its size; stored together, they share them.
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.clock import Clock
@@ -93,7 +94,7 @@ class Coalescer:
                 session, lambda: self.store(session, [w.report for w in batch])
             )
         except Exception as exc:
-            if len(batch) > 1 and not isinstance(exc, OperationalError):
+            if len(batch) > 1 and not isinstance(exc, OperationalError | IntegrityError):
                 # One report failed them all (the database refused one of its values, say):
                 # store each on its own, so that it fails only its own request.
                 for waiting in batch:
@@ -114,11 +115,11 @@ class Coalescer:
             waiting.error, waiting.done = exc, True
 
 
-def report_coalescer(*, clock: Clock, max_reports: int) -> Coalescer:
+def report_coalescer(*, clock: Clock, max_reports: int, tolerance: Decimal) -> Coalescer:
     """The coalescer of an app's single-report requests, each report received when stored."""
     return Coalescer(
         store=lambda session, reports: ingest_reports(
-            session, reports=reports, received_at=clock()
+            session, reports=reports, received_at=clock(), tolerance=tolerance
         ),
         max_reports=max_reports,
     )

@@ -3,9 +3,10 @@
 import hashlib
 import json
 from decimal import Decimal
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from app.reports.schemas import ReportIn
+if TYPE_CHECKING:  # the schema reads its entries through this module
+    from app.reports.schemas import ReportIn
 
 MICRO = Decimal(1_000_000)
 MILLI = Decimal(1_000)
@@ -26,13 +27,22 @@ class Entry(NamedTuple):
     mem_peak_bytes: int
 
 
-def normalize(report: ReportIn) -> list[Entry]:
+def micros(seconds: Decimal) -> int:
+    """Seconds as whole microseconds, as stored; round() of a Decimal is exact, halves to even."""
+    return round(seconds * MICRO)
+
+
+def millis(joules: Decimal) -> int:
+    return round(joules * MILLI)
+
+
+def normalize(report: "ReportIn") -> list[Entry]:
     """Entries in integer units (microseconds, millijoules), in a canonical order."""
     entries = []
     # round() of a Decimal is to the nearest integer, halves to even, exactly.
     for gpu in report.gpus:
         util_pct = gpu.get("util_pct", ZERO)
-        gpu_us = round(gpu["gpu_seconds"] * MICRO)
+        gpu_us = micros(gpu["gpu_seconds"])
         entries.append(
             Entry(
                 gpu["uuid"],
@@ -42,7 +52,7 @@ def normalize(report: ReportIn) -> list[Entry]:
                 gpu_us,
                 round(gpu_us * util_pct / 100),
                 str(util_pct.normalize()),
-                round(gpu.get("energy_j", ZERO) * MILLI),
+                millis(gpu.get("energy_j", ZERO)),
                 gpu.get("mem_peak_bytes", 0),
             )
         )
@@ -53,14 +63,16 @@ def _canonical_order(entry: Entry) -> tuple[str, str]:
     return entry.uuid, entry.job_id or ""
 
 
-def payload_digest(report: ReportIn, entries: list[Entry]) -> str:
+def payload_digest(report: "ReportIn") -> str:
     """SHA-256 of the report's meaning, so a resend in another spelling still matches."""
-    canonical = [
+    canonical: list[object] = [
         report.cluster,
         report.node,
         report.seq,
         report.start.isoformat(),
         report.end.isoformat(),
-        entries,
+        report.entries,
     ]
+    if report.parents:  # only MIG devices have one: other reports keep their digest
+        canonical.append(sorted(report.parents.items()))
     return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()

@@ -1,19 +1,22 @@
 """The clusters, nodes, GPUs and jobs that a batch of reports names: found or created together,
 and told when they were last seen."""
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, or_, update
+from sqlalchemy import Row, Table, bindparam, case, insert, or_, update
 from sqlalchemy.orm import Session
 
-from app.core.upsert import get_or_create, get_or_create_ids
-from app.models import Cluster, Gpu, Job, Node
-from app.reports.entries import Entry
+from app.core.upsert import find_rows, get_or_create, get_or_create_ids
+from app.models import Cluster, Gpu, GpuPlacement, Job, Node
+from app.reports.schemas import ReportIn
 
 # One placement per GPU: its node, its index there, its model.
 Placement = tuple[int, int, str]
+GPUS = cast(Table, Gpu.__table__)
+GPU_COLUMNS = ("id", "node_id", "gpu_index", "model", "first_seen")
 
 
 def cluster_ids(session: Session, *, names: Iterable[str], seen: datetime) -> dict[str, int]:
@@ -66,13 +69,11 @@ def _mark_nodes_seen() -> Any:
 _MARK_NODES_SEEN = _mark_nodes_seen()
 
 
-def gpu_ids(
+def gpu_rows(
     session: Session, *, placements: Mapping[str, Placement], seen: datetime
-) -> dict[str, int]:
-    """Ids of GPUs by UUID, each recorded where its latest report puts it.
-
-    A GPU moved to another node or slot keeps its identity.
-    """
+) -> dict[str, Row[Any]]:
+    """The stored rows of GPUs by UUID (id, node, index, model, first seen), a GPU seen for
+    the first time recorded where `placements` puts it."""
     rows = [
         {
             "uuid": uuid,
@@ -83,16 +84,66 @@ def gpu_ids(
         }
         for uuid, (node_pk, gpu_index, model) in sorted(placements.items())
     ]
-    table = cast(Table, Gpu.__table__)
-    found = get_or_create(session, table, ("uuid",), rows, ("id", "node_id", "gpu_index", "model"))
-    moved = [
-        {"gpu_pk": row.id, "node_id": p[0], "gpu_index": p[1], "model": p[2]}
-        for (uuid,), row in sorted(found.items(), key=lambda item: item[1].id)
-        if (row.node_id, row.gpu_index, row.model) != (p := placements[uuid])
-    ]
+    found = get_or_create(session, GPUS, ("uuid",), rows, GPU_COLUMNS)
+    return {uuid: row for (uuid,), row in found.items()}
+
+
+def place_gpus(
+    session: Session,
+    *,
+    stored: Mapping[str, Row[Any]],
+    placements: Mapping[str, tuple[Placement, datetime]],
+    seen: datetime,
+) -> None:
+    """Record where the batch's stored reports put each GPU (`placements`: where, and from
+    when). A GPU keeps its identity when it moves to another slot, node or cluster: its row
+    follows its newest report, and its history gains a row for each place it is shown at
+    that differs from where its history had it at the time."""
+    changed = {
+        uuid: placed
+        for uuid, placed in placements.items()
+        if stored[uuid].first_seen == seen
+        or (stored[uuid].node_id, stored[uuid].gpu_index, stored[uuid].model) != placed[0]
+    }
+    if not changed:  # as nearly always: every GPU where it was
+        return
+    history = _histories(session, [stored[uuid].id for uuid in changed])
+    moved, arrived = [], []
+    for uuid, ((node_pk, gpu_index, model), since) in sorted(changed.items()):
+        row = stored[uuid]
+        past = history.get(row.id, [])
+        then = next((where for at, where in reversed(past) if at <= since), None)
+        if then != (node_pk, gpu_index):
+            arrived.append(
+                {"gpu_id": row.id, "node_id": node_pk, "gpu_index": gpu_index, "since": since}
+            )
+        if not past or since >= past[-1][0]:
+            moved.append(
+                {"gpu_pk": row.id, "node_id": node_pk, "gpu_index": gpu_index, "model": model}
+            )
+    connection = session.connection()
     if moved:
-        session.connection().execute(update(table).where(table.c.id == bindparam("gpu_pk")), moved)
-    return {uuid: row.id for (uuid,), row in found.items()}
+        connection.execute(update(GPUS).where(GPUS.c.id == bindparam("gpu_pk")), moved)
+    if arrived:
+        connection.execute(insert(GpuPlacement), arrived)
+
+
+def _histories(
+    session: Session, gpu_pks: list[int]
+) -> dict[int, list[tuple[datetime, tuple[int, int]]]]:
+    """Each GPU's placements, oldest first."""
+    table = cast(Table, GpuPlacement.__table__)
+    rows = find_rows(
+        session,
+        table,
+        ("since", "id", "node_id", "gpu_index", "gpu_id"),
+        ("gpu_id",),
+        [(pk,) for pk in gpu_pks],
+    )
+    history: dict[int, list[tuple[datetime, tuple[int, int]]]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: (r.since, r.id)):
+        history[row.gpu_id].append((row.since, (row.node_id, row.gpu_index)))
+    return history
 
 
 def job_ids(
@@ -137,8 +188,13 @@ def widen_spans(session: Session, spans: Mapping[int, tuple[datetime, datetime]]
     )
 
 
-def placements_of(entries: Iterable[Entry], node_pk: int) -> dict[str, Placement]:
-    return {e.uuid: (node_pk, e.gpu_index, e.model) for e in entries}
+def placements_of(report: ReportIn, node_pk: int) -> dict[str, Placement]:
+    """Where a report puts each device it names, and each GPU whose MIG devices it names
+    (at their index; with their model until the GPU itself is reported)."""
+    placed = {e.uuid: (node_pk, e.gpu_index, e.model) for e in report.entries}
+    for device, gpu in report.parents.items():
+        placed.setdefault(gpu, placed[device])
+    return placed
 
 
 def _widen_spans() -> Any:

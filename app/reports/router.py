@@ -16,10 +16,11 @@ from app.core.clock import Clock, ClockDep
 from app.core.config import Settings
 from app.core.db import SessionDep, SettingsDep, commit_with_retry
 from app.core.errors import AppError, ErrorBody, InvalidInput, validation_body
-from app.core.numbers import DecimalJsonRoute
+from app.core.numbers import DecimalJsonRoute, parse_json
 from app.metrics.deps import ServiceMetricsDep
 from app.metrics.service import ServiceMetrics
 from app.reports.checks import check_report
+from app.reports.occupancy import Overlap
 from app.reports.schemas import (
     BATCH_REQUEST_BODY,
     BatchIn,
@@ -35,16 +36,28 @@ router = APIRouter(prefix="/v1", tags=["reports"], route_class=DecimalJsonRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "Not a collector token, or another cluster's"},
-    409: {"model": ErrorBody, "description": "Same (cluster, node, seq), different content"},
+    409: {
+        "model": ErrorBody,
+        "description": "Same (cluster, node, seq), different content; or GPU time already "
+        "counted (`Overlap`)",
+    },
 }
 
 
-def _store(session: Session, reports: list[ReportIn], clock: Clock) -> list[Outcome]:
+def _store(
+    session: Session, reports: list[ReportIn], clock: Clock, settings: Settings
+) -> list[Outcome]:
     # One transaction for the whole batch. Should the database refuse a value that validation
     # let through, the request is refused whole (422) and nothing of it stays; a collector
     # then halves its batch until the one bad report is alone.
     return commit_with_retry(
-        session, lambda: ingest_reports(session, reports=reports, received_at=clock())
+        session,
+        lambda: ingest_reports(
+            session,
+            reports=reports,
+            received_at=clock(),
+            tolerance=settings.occupancy_tolerance_seconds,
+        ),
     )
 
 
@@ -53,6 +66,8 @@ def _store_one(state: State, principal: Principal, report: ReportIn) -> Stored:
     check_report(report, settings=state.settings, now=state.clock())
     stored = state.report_coalescer.submit(state.session_factory, report)
     if isinstance(stored, AppError):
+        if isinstance(stored, Overlap):
+            state.service_metrics.overlaps.inc()
         raise stored
     return stored
 
@@ -135,10 +150,12 @@ def _store_batch(
         else:
             item.seq = report.seq  # as validated: "7" is 7, whichever path read it
             valid.append((item, report))
-    outcomes = _store(session, [report for _, report in valid], clock) if valid else []
+    outcomes = _store(session, [r for _, r in valid], clock, settings) if valid else []
     for (item, _), outcome in zip(valid, outcomes, strict=True):
         if isinstance(outcome, AppError):
             item.http_status, item.error = outcome.status, outcome.body()
+            if isinstance(outcome, Overlap):
+                metrics.overlaps.inc()
         else:
             item.report_id = outcome.report_id
             item.status = "duplicate" if outcome.duplicate else "accepted"
@@ -153,26 +170,26 @@ def _store_batch(
 
 
 def _parse_batch(body: bytes) -> Sequence[ReportIn | dict[str, Any]]:
-    """The batch's reports. When all are valid, as they nearly always are, they are validated
-    straight from the JSON in one pass; otherwise each is returned raw, to be validated on
-    its own, so that a bad report rejects only itself."""
-    try:
-        return ValidBatchIn.model_validate_json(body).reports
-    except ValidationError:
-        pass
+    """The batch's reports, read with decimal numbers. When all are valid, as they nearly
+    always are, they are validated in one pass; otherwise each is returned raw, to be
+    validated on its own, so that a bad report rejects only itself."""
     # Refused as FastAPI refuses the bodies it reads itself (see POST /v1/reports).
     if not body:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required"}]
         )
     try:
-        raw = json.loads(body)
+        raw = parse_json(body)
     except json.JSONDecodeError as exc:
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}]
         ) from None
     except (ValueError, RecursionError) as exc:  # not UTF-8, or nested past Python's limit
         raise HTTPException(400, "There was an error parsing the body") from exc
+    try:
+        return ValidBatchIn.model_validate(raw).reports
+    except ValidationError:
+        pass
     try:
         return BatchIn.model_validate(raw).reports
     except ValidationError as exc:

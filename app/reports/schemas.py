@@ -1,18 +1,24 @@
 """The collector report contract (`POST /v1/reports`), validated at the edge."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from typing_extensions import TypedDict
 
 from app.core.errors import PRINTABLE
+from app.core.numbers import Count, Number
+from app.core.timestamps import UtcInstant
+from app.reports.entries import Entry, normalize
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*$"
 _HEX = "[0-9a-fA-F]"
-GPU_UUID_PATTERN = rf"^(GPU|MIG)-{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$"
+_UUID = rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
+GPU_UUID_PATTERN = rf"^(GPU|MIG)-{_UUID}$"
+WHOLE_GPU_UUID_PATTERN = rf"^GPU-{_UUID}$"
 # Hard ceiling for the schema; the configured, lower limit is checked by the service.
 SCHEMA_MAX_ENTRIES = 100_000
 ABSENT_IS_ZERO = "0 when absent."
@@ -31,19 +37,39 @@ class GpuUsageIn(TypedDict):
     uuid: Annotated[
         str, Field(pattern=GPU_UUID_PATTERN, examples=["GPU-5f3a2c1e-0b7d-4e8a-9c6f-1d2e3f4a5b6c"])
     ]
-    index: Annotated[int, Field(ge=0, le=1023)]
+    # A MIG device names the GPU it is carved from; its time is that GPU's (see checks).
+    parent_uuid: NotRequired[
+        Annotated[
+            str,
+            Field(
+                pattern=WHOLE_GPU_UUID_PATTERN,
+                description="Required for a `MIG-` device: the UUID of its GPU.",
+            ),
+        ]
+    ]
+    index: Annotated[int, Count, Field(ge=0, le=1023)]
     model: Annotated[
         str, Field(min_length=1, max_length=128, pattern=PRINTABLE, examples=["NVIDIA H800"])
     ]
     job_id: JobId | None
-    gpu_seconds: Annotated[Decimal, Field(ge=0, le=10**7, allow_inf_nan=False)]
+    gpu_seconds: Annotated[Decimal, Number, Field(ge=0, le=10**7, allow_inf_nan=False)]
     util_pct: NotRequired[
-        Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False, description=ABSENT_IS_ZERO)]
+        Annotated[
+            Decimal,
+            Number,
+            Field(ge=0, le=100, allow_inf_nan=False, description=ABSENT_IS_ZERO),
+        ]
     ]
     energy_j: NotRequired[
-        Annotated[Decimal, Field(ge=0, le=10**12, allow_inf_nan=False, description=ABSENT_IS_ZERO)]
+        Annotated[
+            Decimal,
+            Number,
+            Field(ge=0, le=10**12, allow_inf_nan=False, description=ABSENT_IS_ZERO),
+        ]
     ]
-    mem_peak_bytes: NotRequired[Annotated[int, Field(ge=0, le=2**53, description=ABSENT_IS_ZERO)]]
+    mem_peak_bytes: NotRequired[
+        Annotated[int, Count, Field(ge=0, le=2**53, description=ABSENT_IS_ZERO)]
+    ]
 
 
 class ReportIn(BaseModel):
@@ -51,9 +77,9 @@ class ReportIn(BaseModel):
 
     cluster: Name
     node: Name
-    seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
-    start: AwareDatetime
-    end: AwareDatetime
+    seq: Annotated[int, Count, Field(ge=0, le=2**63 - 1)]
+    start: UtcInstant
+    end: UtcInstant
     gpus: Annotated[list[GpuUsageIn], Field(max_length=SCHEMA_MAX_ENTRIES)]
 
     @field_validator("gpus")
@@ -63,12 +89,10 @@ class ReportIn(BaseModel):
         for gpu in gpus:
             uuid = gpu["uuid"]
             gpu["uuid"] = uuid[:4] + uuid[4:].lower()
+            parent = gpu.get("parent_uuid")
+            if parent is not None:
+                gpu["parent_uuid"] = parent[:4] + parent[4:].lower()
         return gpus
-
-    @field_validator("start", "end")
-    @classmethod
-    def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
 
     @field_validator("end")
     @classmethod
@@ -77,6 +101,20 @@ class ReportIn(BaseModel):
         if start is not None and value <= start:
             raise ValueError("end must be after start")
         return value
+
+    @cached_property
+    def entries(self) -> list[Entry]:
+        """The entries in exact integer units, worked out once (checks and storing read them)."""
+        return normalize(self)
+
+    @cached_property
+    def parents(self) -> dict[str, str]:
+        """Each MIG device's GPU, by UUID."""
+        return {g["uuid"]: g["parent_uuid"] for g in self.gpus if "parent_uuid" in g}
+
+    def physical(self, uuid: str) -> str:
+        """The GPU whose time an entry's device takes: a MIG device's parent, or itself."""
+        return self.parents.get(uuid, uuid)
 
 
 class BatchIn(BaseModel):

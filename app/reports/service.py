@@ -4,18 +4,20 @@ rollup, in a fixed number of statements per batch whatever its size."""
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Row, Table, delete, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app.audit.service import record
 from app.core.errors import AppError, Conflict, InvalidInput
 from app.core.upsert import find_rows, insert_many
-from app.models import PruneMark, Report, Usage
-from app.reports import identities
-from app.reports.entries import Entry, normalize, payload_digest
+from app.models import GPU_OCCUPANCY, PruneMark, Report, Usage
+from app.reports import identities, occupancy
+from app.reports.entries import payload_digest
 from app.reports.rollup import HourlyTotals
 from app.reports.schemas import ReportIn
 
@@ -49,18 +51,18 @@ Outcome = Stored | AppError
 class _Pending:
     index: int
     report: ReportIn
-    entries: list[Entry]
     digest: str
     cluster_pk: int = 0
     node_pk: int = 0
 
 
 def ingest_reports(
-    session: Session, *, reports: Sequence[ReportIn], received_at: datetime
+    session: Session, *, reports: Sequence[ReportIn], received_at: datetime, tolerance: Decimal
 ) -> list[Outcome]:
     """Store each report once, all in the session's transaction, and say what became of each:
     stored, a duplicate of a stored report (a resend), or an error of its own (a report older
-    than pruned raw usage; the same (node, seq) stored with other content)."""
+    than pruned raw usage; the same (node, seq) stored with other content; GPU time already
+    counted, see app.reports.occupancy)."""
     outcomes: list[Outcome | None] = [None] * len(reports)
     mark = session.connection().execute(PRUNE_MARK).scalar_one_or_none()
     pending: list[_Pending] = []
@@ -72,13 +74,17 @@ def ingest_reports(
                 "pruned: a report that old cannot be told from a resend",
             )
             continue
-        entries = normalize(report)
-        pending.append(_Pending(index, report, entries, payload_digest(report, entries)))
+        pending.append(_Pending(index, report, payload_digest(report)))
     if pending:
         _identify_nodes(session, pending, seen=received_at)
         new = _claim(session, pending, outcomes, received_at=received_at)
         if new:
-            _store_usage(session, new, received_at=received_at)
+            gpus = _identify_gpus(session, new, seen=received_at)
+            new = _occupy(
+                session, new, gpus, outcomes, received_at=received_at, tolerance=tolerance
+            )
+        if new:
+            _store_usage(session, new, gpus, received_at=received_at)
     assert all(outcome is not None for outcome in outcomes)
     return outcomes  # type: ignore[return-value]
 
@@ -117,7 +123,7 @@ def _claim(
             "period_end": p.report.end,
             "received_at": received_at,
             "payload_sha256": p.digest,
-            "entries": len(p.entries),
+            "entries": len(p.report.entries),
         }
         for _, p in sorted(first.items())
     ]
@@ -153,24 +159,95 @@ def _unless_claimed(stmt: Any) -> Any:
     )
 
 
+def _identify_gpus(
+    session: Session, new: list[tuple[_Pending, int]], *, seen: datetime
+) -> dict[str, Row[Any]]:
+    """The stored rows of the new reports' devices and GPUs, by UUID."""
+    placements: dict[str, identities.Placement] = {}
+    for p, _ in reversed(new):  # a GPU seen for the first time: where it is first named
+        placements.update(identities.placements_of(p.report, p.node_pk))
+    return identities.gpu_rows(session, placements=placements, seen=seen)
+
+
+def _occupy(
+    session: Session,
+    new: list[tuple[_Pending, int]],
+    stored: dict[str, Row[Any]],
+    outcomes: list[Outcome | None],
+    *,
+    received_at: datetime,
+    tolerance: Decimal,
+) -> list[tuple[_Pending, int]]:
+    """Refuse the new reports that count GPU time already counted, in the batch's order;
+    record the others' time. The reports that stay stored, with their ids."""
+    claims: list[tuple[_Pending, int, list[occupancy.Interval]]] = []
+    for p, report_pk in new:
+        report = p.report
+        guard = report.start + occupancy.tolerated(report.start, report.end, tolerance)
+        owner = f"{report.cluster}/{report.node} seq {report.seq}"
+        gpus = sorted({report.physical(e.uuid) for e in report.entries})
+        intervals = [
+            occupancy.Interval(stored[uuid].id, report.start, report.end, guard, owner)
+            for uuid in gpus
+        ]
+        claims.append((p, report_pk, intervals))
+    ledger = occupancy.stored_ledger(session, [i for _, _, held in claims for i in held])
+    kept: list[tuple[_Pending, int]] = []
+    refused: list[int] = []
+    rows: list[dict[str, Any]] = []
+    uuids = {row.id: uuid for uuid, row in stored.items()}
+    for p, report_pk, intervals in claims:
+        clash = next(((i, held) for i in intervals if (held := ledger.clash(i)) is not None), None)
+        if clash is not None:
+            interval, held = clash
+            error = occupancy.refusal(uuids[interval.gpu_pk], interval, held)
+            outcomes[p.index] = error
+            refused.append(report_pk)
+            record(
+                session,
+                at=received_at,
+                actor=f"{p.report.cluster}/{p.report.node}",
+                action="report.overlap",
+                target=f"gpu {uuids[interval.gpu_pk]}",
+                details={"seq": p.report.seq, "detail": error.message},
+            )
+            continue
+        for interval in intervals:
+            ledger.add(interval)
+        rows.extend(occupancy.occupancy_rows(report_pk, intervals))
+        kept.append((p, report_pk))
+    if refused:
+        session.connection().execute(delete(REPORTS).where(REPORTS.c.id.in_(refused)))
+    if rows:
+        # In GPU order, so that two transactions meeting on the same GPUs wait in one order.
+        rows.sort(key=lambda row: (row["gpu_id"], row["period_start"]))
+        insert_many(session, GPU_OCCUPANCY, rows)
+    return kept
+
+
 def _store_usage(
-    session: Session, new: list[tuple[_Pending, int]], *, received_at: datetime
+    session: Session,
+    new: list[tuple[_Pending, int]],
+    gpus: dict[str, Row[Any]],
+    *,
+    received_at: datetime,
 ) -> None:
     ends: dict[int, datetime] = {}
-    placements: dict[str, identities.Placement] = {}
+    placements: dict[str, tuple[identities.Placement, datetime]] = {}
     spans: dict[tuple[int, str], tuple[datetime, datetime]] = {}
     for p, _ in new:
         report = p.report
         ends[p.node_pk] = max(ends.get(p.node_pk, report.end), report.end)
         # Reports are applied in order: a GPU's latest report says where it is.
-        placements.update(identities.placements_of(p.entries, p.node_pk))
-        for e in p.entries:
+        placed = identities.placements_of(report, p.node_pk)
+        placements.update((uuid, (where, report.start)) for uuid, where in placed.items())
+        for e in report.entries:
             if e.job_id is not None:
                 key = (p.cluster_pk, e.job_id)
                 first, last = spans.get(key, (report.start, report.end))
                 spans[key] = (min(first, report.start), max(last, report.end))
     identities.mark_nodes_seen(session, ends=ends, seen=received_at)
-    gpus = identities.gpu_ids(session, placements=placements, seen=received_at)
+    identities.place_gpus(session, stored=gpus, placements=placements, seen=received_at)
     jobs = identities.job_ids(session, spans=spans, now=received_at)
 
     rows: list[tuple[Any, ...]] = []
@@ -178,12 +255,13 @@ def _store_usage(
     for p, report_pk in new:
         start = p.report.start
         attributed = [
-            (e, jobs[(p.cluster_pk, e.job_id)] if e.job_id is not None else 0) for e in p.entries
+            (e, jobs[(p.cluster_pk, e.job_id)] if e.job_id is not None else 0)
+            for e in p.report.entries
         ]
         rows.extend(
             (
                 report_pk,
-                gpus[e.uuid],
+                gpus[e.uuid].id,
                 job_pk or None,
                 start,
                 e.gpu_us,
