@@ -1,6 +1,5 @@
 """`GET /v1/audit`: every administrative change, newest first."""
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -10,7 +9,8 @@ from app.audit.service import read_audit
 from app.core.auth import AdminAuth
 from app.core.db import SessionDep
 from app.core.errors import PRINTABLE
-from app.core.numbers import DecimalJsonRoute
+from app.core.numbers import Count, DecimalJsonRoute
+from app.core.timestamps import UtcQueryInstant
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=DecimalJsonRoute)
 
@@ -23,13 +23,11 @@ def get_audit(
         str | None, Query(max_length=64, pattern=PRINTABLE, examples=["rate"])
     ] = None,
     actor: Annotated[str | None, Query(max_length=128, pattern=PRINTABLE)] = None,
-    since: datetime | None = None,
-    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    since: UtcQueryInstant | None = None,
+    before: Annotated[int | None, Count, Query(ge=1, le=2**63 - 1)] = None,
+    limit: Annotated[int, Count, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
     """Who changed what and when: rates, jobs, tokens, closed months (admin only)."""
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
     entries, next_before = read_audit(
         session, action=action, actor=actor, since=since, before=before, limit=limit
     )

@@ -34,9 +34,13 @@ def read_audit(
     """Newest entries first, matching the filters; and the cursor of the next page."""
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
     if action is not None:
-        # `rate` matches `rate.create` and `rate.restate`; `rate.create` only itself.
+        # `rate` matches `rate.create` and `rate.restate`; `rate.create` only itself. `%` and
+        # `_` in the filter are matched as themselves, not as LIKE's wildcards.
         query = query.where(
-            or_(AuditEntry.action == action, AuditEntry.action.startswith(action + "."))
+            or_(
+                AuditEntry.action == action,
+                AuditEntry.action.startswith(action + ".", autoescape=True),
+            )
         )
     if actor is not None:
         query = query.where(AuditEntry.actor == actor)

@@ -18,8 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
-# Free text from clients: any character but controls (NUL cannot even be stored).
-PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# Free text from clients: any character but controls (C0, DEL and C1; NUL cannot even be
+# stored) and the bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069) that
+# make a label read otherwise than it is stored.
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]*$"
 
 
 class ErrorBody(BaseModel):

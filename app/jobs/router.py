@@ -8,7 +8,7 @@ from app.core.auth import JobWriterAuth, ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import SessionDep
 from app.core.errors import PRINTABLE
-from app.core.numbers import DecimalJsonRoute
+from app.core.numbers import Count, DecimalJsonRoute
 from app.jobs.schemas import JobList, JobRead, JobUpdate
 from app.jobs.service import get_job, list_jobs, upsert_job
 from app.reports.schemas import JOB_ID_PATTERN, NAME_PATTERN
@@ -56,8 +56,8 @@ def read_jobs(
     phase: Filter = None,
     team: Filter = None,
     user: Filter = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Annotated[int, Count, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Count, Query(ge=0, le=10**9)] = 0,
 ) -> JobList:
     """Jobs matching every filter given, most recently active first."""
     filters = {"cluster": cluster, "model": model, "phase": phase, "team": team, "user": user}
