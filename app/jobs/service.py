@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.core.errors import NotFound
+from app.core.unique import insert_unless_present
 from app.core.upsert import get_or_create_ids
 from app.jobs.schemas import JobRead, JobUpdate
 from app.models import Cluster, HourlyUsage, Job
@@ -39,9 +40,10 @@ def upsert_job(
         .with_for_update()
     )
     job = session.execute(locked).scalar_one_or_none()
-    created = job is None
+    created = False
     if job is None:
-        # A report or another request may create the same job at this moment.
+        # A report or another request may create the same job at this moment: the unique
+        # key decides which one created it, and the others update what it created.
         row = {
             "cluster_id": cluster_id,
             "scheduler_job_id": job_id,
@@ -49,7 +51,7 @@ def upsert_job(
             "created_at": now,
             "updated_at": now,
         }
-        get_or_create_ids(session, Job, ["cluster_id", "scheduler_job_id"], [row])
+        created = insert_unless_present(session, Job, row)
         job = session.execute(locked).scalar_one()
     given = changes.model_dump(exclude_unset=True)
     old = {field: getattr(job, column) for field, column in _FIELDS.items() if field in given}

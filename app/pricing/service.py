@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
+from app.core.unique import insert_unless_present
 from app.core.units import micro_from_usd, plain, usd_from_micro
 from app.core.upsert import get_or_create_ids
 from app.models import Cluster, EnergyRate, Rate
@@ -79,11 +80,11 @@ def _set_price(
         model.cluster_id.is_(None) if cluster_id is None else model.cluster_id == cluster_id
     )
     where = [cluster_match, *(getattr(model, k) == v for k, v in key.items())]
-    existing = session.execute(
-        select(model).where(*where, model.effective_from == body.effective_from).with_for_update()
-    ).scalar_one_or_none()
+    same_start = select(model).where(*where, model.effective_from == body.effective_from)
+    existing: Any = session.execute(same_start.with_for_update()).scalar_one_or_none()
     target = {**key, "cluster": body.cluster, "effective_from": body.effective_from.isoformat()}
     kind = "rate" if model is Rate else "energy_rate"
+    created = False
     if existing is None:
         # The price in force at that instant until now, so the log shows what changed.
         before = session.execute(
@@ -92,16 +93,19 @@ def _set_price(
             .order_by(model.effective_from.desc())
             .limit(1)
         ).scalar_one_or_none()
-        session.add(
-            model(
-                **key,
-                cluster_id=cluster_id,
-                effective_from=body.effective_from,
-                created_at=now,
-                created_by=actor,
-                **{column: price},
-            )
-        )
+        row = {
+            **key,
+            "cluster_id": cluster_id,
+            "effective_from": body.effective_from,
+            "created_at": now,
+            "created_by": actor,
+            column: price,
+        }
+        # The unique key decides between concurrent requests setting the same start.
+        created = insert_unless_present(session, model, row)
+        if not created:
+            existing = session.execute(same_start.with_for_update()).scalar_one()
+    if created:
         old = None if before is None else plain(usd_from_micro(before))
         action = f"{kind}.create"
     elif getattr(existing, column) != price:
@@ -120,7 +124,7 @@ def _set_price(
         details={**target, "old": old, "new": plain(usd_from_micro(price))},
     )
     session.flush()
-    return existing is None
+    return created
 
 
 def _with_ends(
