@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.core.auth import hash_token, new_token
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.unique import insert_unless_present
 from app.models import ROLES, ApiToken
 from app.reports.schemas import NAME_PATTERN
 
@@ -45,13 +46,17 @@ def create_token(
     name = name or f"{role}-{secrets.token_hex(4)}"
     if not _NAME.match(name) or len(name) > 128:
         raise InvalidInput("name", f"'{name}' is not a valid token name (letters, digits, ._:-)")
-    if session.execute(select(ApiToken.id).where(ApiToken.name == name)).first():
-        raise Conflict(f"a token named '{name}' already exists")
     clear = new_token()
-    token = ApiToken(
-        name=name, role=role, cluster=cluster, token_sha256=hash_token(clear), created_at=now
-    )
-    session.add(token)
+    row = {
+        "name": name,
+        "role": role,
+        "cluster": cluster,
+        "token_sha256": hash_token(clear),
+        "created_at": now,
+    }
+    # The unique name decides between two commands creating the same name at once.
+    if not insert_unless_present(session, ApiToken, row):
+        raise Conflict(f"a token named '{name}' already exists")
     record(
         session,
         at=now,
@@ -60,8 +65,7 @@ def create_token(
         target=f"token:{name}",
         details={"role": role, "cluster": cluster},
     )
-    session.flush()
-    return _info(token), clear
+    return TokenInfo(name, role, cluster, now, None), clear
 
 
 def list_tokens(session: Session) -> list[TokenInfo]:
