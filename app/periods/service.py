@@ -3,8 +3,9 @@
 The books start at the first month closed, which may not be later than the first month
 with usage (so that no usage is left behind unbilled when they start). From then on months
 close one after another, each the month after the last closed one; usage dated before the
-books' start is outside the books. Two requests closing the same month race to insert its
-row: the database's primary key decides which one closes it.
+books' start is outside the books. Closes take turns (a lock on PostgreSQL), so each checks
+the order against every close committed before it; and the month's row is inserted unless
+present, so its primary key decides too.
 """
 
 from datetime import datetime
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.core.errors import Conflict, InvalidInput
 from app.core.timestamps import utc_instant
-from app.core.unique import insert_unless_present
+from app.core.unique import insert_unless_present, take_turns
 from app.core.units import from_nano
 from app.exports.corrections import pending_corrections
 from app.exports.lines import (
@@ -83,6 +84,8 @@ def close_month(
     """Book a finished month's lines, and the corrections found in earlier closed months."""
     if month_start(next_month(month)) > now:
         raise Conflict(f"{month} is not over yet; it can be closed from {next_month(month)}-01")
+    # Closes take turns, so that each checks the order against every close before it.
+    take_turns(session, "periods.close")
     _check_order(session, month)
     lines = list(
         live_lines(
