@@ -6,6 +6,8 @@ report interval limit raised to cover a phase (a limit the service lets operator
 hourly rollup still splits every report into UTC hours, and costs are summed from those.
 """
 
+import csv
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,6 +37,13 @@ PHASES = [  # phase, job id, start, GPU-hours
     ("pre-training", "v3-pretrain", datetime(2024, 9, 1, tzinfo=UTC), 2_664_000),
     ("context-extension", "v3-long-context", datetime(2024, 11, 1, tzinfo=UTC), 119_000),
     ("post-training", "v3-sft-rl", datetime(2024, 11, 10, tzinfo=UTC), 5_000),
+]
+
+
+V3_PHASES = [
+    ("pre-training", "2664000", "5328000"),
+    ("context-extension", "119000", "238000"),
+    ("post-training", "5000", "10000"),
 ]
 
 
@@ -81,14 +90,10 @@ def test_model_cost_reproduces_the_v3_table(v3_client: TestClient, auth) -> None
 
     assert response.status_code == 200, response.text
     body = response.json()
+    # Exact, not rounded: each figure is summed exactly and rounded once, where shown.
+    assert [(p["phase"], p["gpu_hours"], p["cost_usd"]) for p in body["phases"]] == V3_PHASES
+    assert (body["total"]["gpu_hours"], body["total"]["cost_usd"]) == ("2788000", "5576000")
     phases = [(p["phase"], Decimal(p["gpu_hours"]), Decimal(p["cost_usd"])) for p in body["phases"]]
-    assert phases == [
-        ("pre-training", Decimal(2_664_000), Decimal("5328000.00")),
-        ("context-extension", Decimal(119_000), Decimal("238000.00")),
-        ("post-training", Decimal(5_000), Decimal("10000.00")),
-    ]
-    assert Decimal(body["total"]["gpu_hours"]) == 2_788_000
-    assert Decimal(body["total"]["cost_usd"]) == Decimal("5576000.00")
     assert [p["peak_gpus"] for p in body["phases"]] == ["2048", "2048", "2048"]
     assert body["phases"][0]["first_usage"] == "2024-09-01T00:00:00Z"
     assert body["phases"][0]["last_usage"] == "2024-10-25T04:46:52.500000Z"
@@ -117,6 +122,44 @@ def test_every_grouping_agrees_on_the_v3_total(v3_client: TestClient, auth) -> N
         assert row_sum == Decimal(body["total"]["cost_usd"]), group_by
         totals.add((body["total"]["cost_usd"], body["total"]["gpu_hours"]))
     assert totals == {("5576000", "2788000")}
+
+
+def test_every_route_and_export_shows_the_v3_phases_exactly(
+    v3_client: TestClient, auth, db_url: str
+) -> None:
+    viewer = auth["viewer"]
+    rows = v3_client.get("/v1/costs", params={"group_by": "phase"}, headers=viewer).json()["rows"]
+    assert sorted((r["phase"], r["gpu_hours"], r["cost_usd"]) for r in rows) == sorted(V3_PHASES)
+    window = {"from": "2024-09-01T00:00:00Z", "to": "2024-12-01T00:00:00Z"}
+    per_phase: dict[str, list[Decimal]] = {}
+    for name, hours, cost in (("focus.csv", "PricingQuantity", "BilledCost"),
+                              ("costs.csv", "gpu_hours", "cost_usd")):  # fmt: skip
+        response = v3_client.get(f"/v1/exports/{name}", params=window, headers=viewer)
+        assert response.status_code == 200, response.text
+        figures = per_phase[name] = []
+        for row in csv.DictReader(io.StringIO(response.text)):
+            figures.append(
+                (row.get("phase") or json.loads(row["Tags"])["phase"], row[hours], row[cost])
+            )
+    # Each month's rows, with nothing to round, read exactly as the usage was.
+    assert all(
+        "." not in hours and "." not in cost for f in per_phase.values() for _, hours, cost in f
+    )
+    for figures in per_phase.values():
+        summed = {phase: (sum(Decimal(h) for p, h, _ in figures if p == phase),
+                          sum(Decimal(c) for p, _, c in figures if p == phase))
+                  for phase, _, _ in V3_PHASES}  # fmt: skip
+        assert summed == {p: (Decimal(h), Decimal(c)) for p, h, c in V3_PHASES}
+    metrics = v3_client.get("/metrics").text
+    for phase, _, cost in V3_PHASES:
+        line = next(m for m in metrics.splitlines()
+                    if m.startswith("gpucost_cost_usd{") and f'phase="{phase}"' in m)  # fmt: skip
+        assert Decimal(line.split()[-1]) == Decimal(cost), line
+    as_json = CliRunner().invoke(
+        cli, ["report", "deepseek-v3", "--format", "json"], env={"GPUCOST_DATABASE_URL": db_url}
+    )
+    body = json.loads(as_json.stdout)
+    assert [(p["phase"], p["gpu_hours"], p["cost_usd"]) for p in body["phases"]] == V3_PHASES
 
 
 def test_cli_report_prints_the_v3_layout(v3_client: TestClient, db_url: str) -> None:

@@ -52,7 +52,11 @@ def validate_focus(rows: list[dict[str, str]]) -> None:
             assert billing[0] <= charge[0] and charge[1] <= billing[1]
         else:
             assert charge[1] <= billing[0]  # a correction points at an earlier period
-        assert row["BilledCost"] == row["EffectiveCost"] == row["ListCost"] == row["ContractedCost"]
+        assert row["BilledCost"] == row["EffectiveCost"]
+        # One price a row: list cost is quantity x price, exactly (FOCUS ListCost).
+        list_cost = Decimal(row["PricingQuantity"]) * Decimal(row["ListUnitPrice"])
+        assert Decimal(row["ListCost"]) == Decimal(row["ContractedCost"]) == list_cost
+        assert abs(Decimal(row["ListCost"]) - Decimal(row["BilledCost"])) < Decimal("1e-7")
         json.loads(row["Tags"])
 
 
@@ -221,9 +225,8 @@ def test_text_cells_are_neutralised_against_csv_injection(client: TestClient, au
 
 
 def test_cost_summary_per_month(client: TestClient, auth: Auth, usage: None) -> None:
-    rows = export(
-        client, auth, "costs.csv", **{"from": "2025-01-01T00:00:00Z", "to": "2025-02-01T00:00:00Z"}
-    )
+    window = {"from": "2025-01-01T00:00:00Z", "to": "2025-02-01T00:00:00Z"}
+    rows = export(client, auth, "costs.csv", **window)
 
     assert [
         (r["team"], r["model"], r["phase"], r["gpu_hours"], r["usd_per_gpu_hour"], r["cost_usd"])
@@ -231,8 +234,13 @@ def test_cost_summary_per_month(client: TestClient, auth: Auth, usage: None) -> 
     ] == [
         ("(idle)", "(idle)", "(idle)", "1", "2.1", "2.1"),
         ("(unattributed)", "(unattributed)", "(unattributed)", "0.016666667", "2.1", "0.035"),
-        ("red", "llama", "pre-training", "2.342916667", "2.1", "4.920125"),
+        # 2.3429166666... shown 2.342916666: the rounding of the row above is carried, so
+        # the month's rows add up to its total as the cost API shows it.
+        ("red", "llama", "pre-training", "2.342916666", "2.1", "4.920125"),
     ]
+    total = client.get("/v1/costs", params=window, headers=auth["viewer"]).json()["total"]
+    assert sum(Decimal(r["gpu_hours"]) for r in rows) == Decimal(total["gpu_hours"])
+    assert sum(Decimal(r["cost_usd"]) for r in rows) == Decimal(total["cost_usd"])
     assert {(r["billing_month"], r["charge_class"], r["charge_month"]) for r in rows} == {
         ("2025-01", "usage", "2025-01")
     }

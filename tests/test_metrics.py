@@ -264,9 +264,9 @@ def test_a_restatement_moves_gauges_and_never_lowers_a_counter(
 
 def test_counters_are_exact_sums_whatever_the_grouping(client: TestClient, auth: Auth) -> None:
     # Figures that no decimal place of hours or kWh holds exactly.
-    odd = [entry(0, gpu_seconds="59.999999", util_pct="33.3", energy_j="41200.001")]
-    for job_id, seq in (("a", 1), ("b", 2), ("c", 3)):
-        body = report(seq, gpus=[{**odd[0], "job_id": job_id}])
+    for n, (job_id, seq) in enumerate((("a", 1), ("b", 2), ("c", 3))):
+        odd = entry(n, gpu_seconds="59.999999", util_pct="33.3", energy_j="41200.001")
+        body = report(seq, gpus=[{**odd, "job_id": job_id}])
         assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
     before = scrape(client)
     for job_id in ("a", "b", "c"):
@@ -358,7 +358,9 @@ def test_report_outcomes_by_reason_and_batch_sizes(client: TestClient, auth: Aut
     assert post(report(1, gpus=[entry(gpu_seconds=30)])).status_code == 409
     assert post(report(2, gpus=[entry(util_pct=101)])).status_code == 422
     assert post(report(3, cluster="other")).status_code == 403
-    batch = {"reports": [report(4), report(4), {"seq": 5}, report(6)]}
+    # Other GPUs than report 1's: a GPU is counted once for any moment.
+    again = report(4, gpus=[entry(1)])
+    batch = {"reports": [again, again, {"seq": 5}, report(6, gpus=[entry(2)])]}
     response = client.post("/v1/reports:batch", json=batch, headers=auth["collector"])
     assert response.status_code == 200 and response.json()["rejected"] == 1
 

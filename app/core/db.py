@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
+from app.core.sums import register_sqlite
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "gpucost_read_only"
@@ -49,6 +50,7 @@ def create_db_engine(settings: Settings) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
+        register_sqlite(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:

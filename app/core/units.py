@@ -1,13 +1,25 @@
-"""Exact conversions between stored integer units and the decimals the API shows."""
+"""Exact conversions between stored integer units and the decimals the API shows.
 
-from decimal import ROUND_HALF_EVEN, Decimal
+Figures are summed as exact integers and rounded once, where they are shown. GPU-time is
+kept in microseconds, energy in millijoules; a figure in hours, kWh or USD is an integer
+count of `PARTS`-ths of its unit until then: microseconds x 10^6 for hours, millijoules
+x 10^6 for kWh, and microseconds (or millijoules) x micro-USD per GPU-hour (or kWh) for USD.
+An hour is not a power of ten, so these sums have no exact decimal: each is shown rounded
+half to even to nine decimal places, and a value exact in nine decimals is shown exactly.
+"""
+
+from decimal import MAX_PREC, Context, Decimal
 from typing import Annotated
 
 from pydantic import PlainSerializer
 
 MICRO = Decimal(1_000_000)
-US_PER_HOUR = Decimal(3_600_000_000)  # microseconds in an hour
-DISPLAY_PLACES = Decimal("1e-9")
+US_PER_HOUR = 3_600_000_000  # microseconds in an hour
+MJ_PER_KWH = 3_600_000_000  # millijoules in a kWh
+# An exact figure's denominator: micro-USD per GPU-hour x microseconds, per USD.
+PARTS = US_PER_HOUR * 1_000_000
+PARTS_PER_NANO = PARTS // 1_000_000_000
+_EXACT = Context(prec=MAX_PREC)
 
 
 def plain(value: Decimal) -> str:
@@ -24,14 +36,65 @@ def seconds(micros: int) -> Decimal:
     return Decimal(micros) / MICRO
 
 
-def hours(micros: int) -> Decimal:
-    """Microseconds as hours, to nine decimal places (an hour is not a power of ten)."""
-    return (Decimal(micros) / US_PER_HOUR).quantize(DISPLAY_PLACES, ROUND_HALF_EVEN)
+def divide(numerator: int, denominator: int) -> int:
+    """numerator / denominator as an integer, rounded half to even: the one rounding."""
+    quotient, rest = divmod(numerator, denominator)
+    if 2 * rest > denominator or (2 * rest == denominator and quotient % 2):
+        quotient += 1
+    return quotient
+
+
+def rounded(numerator: int, denominator: int, places: int = 9) -> Decimal:
+    """numerator / denominator to `places` decimals, half to even."""
+    return Decimal(divide(numerator * 10**places, denominator)).scaleb(-places, _EXACT)
 
 
 def from_nano(nano: int) -> Decimal:
     """Billionths (nano-dollars, nano-hours) as an exact decimal."""
-    return Decimal(nano).scaleb(-9)
+    return Decimal(nano).scaleb(-9, _EXACT)
+
+
+def shown_nano(parts: int) -> int:
+    """An exact figure (in `PARTS`) in billionths, as shown."""
+    return divide(parts, PARTS_PER_NANO)
+
+
+def shown(parts: int) -> Decimal:
+    """An exact figure (in `PARTS`) as shown: nine decimal places, half to even."""
+    return from_nano(shown_nano(parts))
+
+
+class Carried:
+    """Exact figures shown one after another so that the shown values add up to their
+    exact sum as shown: each is the shown running sum less the shown sum before it (so each
+    lies within a billionth of its exact value). For rows that are summed, as exports are."""
+
+    __slots__ = ("exact", "shown")
+
+    def __init__(self) -> None:
+        self.exact = 0
+        self.shown = 0
+
+    def nano(self, parts: int) -> int:
+        """The next figure (in `PARTS`), in billionths."""
+        self.exact += parts
+        before, self.shown = self.shown, shown_nano(self.exact)
+        return self.shown - before
+
+
+def hours(micros: int) -> Decimal:
+    """Microseconds as hours, as shown."""
+    return rounded(micros, US_PER_HOUR)
+
+
+def kwh(millijoules: int) -> Decimal:
+    """Millijoules as kWh, as shown."""
+    return rounded(millijoules, MJ_PER_KWH)
+
+
+def booked_nano(parts: int) -> int:
+    """An exact figure in billionths rounded half up, as closed months book each hour."""
+    return (parts + PARTS_PER_NANO // 2) // PARTS_PER_NANO
 
 
 def micro_from_usd(usd: Decimal) -> int:

@@ -1,7 +1,7 @@
 """A model's training cost, phase by phase: the V3 report's table, from measured usage."""
 
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -18,21 +18,23 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
-from app.core.units import hours, usd_from_micro
+from app.core.sums import exact_sum
+from app.core.units import hours, rounded, usd_from_micro
+from app.costs.figures import Exact
 from app.costs.query import (
-    FIGURES,
     IDLE,
     UNATTRIBUTED,
     in_period,
+    price_columns,
     priced_usage,
     resum,
 )
 from app.costs.schemas import ModelCost, PhaseCost, RateUsed
-from app.costs.service import add_into, figures_of, rollup_filters, sums_of
+from app.costs.service import rollup_filters
 from app.jobs.phases import phase_order
 from app.models import Cluster, HourlyUsage, Job
 
-SHARE_PLACES = Decimal("1e-6")
+SHARE_PLACES = 6
 # Each phase is a column of the peaks query: a model with more phases is asked in parts.
 PHASES_PER_PEAKS_QUERY = 16
 
@@ -49,23 +51,23 @@ def model_cost(
     """A model's cost phase by phase, in training order, then the total."""
     where = [*in_period(start, end), *rollup_filters({"cluster": cluster}, True)]
     connection = session.connection()
-    by_phase: dict[str, dict[str, int | None]] = {}
+    by_phase: dict[str, Exact] = {}
     names: dict[str | None, str] = {}  # each phase as stored, and as shown
     used: set[tuple[str, int, bool]] = set()
     figures_query = _figures_query(session, model=model, where=where, default=default_micro_usd)
     for row in connection.execute(figures_query):
         name = names.setdefault(row.phase, _phase_name(row.phase, model))
-        add_into(by_phase.setdefault(name, dict.fromkeys(FIGURES, None)), sums_of(row))
+        by_phase.setdefault(name, Exact()).add_priced(row)
         used.add((row.gpu_model, int(row.rate), bool(row.is_default)))
     if not by_phase:
         raise NotFound(f"no usage recorded for model '{model}' in this period")
     peaks, overall_peak = _peaks(connection, model=model, where=where, names=names)
     spans = _spans(session, model=model, cluster=cluster)
-    total: dict[str, int | None] = dict.fromkeys(FIGURES, None)
+    total = Exact()
     for figures in by_phase.values():
-        add_into(total, figures)
+        total.add(figures)
 
-    def phase_cost(name: str, figures: dict[str, int | None], peak: int) -> PhaseCost:
+    def phase_cost(name: str, figures: Exact, peak: int) -> PhaseCost:
         first, last = spans.get(name, (None, None)) if name != "total" else _overall(spans)
         return PhaseCost(
             phase=name,
@@ -73,7 +75,7 @@ def model_cost(
             first_usage=max(first, start) if first and start else first,
             last_usage=min(last, end) if last and end else last,
             peak_gpus=hours(peak),
-            **figures_of(figures),
+            **figures.shown(),
         )
 
     return ModelCost(
@@ -116,9 +118,8 @@ def _figures_query(
             session,
             default_micro_usd=default,
             where=[*where, HourlyUsage.job_id.is_(None)],
-            by_rate=True,
         ).subquery("priced")
-        keys: list[Any] = [idle.c.gpu_model, idle.c.rate, idle.c.is_default]
+        keys: list[Any] = [idle.c.gpu_model, *price_columns(idle)]
         return select(literal(None, String).label("phase"), *keys, *resum(idle)).group_by(*keys)
     if session.get_bind().dialect.name == "postgresql":
         # Each job's atoms grouped on their own, in a lateral subquery: a few hundred small
@@ -126,17 +127,17 @@ def _figures_query(
         # a model's atoms are estimated at one group per atom, and sorted instead, which
         # takes half as long again on a year of a model's usage.
         job_atoms = [HourlyUsage.job_id == Job.id, *where]
-        priced: Any = priced_usage(
-            session, default_micro_usd=default, where=job_atoms, by_rate=True
-        ).lateral("priced")
+        priced: Any = priced_usage(session, default_micro_usd=default, where=job_atoms).lateral(
+            "priced"
+        )
         on: ColumnElement[bool] = true()
     else:  # SQLite has no lateral subqueries.
         owned_atoms = [HourlyUsage.job_id.in_(select(Job.id).where(_owned(model))), *where]
-        priced = priced_usage(
-            session, default_micro_usd=default, where=owned_atoms, by_rate=True
-        ).subquery("priced")
+        priced = priced_usage(session, default_micro_usd=default, where=owned_atoms).subquery(
+            "priced"
+        )
         on = priced.c.job_id == Job.id
-    keys = [Job.phase, priced.c.gpu_model, priced.c.rate, priced.c.is_default]
+    keys = [Job.phase, priced.c.gpu_model, *price_columns(priced)]
     return (
         select(*keys, *resum(priced))
         .select_from(Job)
@@ -187,8 +188,8 @@ def _peaks_query(
         ]
     hourly = (
         base.add_columns(
-            func.sum(atoms.gpu_us).label("model_us"),
-            *(func.sum(column).label(f"phase_us_{i}") for i, column in enumerate(in_phase)),
+            exact_sum(atoms.gpu_us).label("model_us"),
+            *(exact_sum(column).label(f"phase_us_{i}") for i, column in enumerate(in_phase)),
         )
         .where(*where)
         .group_by(atoms.hour)
@@ -197,12 +198,10 @@ def _peaks_query(
     return select(*(func.max(column) for column in hourly.c))
 
 
-def _share(part: dict[str, int | None], whole: dict[str, int | None]) -> Decimal:
-    for name in ("cost_nano", "gpu_us"):
-        if whole[name]:
-            return (Decimal(part[name] or 0) / Decimal(whole[name] or 1)).quantize(
-                SHARE_PLACES, ROUND_HALF_EVEN
-            )
+def _share(part: Exact, whole: Exact) -> Decimal:
+    for part_of, whole_of in ((part.cost, whole.cost), (part.gpu_us, whole.gpu_us)):
+        if whole_of:
+            return rounded(part_of, whole_of, SHARE_PLACES)
     return Decimal(0)
 
 

@@ -1,13 +1,16 @@
 """The priced hourly atoms every cost figure is summed from.
 
-An atom is one rollup row: a job (or a cluster's idle capacity), a GPU model and a UTC hour.
-Its cost is its GPU-time at the rate in force in that hour, rounded half up to a
-nano-dollar in integer arithmetic. Every grouping sums the same atoms, so every total
-agrees with every other to the last digit and equals the sum of its rows.
+An atom is one rollup row: a job (or a cluster's idle capacity), a GPU model and a UTC hour,
+priced at the rates in force in that hour. SQL sums the atoms' integers (microseconds,
+millijoules) per price, exactly (`exact_sum`); Python multiplies each sum by its price and
+adds the products as unbounded integers (`app.costs.figures`). A price x time product
+leaves 64 bits long before a sum does (a job-hour on 2,048 GPUs at 2 USD is 1.5e19
+micro-USD-microseconds), so no database ever holds one. Every grouping sums the same
+exact parts, so every total is the exact sum of its rows, and each is rounded once, shown.
 
-Queries run in two stages: atoms are priced and summed per job, cluster, GPU model and
-price (and hour or day where asked) straight from the rollup table, then those few rows are
-joined to jobs and grouped by labels. Rate cards are few, so they are read first and
+Queries run in two stages: atoms are summed per job, cluster, GPU model and price (and hour
+or day where asked) straight from the rollup table, then those few rows are joined to jobs
+and grouped by labels, still per price. Rate cards are few, so they are read first and
 turned into one CASE expression per price kind rather than joined to every atom.
 """
 
@@ -19,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Integer,
     Select,
     String,
     Subquery,
@@ -31,23 +35,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from app.core.sums import exact_sum
 from app.models import Cluster, EnergyRate, HourlyUsage, Job, Rate
 
 IDLE = "(idle)"
 UNATTRIBUTED = "(unattributed)"
 LABELS = {"model": Job.model, "phase": Job.phase, "team": Job.team, "user": Job.user_name}
-FIGURES = (
-    "gpu_us",
-    "gpu_nano_hours",
-    "busy_nano_hours",
-    "energy_nano_kwh",
-    "cost_nano",
-    "energy_cost_nano",
-    "defaulted",
-    "atoms",
-)
-# Microseconds (or millijoules) in an hour (or kWh) over nano-dollars in a micro-dollar.
-_DIVISOR = 3_600_000
+# What SQL sums, per price: the rollup's exact integers.
+FIGURES = ("gpu_us", "busy_us", "energy_mj")
+# What each stage-one row is priced at: micro-USD per GPU-hour, whether that is the
+# default rate, and micro-USD per kWh (null where no energy price is set).
+PRICES = ("rate", "is_default", "energy_rate")
 
 
 def label(name: str, job_id: Any) -> ColumnElement[str]:
@@ -108,30 +106,22 @@ def _price_cases(rows: Sequence[Any], match: Any) -> list[tuple[ColumnElement[bo
     return cases
 
 
-def _nano_units(quantity: Any) -> Any:
-    """Microseconds as nano-hours (or millijoules as nano-kWh), rounded half up per atom,
-    so that hours, like dollars, add up exactly in any grouping."""
-    return (quantity * 10 + 18) // 36
-
-
-def _nano_cost(quantity: Any, micro_price: Any) -> Any:
-    # quantity x price / 3.6e6, rounded half up, split so that no product leaves 64 bits.
-    return (quantity // _DIVISOR) * micro_price + (
-        (quantity % _DIVISOR) * micro_price + _DIVISOR // 2
-    ) // _DIVISOR
-
-
 @dataclass(frozen=True)
 class AtomPrices:
-    """Per-atom expressions: the rate in force, whether it is the default, and the figures."""
+    """Per-atom expressions: the rate in force, whether it is the default, the energy price."""
 
     rate: ColumnElement[int]
     defaulted: ColumnElement[int]
-    figures: dict[str, ColumnElement[Any]]
+    energy_rate: ColumnElement[int]
+
+    def labelled(self) -> list[ColumnElement[Any]]:
+        """The three as stage-one columns named as `PRICES`."""
+        columns = (self.rate, self.defaulted, self.energy_rate)
+        return [column.label(name) for column, name in zip(columns, PRICES, strict=True)]
 
 
 def atom_prices(session: Session, *, default_micro_usd: int) -> AtomPrices:
-    """Read the rate cards and build each atom's price and figures as SQL expressions."""
+    """Read the rate cards and build each atom's prices as SQL expressions."""
     rates = session.execute(
         select(
             Rate.gpu_model.label("key"),
@@ -152,19 +142,11 @@ def atom_prices(session: Session, *, default_micro_usd: int) -> AtomPrices:
     energy_cases = _price_cases(energy, lambda r: literal(True))
     default = literal(default_micro_usd, BigInteger)
     rate: Any = case(*rate_cases, else_=default) if rate_cases else default
-    defaulted: Any = case(*((c, 0) for c, _ in rate_cases), else_=1) if rate_cases else literal(1)
-    energy_price = case(*energy_cases) if energy_cases else literal(None, BigInteger)
-    return AtomPrices(
-        rate=rate,
-        defaulted=defaulted,
-        figures={
-            "gpu_nano_hours": _nano_units(HourlyUsage.gpu_us),
-            "busy_nano_hours": _nano_units(HourlyUsage.busy_us),
-            "energy_nano_kwh": _nano_units(HourlyUsage.energy_mj),
-            "cost_nano": _nano_cost(HourlyUsage.gpu_us, rate),
-            "energy_cost_nano": _nano_cost(HourlyUsage.energy_mj, energy_price),
-        },
+    defaulted: Any = (
+        case(*((c, 0) for c, _ in rate_cases), else_=1) if rate_cases else literal(1, Integer)
     )
+    energy_rate = case(*energy_cases) if energy_cases else literal(None, BigInteger)
+    return AtomPrices(rate=rate, defaulted=defaulted, energy_rate=energy_rate)
 
 
 def priced_usage(
@@ -173,28 +155,19 @@ def priced_usage(
     default_micro_usd: int,
     where: Sequence[ColumnElement[bool]],
     by: dict[str, ColumnElement[Any]] | None = None,
-    by_rate: bool = False,
 ) -> Select[Any]:
-    """Stage one: the atoms matching `where`, priced one by one and summed per job,
-    cluster and GPU model (and per `by` keys, and per price if `by_rate`); callers make it a
-    subquery, or a lateral one."""
+    """Stage one: the atoms matching `where`, summed exactly per job, cluster, GPU model
+    and price (and per `by` keys); callers make it a subquery, or a lateral one."""
     prices = atom_prices(session, default_micro_usd=default_micro_usd)
     keys: list[Any] = [
         HourlyUsage.job_id,
         HourlyUsage.cluster_id,
         HourlyUsage.gpu_model,
         *(column.label(name) for name, column in (by or {}).items()),
+        *prices.labelled(),
     ]
-    if by_rate:
-        keys += [prices.rate.label("rate"), prices.defaulted.label("is_default")]
     return (
-        select(
-            *keys,
-            func.sum(HourlyUsage.gpu_us).label("gpu_us"),
-            *(func.sum(column).label(name) for name, column in prices.figures.items()),
-            func.sum(prices.defaulted).label("defaulted"),
-            func.count().label("atoms"),
-        )
+        select(*keys, *(exact_sum(getattr(HourlyUsage, name)).label(name) for name in FIGURES))
         .where(*where)
         .group_by(*(k.element if hasattr(k, "element") else k for k in keys))
     )
@@ -202,7 +175,12 @@ def priced_usage(
 
 def resum(priced: Any) -> list[ColumnElement[Any]]:
     """Stage two: the figures of a group of stage-one rows, named as `FIGURES`."""
-    return [func.sum(priced.c[name]).label(name) for name in FIGURES]
+    return [exact_sum(priced.c[name]).label(name) for name in FIGURES]
+
+
+def price_columns(priced: Any) -> list[ColumnElement[Any]]:
+    """Stage one's prices, which stage two keeps apart (it groups by them too)."""
+    return [priced.c[name] for name in PRICES]
 
 
 def joined(priced: Subquery) -> Any:

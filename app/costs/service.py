@@ -1,29 +1,27 @@
 """Cost roll-ups: any grouping of the priced hourly atoms, and a model's per-phase table."""
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, Subquery, select
 from sqlalchemy.orm import Session
 
-from app.core.units import from_nano, seconds, usd_from_micro
+from app.core.units import usd_from_micro
+from app.costs.figures import Exact, grouped
 from app.costs.query import (
-    FIGURES,
     LABELS,
     in_period,
     joined,
     label,
     label_is,
     period,
+    price_columns,
     priced_usage,
     resum,
 )
 from app.costs.schemas import CostReport, CostRow, Figures
 from app.jobs.phases import canonical_phase
 from app.models import Cluster, HourlyUsage, Job
-
-SHARE_PLACES = Decimal("1e-6")
 
 
 def _key_columns(group_by: list[str], priced: Subquery) -> dict[str, Any]:
@@ -72,32 +70,38 @@ def rollup_filters(filters: dict[str, str | None], include_idle: bool) -> list[C
     return conditions
 
 
-def figures_of(sums: dict[str, int | None]) -> dict[str, Any]:
-    atoms, defaulted = sums["atoms"] or 0, sums["defaulted"] or 0
-    sources = (["card"] if defaulted < atoms else []) + (["default"] if defaulted else [])
-    energy_cost = sums["energy_cost_nano"]
-    return {
-        "gpu_seconds": seconds(sums["gpu_us"] or 0),
-        "gpu_hours": from_nano(sums["gpu_nano_hours"] or 0),
-        "busy_gpu_hours": from_nano(sums["busy_nano_hours"] or 0),
-        "energy_kwh": from_nano(sums["energy_nano_kwh"] or 0),
-        "cost_usd": from_nano(sums["cost_nano"] or 0),
-        "energy_cost_usd": None if energy_cost is None else from_nano(energy_cost),
-        "rate_sources": sources,
-    }
-
-
-def sums_of(row: Any) -> dict[str, int | None]:
-    # PostgreSQL sums bigints into numerics; either way the values are whole numbers.
-    return {
-        name: None if getattr(row, name) is None else int(getattr(row, name)) for name in FIGURES
-    }
-
-
-def add_into(total: dict[str, int | None], part: dict[str, int | None]) -> None:
-    for name, value in part.items():
-        if value is not None:
-            total[name] = (total.get(name) or 0) + value
+def cost_groups(
+    session: Session,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    group_by: list[str],
+    filters: dict[str, str | None],
+    include_idle: bool,
+    default_micro_usd: int,
+) -> list[tuple[dict[str, Any], Exact]]:
+    """The exact figures of each group of the keys asked for, in the keys' order."""
+    priced = priced_usage(
+        session,
+        default_micro_usd=default_micro_usd,
+        where=[*in_period(start, end), *rollup_filters(filters, include_idle)],
+        by=_period_keys(session, group_by),
+    ).subquery("priced")
+    keys = _key_columns(group_by, priced)
+    prices = price_columns(priced)
+    query = (
+        joined(priced)
+        .add_columns(
+            *(column.label(f"key_{name}") for name, column in keys.items()),
+            *prices,
+            *resum(priced),
+        )
+        .group_by(*keys.values(), *prices)
+        .order_by(*(column.nulls_first() for column in keys.values()))
+    )
+    names = [f"key_{name}" for name in keys]
+    groups = grouped(session.execute(query), lambda row: tuple(getattr(row, n) for n in names))
+    return [(dict(zip(keys, key, strict=True)), exact) for key, exact in groups]
 
 
 def cost_report(
@@ -110,32 +114,24 @@ def cost_report(
     include_idle: bool,
     default_micro_usd: int,
 ) -> CostReport:
-    """Usage and cost grouped by the keys asked for, with the total of the rows."""
-    priced = priced_usage(
+    """Usage and cost grouped by the keys asked for, with the exact total of the rows."""
+    groups = cost_groups(
         session,
+        start=start,
+        end=end,
+        group_by=group_by,
+        filters=filters,
+        include_idle=include_idle,
         default_micro_usd=default_micro_usd,
-        where=[*in_period(start, end), *rollup_filters(filters, include_idle)],
-        by=_period_keys(session, group_by),
-    ).subquery("priced")
-    keys = _key_columns(group_by, priced)
-    query = (
-        joined(priced)
-        .add_columns(
-            *(column.label(f"key_{name}") for name, column in keys.items()), *resum(priced)
-        )
-        .group_by(*keys.values())
-        .order_by(*(column.nulls_first() for column in keys.values()))
     )
-    rows, total = [], dict.fromkeys(FIGURES, None)
-    for row in session.execute(query):
-        figures = sums_of(row)
-        add_into(total, figures)
-        rows.append(CostRow(**{n: getattr(row, f"key_{n}") for n in keys}, **figures_of(figures)))
+    total = Exact()
+    for _, exact in groups:
+        total.add(exact)
     return CostReport(
         start=start,
         end=end,
         group_by=group_by,
         default_usd_per_gpu_hour=usd_from_micro(default_micro_usd),
-        rows=rows,
-        total=Figures(**figures_of(total)),
+        rows=[CostRow(**keys, **exact.shown()) for keys, exact in groups],
+        total=Figures(**total.shown()),
     )

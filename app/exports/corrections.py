@@ -4,6 +4,9 @@ A late report, a re-labelled job or a restated price changes a closed month's tr
 its booked lines; the difference is billed in the first open month, each line pointing at
 the hour it corrects. A re-labelled job gives a negative line for the old labels and a
 positive one for the new; a restated price the same with the two prices.
+
+The difference is taken as closed months book, in billionths per hourly line, so that an
+unchanged hour gives no correction.
 """
 
 from collections import defaultdict
@@ -13,11 +16,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.units import PARTS_PER_NANO
+from app.exports.booked import booked_lines
 from app.exports.lines import (
-    FIGURES,
+    BOOKED,
     KEY,
     Line,
-    booked_lines,
     closed_months,
     live_lines,
     month_start,
@@ -38,7 +42,7 @@ def pending_corrections(session: Session, *, default_micro_usd: int) -> list[Lin
     def add(line: Line, sign: int) -> None:
         key = (line.charge_start, *(getattr(line, k) for k in KEY))
         figures = balance[key]
-        for i, name in enumerate(FIGURES):
+        for i, name in enumerate(BOOKED):
             value = getattr(line, name)
             if value is not None:
                 figures[i] = (figures[i] or 0) + sign * value
@@ -60,6 +64,8 @@ def pending_corrections(session: Session, *, default_micro_usd: int) -> list[Lin
             continue
         parts: Any = key
         charge, cluster, job_id, model, phase, team, user, gpu_model, rate, default = parts
+        gpu, busy, energy, cost = ((figure or 0) * PARTS_PER_NANO for figure in figures[:4])
+        energy_cost = None if figures[4] is None else figures[4] * PARTS_PER_NANO
         corrections.append(
             Line(
                 charge,
@@ -74,11 +80,11 @@ def pending_corrections(session: Session, *, default_micro_usd: int) -> list[Lin
                 gpu_model,
                 rate,
                 default,
-                figures[0] or 0,
-                figures[1] or 0,
-                figures[2] or 0,
-                figures[3] or 0,
-                figures[4],
+                gpu,
+                busy,
+                energy,
+                cost,
+                energy_cost,
             )  # fmt: skip
         )
     return corrections

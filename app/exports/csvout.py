@@ -16,18 +16,23 @@ def text(value: str | None) -> str:
     return cell("'" + value if value.startswith(FORMULA_STARTS) else value)
 
 
-def nano(value: int | None) -> str:
-    """Billionths as a plain decimal: 5328000000000000 -> `5328000`, -5 -> `-0.000000005`."""
-    if value is None:
-        return ""
-    whole, fraction = divmod(abs(value), 1_000_000_000)
+def fixed(value: int, places: int) -> str:
+    """An integer of 10^-places as a plain decimal: (5328000000000000, 9) -> `5328000`,
+    (-5, 9) -> `-0.000000005`."""
+    whole, fraction = divmod(abs(value), 10**places)
     sign = "-" if value < 0 else ""
-    return f"{sign}{whole}.{fraction:09d}".rstrip("0").rstrip(".") if fraction else f"{sign}{whole}"
+    if not fraction:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{fraction:0{places}d}".rstrip("0")
+
+
+def nano(value: int | None) -> str:
+    """Billionths as a plain decimal; empty for none."""
+    return "" if value is None else fixed(value, 9)
 
 
 def micro(value: int) -> str:
-    whole, fraction = divmod(value, 1_000_000)
-    return f"{whole}.{fraction:06d}".rstrip("0").rstrip(".") if fraction else str(whole)
+    return fixed(value, 6)
 
 
 def cell(value: str) -> str:

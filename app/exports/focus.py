@@ -1,12 +1,20 @@
 """FOCUS 1.2 rows for GPU usage: one per charge period, job (or idle capacity), GPU model
-and price, with the 21 mandatory columns and the conditional ones that fit GPU time."""
+and price, with the 21 mandatory columns and the conditional ones that fit GPU time.
+
+A row's cost (`BilledCost`, `EffectiveCost`) and GPU-hours (`PricingQuantity`) are shown
+to nine decimals, carried from row to row within a billing month (`units.Carried`): each
+row is within a billionth of its exact value, and a month's rows add up to the month's exact
+total as the cost API shows it. `ListCost` and `ContractedCost` are the row's quantity times
+its one price, exactly (up to 15 decimals), as FOCUS requires.
+"""
 
 import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
 from app.core.config import Settings
-from app.exports.csvout import cell, micro, nano, record, text
+from app.core.units import Carried
+from app.exports.csvout import cell, fixed, micro, nano, record, text
 from app.exports.lines import Line, month_start, next_month
 
 COLUMNS = (
@@ -79,10 +87,12 @@ def focus_rows(
     charges: dict[datetime, list[str]] = {}
     jobs: dict[tuple[str | None, ...], tuple[str, list[str], list[str], str]] = {}
     prices: dict[tuple[str, int, bool], tuple[str, str]] = {}
+    carried: dict[str, tuple[Carried, Carried]] = {}
     for month, line in lines:
         period = billing.get(month)
         if period is None:
             period = billing[month] = [iso(month_start(next_month(month))), iso(month_start(month))]
+            carried[month] = (Carried(), Carried())
         charge = charges.get(line.charge_start)
         if charge is None:
             end = charge_end(line.charge_start, granularity)
@@ -99,13 +109,16 @@ def focus_rows(
             source = "default" if line.default_rate else "card"
             price = prices[price_key] = (rate, text(f"{line.gpu_model}:{rate}:{source}"))
         description, resource, sub_account, tags = job
-        cost = nano(line.cost_nano)
-        quantity = nano(line.gpu_nano_hours)
+        costs, quantities = carried[month]
+        cost = nano(costs.nano(line.cost_parts))
+        hours = quantities.nano(line.gpu_parts)
+        quantity = nano(hours)
+        list_cost = fixed(hours * line.rate, 15)  # billionths x millionths
         correction = "Correction" if line.kind == "correction" else ""
         yield record([
-            cost, *account, *period, "Usage", correction, description, *charge, cost, cost,
-            *middle, cost, quantity, UNIT, *parties, *service, quantity, UNIT, price[0], price[0],
-            *resource, price[1], *sub_account, tags,
+            cost, *account, *period, "Usage", correction, description, *charge, list_cost, cost,
+            *middle, list_cost, quantity, UNIT, *parties, *service, quantity, UNIT, price[0],
+            price[0], *resource, price[1], *sub_account, tags,
         ])  # fmt: skip
 
 

@@ -3,21 +3,40 @@
 Open months are read live from the hourly rollup. Closed months are read from the lines
 booked when they closed. Differences found since, in closed months, are corrections: they
 are billed in the first open month, each pointing at the hour it corrects.
+
+A line's figures are exact, in `PARTS` of an hour, kWh or USD (`app.core.units`), and are
+rounded where they are shown. Closed months book each hourly line in billionths (rounded
+half up, the `*_nano` properties), and are read back exactly as booked.
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from app.costs.query import atom_prices, in_period, joined, label, period, priced_usage
-from app.models import Cluster, HourlyUsage, Job, Period, PeriodLine
+from app.core.sums import exact_sum
+from app.core.units import booked_nano
+from app.costs.query import FIGURES as SUMMED
+from app.costs.query import (
+    atom_prices,
+    in_period,
+    joined,
+    label,
+    period,
+    price_columns,
+    priced_usage,
+)
+from app.models import Cluster, HourlyUsage, Job, Period
 
 GRANULARITIES = ("hour", "day", "month")
-FIGURES = ("gpu_nano_hours", "busy_nano_hours", "energy_nano_kwh", "cost_nano", "energy_cost_nano")
+FIGURES = ("gpu_parts", "busy_parts", "kwh_parts", "cost_parts", "energy_cost_parts")
+# The same figures as closed months book them, in billionths (columns of `PeriodLine`).
+BOOKED = ("gpu_nano_hours", "busy_nano_hours", "energy_nano_kwh", "cost_nano", "energy_cost_nano")
+# Parts of an hour in a microsecond, and of a kWh in a millijoule.
+UNIT_PARTS = 1_000_000
 # What makes two lines the same charge, apart from when: a re-labelled job or a restated
 # price is a different line, so a correction shows what moved from where to where.
 KEY = ("cluster", "job_id", "model", "phase", "team", "user", "gpu_model", "rate", "default_rate")
@@ -37,11 +56,32 @@ class Line:
     gpu_model: str
     rate: int  # micro-USD per GPU-hour
     default_rate: bool
-    gpu_nano_hours: int
-    busy_nano_hours: int
-    energy_nano_kwh: int
-    cost_nano: int
-    energy_cost_nano: int | None
+    gpu_parts: int
+    busy_parts: int
+    kwh_parts: int
+    cost_parts: int
+    energy_cost_parts: int | None
+
+    @property
+    def gpu_nano_hours(self) -> int:
+        return booked_nano(self.gpu_parts)
+
+    @property
+    def busy_nano_hours(self) -> int:
+        return booked_nano(self.busy_parts)
+
+    @property
+    def energy_nano_kwh(self) -> int:
+        return booked_nano(self.kwh_parts)
+
+    @property
+    def cost_nano(self) -> int:
+        return booked_nano(self.cost_parts)
+
+    @property
+    def energy_cost_nano(self) -> int | None:
+        parts = self.energy_cost_parts
+        return None if parts is None else booked_nano(parts)
 
 
 def month_of(moment: datetime) -> str:
@@ -58,14 +98,10 @@ def next_month(month: str) -> str:
     return f"{start.year + start.month // 12:04d}-{start.month % 12 + 1:02d}"
 
 
-def _charge_start(value: Any) -> datetime:
+def charge_of(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
     return datetime.fromisoformat(value if len(value) > 7 else value + "-01").replace(tzinfo=UTC)
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
 
 
 def live_lines(
@@ -82,14 +118,50 @@ def live_lines(
             granularity=granularity,
             default_micro_usd=default_micro_usd,
         )
-    row: Any
     # Core execution: the ORM's per-row bookkeeping would double the cost of a big export.
-    for row in session.connection().execute(query.execution_options(yield_per=2000)):
-        yield Line(
-            _charge_start(row[0]), "usage", row[1], row[2], row[3], row[4], row[5], row[6],
-            row[7], row[8], int(row[9]), bool(row[10]), int(row[11]), int(row[12]),
-            int(row[13]), int(row[14]), _int(row[15]),
-        )  # fmt: skip
+    rows = session.connection().execute(query.execution_options(yield_per=2000))
+    if granularity == "hour":  # one atom a row: one price, one line
+        for row in rows:
+            yield _live_line(row)
+        return
+    # Rows are per energy price too: a line is its rows until the key changes.
+    line: Line | None = None
+    for row in rows:
+        new = _live_line(row)
+        if line is not None and _summed_key(new) == _summed_key(line):
+            line = plus(line, new)
+            continue
+        if line is not None:
+            yield line
+        line = new
+    if line is not None:
+        yield line
+
+
+def _summed_key(line: Line) -> tuple[Any, ...]:
+    return (line.charge_start, line.cluster, line.job_id, line.gpu_model, line.rate,
+            line.default_rate)  # fmt: skip
+
+
+def _live_line(row: Any) -> Line:
+    """A line from a row: its keys, rate, default, energy rate, then the summed integers."""
+    rate, energy_rate = int(row[9]), row[11]
+    gpu_us, busy_us, energy_mj = int(row[12]), int(row[13]), int(row[14])
+    return Line(
+        charge_of(row[0]), "usage", row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+        row[8], rate, bool(row[10]), gpu_us * UNIT_PARTS, busy_us * UNIT_PARTS,
+        energy_mj * UNIT_PARTS, gpu_us * rate,
+        None if energy_rate is None else energy_mj * int(energy_rate),
+    )  # fmt: skip
+
+
+def plus(line: Line, other: Line) -> Line:
+    """Two lines of one key as one (the first's keys): their figures added exactly."""
+    sums: dict[str, Any] = {
+        name: None if a is None and b is None else (a or 0) + (b or 0)
+        for name, a, b in ((n, getattr(line, n), getattr(other, n)) for n in FIGURES)
+    }
+    return replace(line, **sums)
 
 
 def _hourly_atoms(
@@ -107,7 +179,8 @@ def _hourly_atoms(
         HourlyUsage.gpu_model,
         prices.rate,
         prices.defaulted,
-        *prices.figures.values(),
+        prices.energy_rate,
+        *(getattr(HourlyUsage, name) for name in SUMMED),
     ]
     query: Select[Any] = (
         select(*columns)
@@ -132,7 +205,6 @@ def _summed_atoms(
         default_micro_usd=default_micro_usd,
         where=in_period(start, end),
         by={"charge": period(session, granularity)},
-        by_rate=True,
     ).subquery("priced")
     p = priced.c
     labels = [label(name, p.job_id) for name in ("model", "phase", "team", "user")]
@@ -143,57 +215,22 @@ def _summed_atoms(
         Job.name,
         *labels,
         p.gpu_model,
-        p.rate,
-        p.is_default,
+        *price_columns(priced),
     ]
     query: Select[Any] = (
         joined(priced)
-        .add_columns(*keys, *(func.sum(p[name]) for name in FIGURES))
-        .group_by(*keys)
-        .order_by(p.charge, Cluster.name, Job.scheduler_job_id.nulls_first(), p.gpu_model, p.rate)
-    )
-    return query
-
-
-def booked_lines(
-    session: Session, *, month: str, kind: str, start: datetime, end: datetime, granularity: str
-) -> Iterator[Line]:
-    """Lines booked in a closed month, charge hours in [start, end), summed per period."""
-    line = PeriodLine
-    charge = (
-        line.charge_hour
-        if granularity == "hour"
-        else period(session, granularity, line.charge_hour)
-    )
-    keys = [
-        charge, line.cluster, line.job_id, line.job_name, line.model, line.phase, line.team,
-        line.user_name, line.gpu_model, line.micro_usd_per_gpu_hour, line.default_rate,
-    ]  # fmt: skip
-    query = (
-        select(*keys, *(func.sum(getattr(line, name)) for name in FIGURES))
-        .where(
-            line.billing_month == month,
-            line.kind == kind,
-            line.charge_hour >= start,
-            line.charge_hour < end,
-        )
+        .add_columns(*keys, *(exact_sum(p[name]) for name in SUMMED))
         .group_by(*keys)
         .order_by(
-            charge,
-            line.cluster,
-            line.job_id.nulls_first(),
-            line.gpu_model,
-            line.micro_usd_per_gpu_hour,
+            p.charge,
+            Cluster.name,
+            Job.scheduler_job_id.nulls_first(),
+            p.gpu_model,
+            p.rate,
+            p.is_default,
         )
-        .execution_options(yield_per=2000)
     )
-    row: Any
-    for row in session.connection().execute(query):
-        yield Line(
-            _charge_start(row[0]), kind, row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-            row[8], int(row[9]), bool(row[10]), int(row[11]), int(row[12]), int(row[13]),
-            int(row[14]), _int(row[15]),
-        )  # fmt: skip
+    return query
 
 
 def closed_months(session: Session) -> list[str]:

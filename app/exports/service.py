@@ -4,7 +4,6 @@ and the corrections billed in the first open month."""
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -12,18 +11,18 @@ from app.core.config import Settings
 from app.core.errors import InvalidInput
 from app.core.units import micro_from_usd
 from app.exports import focus
+from app.exports.booked import booked_lines
 from app.exports.corrections import pending_corrections
 from app.exports.csvout import stream_csv
 from app.exports.lines import (
-    FIGURES,
     KEY,
     Line,
-    booked_lines,
     closed_months,
     live_lines,
     month_of,
     month_start,
     next_month,
+    plus,
 )
 from app.exports.summary import SUMMARY_COLUMNS, cost_rows
 
@@ -103,12 +102,7 @@ def coarsen(lines: list[Line], granularity: str) -> list[Line]:
         if seen is None:
             merged[key] = replace(line, charge_start=start)
             continue
-        sums: dict[str, Any] = {
-            name: None if getattr(line, name) is None and getattr(seen, name) is None
-            else (getattr(seen, name) or 0) + (getattr(line, name) or 0)
-            for name in FIGURES
-        }  # fmt: skip
-        merged[key] = replace(seen, **sums)
+        merged[key] = plus(seen, line)
     return list(merged.values())
 
 

@@ -1,6 +1,6 @@
 """One read of everything `/metrics` says about accounting and the fleet.
 
-Accounting figures come from the cost roll-up itself (`cost_report`), so Prometheus and the
+Accounting figures come from the cost roll-up itself (`cost_groups`), so Prometheus and the
 REST API sum the same priced atoms and agree to the last digit; several replicas reading the
 same database expose the same values, and a restart resets nothing.
 """
@@ -13,14 +13,14 @@ from typing import NamedTuple
 from sqlalchemy import String, case, func, select
 from sqlalchemy.orm import Session
 
+from app.core.sums import exact_sum
+from app.core.units import seconds, shown
+from app.costs.figures import Exact
 from app.costs.query import UNATTRIBUTED
-from app.costs.schemas import CostRow
-from app.costs.service import cost_report
+from app.costs.service import cost_groups
 from app.models import Cluster, Gpu, HourlyUsage, Job, Node
 
 LABEL_NAMES = ("cluster", "model", "phase", "team", "gpu_model")
-SECONDS_PER_HOUR = Decimal(3600)
-JOULES_PER_KWH = Decimal(3_600_000)
 
 
 class Attribution(NamedTuple):
@@ -69,17 +69,17 @@ class Snapshot:
     running_jobs: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-def _attribution(row: CostRow) -> Attribution:
-    extra = row.model_extra or {}
-    return Attribution(*(str(extra[name]) for name in LABEL_NAMES))
+def _attribution(keys: dict[str, object]) -> Attribution:
+    return Attribution(*(str(keys[name]) for name in LABEL_NAMES))
 
 
-def _usage(row: CostRow) -> Usage:
+def _usage(exact: Exact) -> Usage:
+    """Exact base units; the cost rounded once, as the API shows it."""
     return Usage(
-        gpu_seconds=row.gpu_seconds,
-        busy_gpu_seconds=row.busy_gpu_hours * SECONDS_PER_HOUR,
-        energy_joules=row.energy_kwh * JOULES_PER_KWH,
-        cost_usd=row.cost_usd,
+        gpu_seconds=seconds(exact.gpu_us),
+        busy_gpu_seconds=seconds(exact.busy_us),
+        energy_joules=Decimal(exact.energy_mj).scaleb(-3),
+        cost_usd=shown(exact.cost),
     )
 
 
@@ -94,10 +94,10 @@ def _metered(session: Session) -> dict[tuple[str, str], Metered]:
         select(
             Cluster.name,
             HourlyUsage.gpu_model,
-            func.sum(HourlyUsage.gpu_us),
-            func.sum(idle_us),
-            func.sum(HourlyUsage.busy_us),
-            func.sum(HourlyUsage.energy_mj),
+            exact_sum(HourlyUsage.gpu_us),
+            exact_sum(idle_us),
+            exact_sum(HourlyUsage.busy_us),
+            exact_sum(HourlyUsage.energy_mj),
         )
         .join(Cluster, Cluster.id == HourlyUsage.cluster_id)
         .group_by(Cluster.name, HourlyUsage.gpu_model)
@@ -140,8 +140,8 @@ def read_snapshot(
 ) -> Snapshot:
     """Accounting figures to date and this UTC month, nodes, and running jobs, as of `now`."""
 
-    def by_attribution(start: datetime | None) -> list[CostRow]:
-        report = cost_report(
+    def by_attribution(start: datetime | None) -> list[tuple[dict[str, object], Exact]]:
+        return cost_groups(
             session,
             start=start,
             end=None,
@@ -150,14 +150,14 @@ def read_snapshot(
             include_idle=True,
             default_micro_usd=default_micro_usd,
         )
-        return report.rows
 
     return Snapshot(
         read_at=now,
         metered=_metered(session),
-        usage={_attribution(row): _usage(row) for row in by_attribution(None)},
+        usage={_attribution(keys): _usage(exact) for keys, exact in by_attribution(None)},
         month_cost_usd={
-            _attribution(row): row.cost_usd for row in by_attribution(month_start(now))
+            _attribution(keys): shown(exact.cost)
+            for keys, exact in by_attribution(month_start(now))
         },
         nodes=_nodes(session),
         running_jobs=_running_jobs(session, since=now - timedelta(seconds=reporting_window_s)),
