@@ -31,6 +31,13 @@ class CollectorMetrics:
             "Reports the service rejected, kept in the dead-letter table",
             registry=r,
         )
+        # Within the dead letters: GPU time the service had counted already, from another
+        # report (a second collector on this node, or this node's GPUs reported elsewhere).
+        self.reports_overlapping = Counter(
+            "gpucost_collector_reports_overlapping",
+            "Reports the service refused for counting GPU time already counted (dead-lettered)",
+            registry=r,
+        )
         self.reports_coalesced = Counter(
             "gpucost_collector_reports_coalesced",
             "Spooled reports merged into hour-long ones because the spool was full",

@@ -28,8 +28,22 @@ def retryable(status: int) -> bool:
     return status >= 500 or status in _RETRY_STATUSES
 
 
+# The service's name for a refusal of GPU time already counted (its answer's "error").
+OVERLAP = "Overlap"
+
+
 def _error_text(response: httpx.Response) -> str:
     return response.text[:500] or response.reason_phrase
+
+
+def _refusal(response: httpx.Response) -> object:
+    """The service's error answer, if the response is one (a proxy's page is not)."""
+    if response.status_code < 400:
+        return {}
+    try:
+        return response.json()
+    except ValueError:
+        return {}
 
 
 class Backoff:
@@ -144,19 +158,25 @@ class Sender:
         if len(reports) == 1:
             status = response.status_code
             duplicate = status == 200 and bool(response.json().get("duplicate"))
-            outcomes = [(reports[0], status, duplicate, _error_text(response))]
+            outcomes = [(reports[0], status, duplicate, _error_text(response), _refusal(response))]
         else:
             results = response.json()["results"]
             if [r["seq"] for r in results] != [r.seq for r in reports]:
                 logger.error("batch answer does not match the batch sent; retrying")
                 return False
             outcomes = [
-                (report, int(r["http_status"]), r["status"] == "duplicate", str(r.get("error")))
+                (
+                    report,
+                    int(r["http_status"]),
+                    r["status"] == "duplicate",
+                    str(r.get("error")),
+                    r.get("error") or {},
+                )
                 for report, r in zip(reports, results, strict=True)
             ]
-        acknowledged = [report.seq for report, status, _, _ in outcomes if 200 <= status < 300]
+        acknowledged = [report.seq for report, status, *_ in outcomes if 200 <= status < 300]
         self._spool.acknowledge(acknowledged)
-        for report, status, duplicate, error in outcomes:
+        for report, status, duplicate, error, refusal in outcomes:
             if 200 <= status < 300:
                 outcome = "duplicate" if duplicate else "accepted"
                 self._metrics.reports_sent.labels(outcome=outcome).inc()
@@ -165,12 +185,21 @@ class Sender:
                     report.seq, http_status=status, error=error, wall_ns=self._clock.wall_ns()
                 )
                 self._metrics.reports_dead_lettered.inc()
-                logger.error(
-                    "report seq %d rejected (%d), dead-lettered: %s", report.seq, status, error
-                )
+                if isinstance(refusal, dict) and refusal.get("error") == OVERLAP:
+                    self._metrics.reports_overlapping.inc()
+                    logger.error(
+                        "report seq %d counts GPU time the service has already counted (is "
+                        "another collector reporting these GPUs?), dead-lettered: %s",
+                        report.seq,
+                        error,
+                    )
+                else:
+                    logger.error(
+                        "report seq %d rejected (%d), dead-lettered: %s", report.seq, status, error
+                    )
         if acknowledged:
             self._metrics.last_success.set(self._clock.wall_ns() / NS_PER_S)
-        return all(200 <= status < 300 or not retryable(status) for _, status, _, _ in outcomes)
+        return all(200 <= status < 300 or not retryable(status) for _, status, *_ in outcomes)
 
     def _register_jobs(self) -> None:
         for job_id, body in self._spool.pending_jobs():

@@ -208,7 +208,11 @@ def test_report_the_database_refuses_fails_only_its_own_request(
         # Three requests' reports, waiting to be stored in one transaction.
         waiting = [
             _Waiting(ReportIn.model_validate(body))
-            for body in (report(1, node="node-a"), refused, report(1, node="node-b"))
+            for body in (
+                report(1, node="node-a"),
+                refused,
+                report(1, node="node-b", gpus=[entry(1)]),
+            )
         ]
         with app.state.session_factory() as session:
             app.state.report_coalescer._run(session, waiting)

@@ -1,13 +1,16 @@
 """Occupancy: one GPU, wherever it is reported from, is counted once for any moment; reports
 that would count it twice are refused whole (409), named, audited and counted."""
 
+from datetime import datetime
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Report, Usage
+from app.models import GPU_OCCUPANCY, Report, Usage
 from tests.conftest import make_token
 from tests.support import CLUSTER, H800, entry, gpu_uuid, report
 
@@ -66,7 +69,9 @@ def test_one_gpu_in_four_overlapping_reports_is_counted_once(
 def test_overlap_within_tolerance_is_accepted_and_beyond_it_refused(
     client: TestClient, auth: Auth
 ) -> None:
-    assert post(client, auth, report(1, start=at("10:00:00"), end=at("10:01:00"))).status_code == 201
+    assert (
+        post(client, auth, report(1, start=at("10:00:00"), end=at("10:01:00"))).status_code == 201
+    )
     # A clock stepped back half a second: tolerated (a minute's report may overlap 1 s).
     stepped = report(2, start=at("10:00:59.500"), end=at("10:01:59.500"))
     assert post(client, auth, stepped).status_code == 201
@@ -202,7 +207,10 @@ def test_mig_devices_count_against_their_gpu(client: TestClient, auth: Auth) -> 
         mig(2, gpu_seconds=25, job_id="b"),
         entry(gpu_seconds=10, job_id="c", energy_j=0),
     ]
-    assert post(client, auth, report(2, start=at("10:01"), end=at("10:02"), gpus=shared)).status_code == 201
+    assert (
+        post(client, auth, report(2, start=at("10:01"), end=at("10:02"), gpus=shared)).status_code
+        == 201
+    )
     over = [mig(1, gpu_seconds=40, job_id="a"), entry(gpu_seconds=30, job_id="c", energy_j=0)]
     response = post(client, auth, report(3, start=at("10:02"), end=at("10:03"), gpus=over))
     assert response.status_code == 422, response.text
@@ -222,7 +230,9 @@ def test_refused_overlaps_are_audited_and_counted(client: TestClient, auth: Auth
     post(client, auth, report(1))
     assert post(client, auth, report(2)).status_code == 409
     batch = {"reports": [report(3)]}
-    assert client.post("/v1/reports:batch", json=batch, headers=auth["collector"]).status_code == 200
+    assert (
+        client.post("/v1/reports:batch", json=batch, headers=auth["collector"]).status_code == 200
+    )
 
     audit = client.get("/v1/audit?action=report.overlap", headers=auth["admin"]).json()
     entries = audit["entries"]
@@ -233,3 +243,31 @@ def test_refused_overlaps_are_audited_and_counted(client: TestClient, auth: Auth
     metrics = client.get("/metrics").text
     assert "gpucost_reports_overlapping_total 2.0" in metrics
     assert 'gpucost_reports_rejected_total{reason="conflict"} 2.0' in metrics
+
+
+def test_the_database_itself_refuses_overlapping_gpu_time(db: Session) -> None:
+    # The guarantee does not rest on ingest's look-up: the constraint (PostgreSQL) or the
+    # trigger (SQLite) refuses a second GPU interval meeting the first.
+    def occupy(report_pk: int, start: str, end: str, guard: str | None = None) -> None:
+        db.execute(
+            insert(GPU_OCCUPANCY),
+            {
+                "gpu_id": 1,
+                "report_id": report_pk,
+                "period_start": datetime.fromisoformat(at(start)),
+                "period_end": datetime.fromisoformat(at(end)),
+                "guard_start": datetime.fromisoformat(at(guard or start)),
+            },
+        )
+
+    occupy(1, "10:00", "10:01")
+    occupy(2, "10:01", "10:02")  # end to start: no overlap
+    occupy(3, "10:01:59.500", "10:03", guard="10:02")  # overlap within its tolerance
+    db.commit()
+    with pytest.raises(IntegrityError):
+        occupy(4, "10:00:30", "10:00:40")
+    db.rollback()
+    with pytest.raises(IntegrityError):
+        occupy(5, "10:02:30", "10:04", guard="10:02:31")
+    db.rollback()
+    assert db.execute(select(func.count()).select_from(GPU_OCCUPANCY)).scalar_one() == 3

@@ -5,8 +5,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, Row, Table, any_, bindparam, func, select
+import psycopg
+from sqlalchemy import CursorResult, Row, Table, any_, bindparam, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 T = TypeVar("T")
@@ -146,3 +148,32 @@ def _unless_present(keys: tuple[str, ...]) -> Callable[[Any], Any]:
         return stmt.on_conflict_do_nothing(index_elements=list(keys))
 
     return finish
+
+
+def insert_rows(
+    session: Session, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert plain rows (tuples in `columns` order), nothing returned: `COPY` on PostgreSQL,
+    one multi-row insert elsewhere."""
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        connection.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:
+        # As SQLAlchemy's own statements fail: its exception classes (a deadlock is retried,
+        # a refused value is the client's), a lost connection invalidated.
+        dialect = connection.dialect
+        lost = dialect.is_disconnect(exc, connection.connection, cursor)  # type: ignore[arg-type]
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            statement, None, exc, psycopg.Error, connection_invalidated=lost
+        ) from exc

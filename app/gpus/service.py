@@ -11,14 +11,10 @@ from app.models import Cluster, Gpu, GpuPlacement, Node
 MAX_HISTORY = 1000
 
 
-def _where() -> tuple[object, ...]:
-    return Cluster.name, Node.name
-
-
 def read_gpu(session: Session, *, uuid: str) -> GpuRead:
     """The GPU with this UUID, where it is and where it has been."""
     found = session.execute(
-        select(Gpu, *_where())
+        select(Gpu, Cluster.name, Node.name)
         .join(Node, Node.id == Gpu.node_id)
         .join(Cluster, Cluster.id == Node.cluster_id)
         .where(Gpu.uuid == uuid)
@@ -27,7 +23,7 @@ def read_gpu(session: Session, *, uuid: str) -> GpuRead:
         raise NotFound(f"no GPU {uuid} has been reported")
     gpu, cluster, node = found
     latest = (
-        select(GpuPlacement.gpu_index, GpuPlacement.since, *_where())
+        select(GpuPlacement.gpu_index, GpuPlacement.since, Cluster.name, Node.name)
         .join(Node, Node.id == GpuPlacement.node_id)
         .join(Cluster, Cluster.id == Node.cluster_id)
         .where(GpuPlacement.gpu_id == gpu.id)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.clock import Clock
@@ -94,7 +94,7 @@ class Coalescer:
                 session, lambda: self.store(session, [w.report for w in batch])
             )
         except Exception as exc:
-            if len(batch) > 1 and not isinstance(exc, OperationalError | IntegrityError):
+            if len(batch) > 1 and not isinstance(exc, OperationalError):
                 # One report failed them all (the database refused one of its values, say):
                 # store each on its own, so that it fails only its own request.
                 for waiting in batch:

@@ -16,22 +16,26 @@ it is run again (see app.core.db.commit_with_retry), to find that report stored.
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
+from app.audit.service import record
 from app.core.errors import Conflict
-from app.core.upsert import find_rows
+from app.core.upsert import find_rows, insert_rows
 from app.models import GPU_OCCUPANCY, Cluster, Node, Report
 from app.reports.entries import micros
+from app.reports.schemas import ReportIn
 
 _US = timedelta(microseconds=1)
 # A report may overlap stored time by at most this part of its own interval.
 INTERVAL_SHARE = 60
+OCCUPANCY_COLUMNS = ("gpu_id", "report_id", "period_start", "period_end", "guard_start")
 
 
 class Overlap(Conflict):
@@ -136,14 +140,51 @@ def refusal(uuid: str, interval: Interval, held: Interval) -> Overlap:
     )
 
 
-def occupancy_rows(report_pk: int, intervals: Iterable[Interval]) -> list[dict[str, object]]:
-    return [
-        {
-            "gpu_id": i.gpu_pk,
-            "report_id": report_pk,
-            "period_start": i.start,
-            "period_end": i.end,
-            "guard_start": i.guard,
-        }
-        for i in intervals
-    ]
+def occupy(
+    session: Session,
+    reports: Sequence[tuple[ReportIn, int]],
+    gpus: Mapping[str, Row[Any]],
+    *,
+    received_at: datetime,
+    tolerance: Decimal,
+) -> dict[int, Overlap]:
+    """Record the GPU time of each report (with its id; `gpus`: the stored rows by UUID) that
+    counts none already counted, stored or earlier in `reports`; refuse the others, each
+    recorded in the audit log. The refusals, by report id."""
+    claims = [(report, pk, _intervals(report, gpus, tolerance)) for report, pk in reports]
+    ledger = stored_ledger(session, [i for _, _, held in claims for i in held])
+    uuids = {row.id: uuid for uuid, row in gpus.items()}
+    refused: dict[int, Overlap] = {}
+    rows: list[tuple[Any, ...]] = []
+    for report, report_pk, intervals in claims:
+        clash = next(((i, held) for i in intervals if (held := ledger.clash(i)) is not None), None)
+        if clash is None:
+            for i in intervals:
+                ledger.add(i)
+            rows.extend((i.gpu_pk, report_pk, i.start, i.end, i.guard) for i in intervals)
+            continue
+        interval, held = clash
+        uuid = uuids[interval.gpu_pk]
+        refused[report_pk] = error = refusal(uuid, interval, held)
+        record(
+            session,
+            at=received_at,
+            actor=f"{report.cluster}/{report.node}",
+            action="report.overlap",
+            target=f"gpu {uuid}",
+            details={"seq": report.seq, "detail": error.message},
+        )
+    # In GPU order, so that two transactions meeting on the same GPUs wait in one order.
+    rows.sort(key=lambda row: (row[0], row[2]))
+    insert_rows(session, GPU_OCCUPANCY, OCCUPANCY_COLUMNS, rows)
+    return refused
+
+
+def _intervals(
+    report: ReportIn, gpus: Mapping[str, Row[Any]], tolerance: Decimal
+) -> list[Interval]:
+    """The report's time on each GPU it names (a MIG device's GPU for the device)."""
+    guard = report.start + tolerated(report.start, report.end, tolerance)
+    owner = f"{report.cluster}/{report.node} seq {report.seq}"
+    physical = sorted({report.physical(e.uuid) for e in report.entries})
+    return [Interval(gpus[uuid].id, report.start, report.end, guard, owner) for uuid in physical]

@@ -7,15 +7,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-import psycopg
-from sqlalchemy import Row, Table, delete, insert, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Row, Table, delete, select
 from sqlalchemy.orm import Session
 
-from app.audit.service import record
 from app.core.errors import AppError, Conflict, InvalidInput
-from app.core.upsert import find_rows, insert_many
-from app.models import GPU_OCCUPANCY, PruneMark, Report, Usage
+from app.core.upsert import find_rows, insert_many, insert_rows
+from app.models import PruneMark, Report, Usage
 from app.reports import identities, occupancy
 from app.reports.entries import payload_digest
 from app.reports.rollup import HourlyTotals
@@ -35,6 +32,7 @@ USAGE_COLUMNS = (
 
 
 REPORTS = cast(Table, Report.__table__)
+USAGE = cast(Table, Usage.__table__)
 PRUNE_MARK = select(PruneMark.__table__.c.pruned_before)
 
 
@@ -172,57 +170,28 @@ def _identify_gpus(
 def _occupy(
     session: Session,
     new: list[tuple[_Pending, int]],
-    stored: dict[str, Row[Any]],
+    gpus: dict[str, Row[Any]],
     outcomes: list[Outcome | None],
     *,
     received_at: datetime,
     tolerance: Decimal,
 ) -> list[tuple[_Pending, int]]:
-    """Refuse the new reports that count GPU time already counted, in the batch's order;
-    record the others' time. The reports that stay stored, with their ids."""
-    claims: list[tuple[_Pending, int, list[occupancy.Interval]]] = []
+    """Refuse the new reports that count GPU time already counted, in the batch's order,
+    leaving nothing of them; the reports that stay stored, with their ids."""
+    refused = occupancy.occupy(
+        session,
+        [(p.report, pk) for p, pk in new],
+        gpus,
+        received_at=received_at,
+        tolerance=tolerance,
+    )
+    if not refused:
+        return new
     for p, report_pk in new:
-        report = p.report
-        guard = report.start + occupancy.tolerated(report.start, report.end, tolerance)
-        owner = f"{report.cluster}/{report.node} seq {report.seq}"
-        gpus = sorted({report.physical(e.uuid) for e in report.entries})
-        intervals = [
-            occupancy.Interval(stored[uuid].id, report.start, report.end, guard, owner)
-            for uuid in gpus
-        ]
-        claims.append((p, report_pk, intervals))
-    ledger = occupancy.stored_ledger(session, [i for _, _, held in claims for i in held])
-    kept: list[tuple[_Pending, int]] = []
-    refused: list[int] = []
-    rows: list[dict[str, Any]] = []
-    uuids = {row.id: uuid for uuid, row in stored.items()}
-    for p, report_pk, intervals in claims:
-        clash = next(((i, held) for i in intervals if (held := ledger.clash(i)) is not None), None)
-        if clash is not None:
-            interval, held = clash
-            error = occupancy.refusal(uuids[interval.gpu_pk], interval, held)
-            outcomes[p.index] = error
-            refused.append(report_pk)
-            record(
-                session,
-                at=received_at,
-                actor=f"{p.report.cluster}/{p.report.node}",
-                action="report.overlap",
-                target=f"gpu {uuids[interval.gpu_pk]}",
-                details={"seq": p.report.seq, "detail": error.message},
-            )
-            continue
-        for interval in intervals:
-            ledger.add(interval)
-        rows.extend(occupancy.occupancy_rows(report_pk, intervals))
-        kept.append((p, report_pk))
-    if refused:
-        session.connection().execute(delete(REPORTS).where(REPORTS.c.id.in_(refused)))
-    if rows:
-        # In GPU order, so that two transactions meeting on the same GPUs wait in one order.
-        rows.sort(key=lambda row: (row["gpu_id"], row["period_start"]))
-        insert_many(session, GPU_OCCUPANCY, rows)
-    return kept
+        if report_pk in refused:
+            outcomes[p.index] = refused[report_pk]
+    session.connection().execute(delete(REPORTS).where(REPORTS.c.id.in_(sorted(refused))))
+    return [(p, pk) for p, pk in new if pk not in refused]
 
 
 def _store_usage(
@@ -273,34 +242,8 @@ def _store_usage(
             for e, job_pk in attributed
         )
         totals.add(cluster_pk=p.cluster_pk, start=start, end=p.report.end, entries=attributed)
-    _insert_usage(session, rows)
+    insert_rows(session, USAGE, USAGE_COLUMNS, rows)
     # Last, the rows other transactions update too (a job's span, its hourly sums): their
     # locks are held from here to the commit only.
     identities.widen_spans(session, {jobs[key]: span for key, span in spans.items()})
     totals.store(session)
-
-
-def _insert_usage(session: Session, rows: list[tuple[Any, ...]]) -> None:
-    """Raw usage rows: `COPY` on PostgreSQL, one multi-row insert elsewhere."""
-    if not rows:
-        return
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        statement = f"COPY usage ({', '.join(USAGE_COLUMNS)}) FROM STDIN"
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            with cursor.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        except psycopg.Error as exc:
-            # As SQLAlchemy's own statements fail: its exception classes (a deadlock is
-            # retried, a refused value is the client's), a lost connection invalidated.
-            dialect = connection.dialect
-            lost = dialect.is_disconnect(exc, connection.connection, cursor)  # type: ignore[arg-type]
-            if lost:
-                connection.invalidate(exc)
-            raise DBAPIError.instance(
-                statement, None, exc, psycopg.Error, connection_invalidated=lost
-            ) from exc
-        return
-    connection.execute(insert(Usage), [dict(zip(USAGE_COLUMNS, row, strict=True)) for row in rows])

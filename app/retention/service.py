@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.core.partitions import drop_partitions_before, ensure_partitions, is_partitioned
-from app.models import PruneMark, Report, Usage
+from app.models import GPU_OCCUPANCY, PruneMark, Report, Usage
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ def prune_raw(session: Session, *, now: datetime, retention_days: int, actor: st
     elif mark.pruned_before < cutoff:
         mark.pruned_before = cutoff
     usage = session.execute(delete(Usage).where(Usage.period_start < cutoff))
+    # GPU time ending by the cutoff can meet no report accepted after the prune (none may
+    # start before it); time reaching past it stays, so none is counted twice across it.
+    session.execute(delete(GPU_OCCUPANCY).where(GPU_OCCUPANCY.c.period_end <= cutoff))
     reports = session.execute(delete(Report).where(Report.period_start < cutoff))
     result = Pruned(
         cutoff=cutoff,

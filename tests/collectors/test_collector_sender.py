@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
+import zlib
 
 import httpx
 import pytest
@@ -29,7 +31,8 @@ def test_backoff_doubles_with_jitter_up_to_its_cap_and_resets():
 def body(cluster: str, node: str, minute: int, seconds: float = 60.0) -> dict:
     start, end = f"2026-01-05T09:{minute:02d}:00Z", f"2026-01-05T09:{minute + 1:02d}:00Z"
     entry = {
-        "uuid": gpu_uuid(0),
+        # A GPU of the cluster's own: tests share the service, and a GPU counts once.
+        "uuid": gpu_uuid(zlib.crc32(cluster.encode()) % 10**8),
         "index": 0,
         "model": "NVIDIA H800",
         "job_id": "5",
@@ -121,4 +124,29 @@ def test_a_resend_is_a_duplicate_and_a_refused_token_is_kept_for_later(service, 
     resend_spool.add_report(body(cluster, "n1", 0), wall_ns=0, state=None)
     assert resend.send_pending() is True
     assert resend_metrics.reports_sent.labels(outcome="duplicate")._value.get() == 1
+    assert service.job_totals(cluster) == {"5": 120}
+
+
+@pytest.mark.slow
+def test_a_second_collector_on_the_same_gpus_is_dead_lettered_as_overlap(service, tmp_path, caplog):
+    cluster = f"snd-{uuid.uuid4().hex[:8]}"
+    token = service.token("collector", cluster)
+    first, first_spool, _, first_metrics = make_sender(tmp_path, service.url, token, cluster)
+    twin, twin_spool, _, twin_metrics = make_sender(
+        tmp_path, service.url, token, cluster, name="twin.db"
+    )
+    # The same GPU, the same minutes: from the node's collector and from a twin started by
+    # mistake under another node name.
+    for minute in (0, 1):
+        first_spool.add_report(body(cluster, "n1", minute), wall_ns=0, state=None)
+        twin_spool.add_report(body(cluster, "n1-twin", minute), wall_ns=0, state=None)
+    assert first.send_pending() is True
+    with caplog.at_level(logging.ERROR, logger="collectors.sender"):
+        assert twin.send_pending() is True
+
+    assert [(seq, status) for seq, status, _ in twin_spool.dead_letters()] == [(1, 409), (2, 409)]
+    assert twin_metrics.reports_overlapping._value.get() == 2
+    assert twin_metrics.reports_dead_lettered._value.get() == 2
+    assert first_metrics.reports_overlapping._value.get() == 0
+    assert "counts GPU time the service has already counted" in caplog.text
     assert service.job_totals(cluster) == {"5": 120}
