@@ -75,10 +75,15 @@ def test_a_month_before_the_last_closed_one_is_refused_with_the_month_expected(
         "gpu_hours": "1",
         "cost_usd": "2",
     }
-    # Usage dated before the books' start is outside them: shown today, never booked.
+    # Usage dated before the books' start was never booked: billed in November as a
+    # correction of its own hour, like any late report.
     assert period(client, auth, "2020-01")["current"]["gpu_hours"] == "1"
+    assert period(client, auth, "2020-01")["corrections_booked"] == {
+        "gpu_hours": "1",
+        "cost_usd": "2",
+    }
     booked_charges = db.execute(select(func.min(PeriodLine.charge_hour))).scalar_one()
-    assert booked_charges.replace(tzinfo=UTC) == datetime(2026, 9, 10, 10, tzinfo=UTC)
+    assert booked_charges.replace(tzinfo=UTC) == datetime(2020, 1, 15, 10, tzinfo=UTC)
     closes = db.execute(
         select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "period.close")
     ).scalar_one()

@@ -46,7 +46,7 @@ def test_hour_splitting_conserves_every_unit(
 reports_strategy = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=2),  # node
-        st.integers(min_value=0, max_value=150),  # start minute after 09:00
+        st.integers(min_value=0, max_value=30),  # minutes after the node's previous report
         st.integers(min_value=1, max_value=60),  # length in minutes
         st.lists(
             st.tuples(
@@ -67,12 +67,13 @@ def _iso(moment: datetime) -> str:
 
 
 def build(spec: list[Any]) -> list[dict[str, Any]]:
-    """Reports from the drawn spec; each GPU's jobs share the interval, never exceeding it."""
-    bodies, seqs = [], {}
-    for node, minute, length, gpus in spec:
+    """Reports from the drawn spec; each GPU's jobs share the interval, never exceeding it,
+    and a node's reports follow each other (a GPU is counted once for any moment)."""
+    bodies, seqs, ends = [], {}, {}
+    for node, gap, length, gpus in spec:
         seqs[node] = seqs.get(node, 0) + 1
-        start = BASE + timedelta(minutes=minute)
-        end = start + timedelta(minutes=length)
+        start = ends.get(node, BASE) + timedelta(minutes=gap)
+        end = ends[node] = start + timedelta(minutes=length)
         per_gpu: dict[int, int] = {}
         entries = []
         for gpu, job, share in gpus:

@@ -85,14 +85,16 @@ def test_invalid_report_is_rejected_and_nothing_stored(
     assert db.execute(select(func.count()).select_from(Cluster)).scalar_one() == 0
 
 
-def test_small_clock_jitter_beyond_the_interval_is_tolerated(
+def test_gpu_seconds_fill_the_interval_and_not_a_microsecond_more(
     client: TestClient, auth: Auth
 ) -> None:
-    response = client.post(
-        "/v1/reports", json=with_entry(gpu_seconds=60.9), headers=auth["collector"]
+    over = client.post(
+        "/v1/reports", json=with_entry(gpu_seconds="60.000001"), headers=auth["collector"]
     )
+    full = client.post("/v1/reports", json=with_entry(gpu_seconds=60), headers=auth["collector"])
 
-    assert response.status_code == 201, response.text
+    assert over.status_code == 422 and over.json()["errors"][0]["field"] == "gpus[0].gpu_seconds"
+    assert full.status_code == 201, full.text
 
 
 def test_report_from_the_future_is_rejected(

@@ -1,7 +1,7 @@
 """Corrections: what closed months' booked lines miss of the current truth, hour by hour.
 
-A late report, a re-labelled job or a restated price changes a closed month's truth but not
-its booked lines; the difference is billed in the first open month, each line pointing at
+A late report (one dated before the first closed month too), a re-labelled job or a restated
+price changes a closed month's truth but not its booked lines; the difference is billed in the first open month, each line pointing at
 the hour it corrects. A re-labelled job gives a negative line for the old labels and a
 positive one for the new; a restated price the same with the two prices.
 
@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.timestamps import EARLIEST_INSTANT
 from app.core.units import PARTS_PER_NANO
 from app.exports.booked import booked_lines
 from app.exports.lines import (
@@ -35,7 +36,9 @@ def pending_corrections(session: Session, *, default_micro_usd: int) -> list[Lin
     months = closed_months(session)
     if not months:
         return []
-    start, end = month_start(months[0]), month_start(next_month(months[-1]))
+    # From the first instant usage can have: usage dated before the books' start (a report
+    # arriving after they started) was never booked, and is billed as a correction too.
+    start, end = EARLIEST_INSTANT, month_start(next_month(months[-1]))
     balance: dict[tuple[Any, ...], list[int | None]] = defaultdict(lambda: [0, 0, 0, 0, None])
     names: dict[tuple[Any, ...], str | None] = {}
 

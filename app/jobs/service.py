@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.core.errors import NotFound
+from app.core.sums import exact_sum
 from app.core.unique import insert_unless_present
 from app.core.upsert import get_or_create_ids
 from app.jobs.schemas import JobRead, JobUpdate
@@ -123,9 +124,9 @@ def read_jobs(session: Session, query: Select[Job]) -> list[JobRead]:
         for row in session.execute(
             select(
                 HourlyUsage.job_id,
-                func.sum(HourlyUsage.gpu_us).label("gpu_us"),
-                func.sum(HourlyUsage.busy_us).label("busy_us"),
-                func.sum(HourlyUsage.energy_mj).label("energy_mj"),
+                exact_sum(HourlyUsage.gpu_us).label("gpu_us"),
+                exact_sum(HourlyUsage.busy_us).label("busy_us"),
+                exact_sum(HourlyUsage.energy_mj).label("energy_mj"),
             )
             .where(HourlyUsage.job_id.in_([j.id for j in jobs]))
             .group_by(HourlyUsage.job_id)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.core.errors import Conflict, InvalidInput
+from app.core.sums import exact_sum
 from app.core.timestamps import utc_instant
 from app.core.unique import insert_unless_present, take_turns
 from app.core.units import from_nano
@@ -165,23 +166,24 @@ def read_period(session: Session, *, month: str, default_micro_usd: int) -> Peri
         current[0] += line.gpu_nano_hours
         current[1] += line.cost_nano
     closed = session.get(Period, month)
-    booked = corrections = None
+    sums = (exact_sum(PeriodLine.gpu_nano_hours), exact_sum(PeriodLine.cost_nano))
+    booked = None
     if closed is not None:
-        sums = (func.sum(PeriodLine.gpu_nano_hours), func.sum(PeriodLine.cost_nano))
         booked = _totals(
             *session.execute(
                 select(*sums).where(PeriodLine.billing_month == month, PeriodLine.kind == "usage")
             ).one()
         )
-        corrections = _totals(
-            *session.execute(
-                select(*sums).where(
-                    PeriodLine.kind == "correction",
-                    PeriodLine.charge_hour >= start,
-                    PeriodLine.charge_hour < end,
-                )
-            ).one()
+    # Later months' corrections of this month's hours: of a closed month, or of one before
+    # the books' start, whose late usage is billed as corrections alone.
+    corrected = session.execute(
+        select(*sums).where(
+            PeriodLine.kind == "correction",
+            PeriodLine.charge_hour >= start,
+            PeriodLine.charge_hour < end,
         )
+    ).one()
+    corrections = _totals(*corrected) if closed is not None or corrected[0] is not None else None
     return PeriodRead(
         month=month,
         state="closed" if closed else "open",

@@ -22,7 +22,7 @@ from tests.collectors.test_collector_e2e import EXPECTED, Node, scenario
 @pytest.mark.slow
 def test_skewed_clock_loses_nothing_and_doubles_nothing(service: Service, tmp_path: Path) -> None:
     node = Node(tmp_path, service, speed=0)
-    skewed = scenario(0)
+    skewed = scenario(0, node.salt)
     # Half an hour ago, so the first reports are on time; at 1050 s the clock jumps 40
     # minutes ahead, beyond the service's 5-minute tolerance. A 2-minute step before that
     # stays within it.

@@ -19,16 +19,12 @@ import pytest
 
 from collectors.scenario import parse_scenario, write_fake_proc
 from collectors.spool import Spool
-from tests.collectors.helpers import START_WALL, gpu, process, slurm
+from tests.collectors.helpers import START_WALL, gpu, gpu_uuid, process, slurm
 from tests.collectors.service import BIN, FlakyProxy, Service, free_port
 
 END = 2100  # virtual seconds: 30 reports of 70 s (70 so that MIG sevenths are whole seconds)
 META = {"GPUCOST_MODEL": "deepseek-v3", "GPUCOST_PHASE": "pre-training", "GPUCOST_TEAM": "infra"}
-MIG = [
-    {"uuid": "MIG-aaaaaaaa-0000-0000-0000-000000000001", "gi_slices": 3},
-    {"uuid": "MIG-aaaaaaaa-0000-0000-0000-000000000002", "gi_slices": 2},
-    {"uuid": "MIG-aaaaaaaa-0000-0000-0000-000000000003", "gi_slices": 1},
-]
+MIG_SLICES = (3, 2, 1)
 EXPECTED = {
     "1001": Decimal(4 * 1400),
     "1008": Decimal(4 * 700),
@@ -41,7 +37,13 @@ EXPECTED = {
 }
 
 
-def scenario(speed: float) -> dict[str, Any]:
+def scenario(speed: float, salt: int = 0) -> dict[str, Any]:
+    """The scenario, on GPUs of its own for each `salt`: tests share one service, where a
+    GPU is counted once for any moment."""
+    mig = [
+        {"uuid": f"MIG-{salt:08x}-0000-0000-0000-00000000000{n + 1}", "gi_slices": slices}
+        for n, slices in enumerate(MIG_SLICES)
+    ]
     processes = [process(1000 + i, i, end=1400, cgroup=slurm(1001), environ=META) for i in range(4)]
     processes += [
         process(1010 + i, i, start=1400, environ={"GPUCOST_JOB_ID": "1008"}) for i in range(4)
@@ -50,10 +52,12 @@ def scenario(speed: float) -> dict[str, Any]:
         process(1020, 4, start=700, environ={"SLURM_JOB_ID": "1002"}),
         process(1030, 5, cgroup=slurm(1003)),
         process(1031, 5, cgroup=slurm(1004)),
-        process(1060, 7, mig=MIG[0]["uuid"], cgroup=slurm(1006)),
-        process(1070, 7, mig=MIG[1]["uuid"], start=350, end=1750, cgroup=slurm(1007)),
+        process(1060, 7, mig=mig[0]["uuid"], cgroup=slurm(1006)),
+        process(1070, 7, mig=mig[1]["uuid"], start=350, end=1750, cgroup=slurm(1007)),
     ]
-    gpus = [gpu(i, power_mw=400_000, util=90) for i in range(7)] + [gpu(7, mig=MIG)]
+    gpus = [gpu(i, power_mw=400_000, util=90) for i in range(7)] + [gpu(7, mig=mig)]
+    for g in gpus:
+        g["uuid"] = gpu_uuid(salt * 10 + g["index"])
     # Dated in the past, so that compressed time never runs ahead of the server's clock.
     return {"start_wall": START_WALL, "speed": speed, "gpus": gpus, "processes": processes}
 
@@ -63,10 +67,11 @@ class Node:
 
     def __init__(self, root: Path, service: Service, *, speed: float, server: str = "") -> None:
         self.cluster = f"e2e-{uuid.uuid4().hex[:8]}"
+        self.salt = random.randrange(10**6)
         self.root = root
         self.server = server or service.url
-        (root / "scenario.json").write_text(json.dumps(scenario(speed)))
-        write_fake_proc(parse_scenario(scenario(speed)), root / "proc")
+        (root / "scenario.json").write_text(json.dumps(scenario(speed, self.salt)))
+        write_fake_proc(parse_scenario(scenario(speed, self.salt)), root / "proc")
         (root / "jobs").mkdir()
         (root / "jobs" / "6").write_text("1005\n")
         (root / "token").write_text(service.token("collector", self.cluster) + "\n")
