@@ -36,6 +36,7 @@ class Agent:
         self.spool, self.sender, self.metrics = spool, sender, metrics
         self._known_jobs: set[str] = set()
         self.interval: OpenInterval | None = None
+        self._waiting_for_wall_clock = False
 
     def _observe(self) -> tuple[Sample, Attribution]:
         sample = self.sampler.sample()
@@ -80,8 +81,10 @@ class Agent:
             "not counting %s without a sample",
             "the time up to a reboot" if interval.boot_id != boot_id else f"{gap_s:.0f} s",
         )
-        body = interval.report() if interval.duration_ms > 0 else None
+        dated = interval.dated() if interval.duration_ms > 0 else None
+        body = interval.report() if dated is not None else None
         self.interval = OpenInterval.begin(sample, attribution, boot_id)
+        self.interval.reported = interval.reported_after()
         # The old interval's report and the new interval go to the spool in one transaction.
         if body is not None and body["gpus"]:
             self._spool_report(body, state=self.interval.to_json())
@@ -98,8 +101,19 @@ class Agent:
             self.spool.save_state(self.interval.to_json())
 
     def close_interval(self) -> None:
-        """Spool the open interval as a report (atomically with the next interval's start)."""
+        """Spool the open interval as a report (atomically with the next interval's start);
+        keep it open while the wall clock, stepped back, is before the last report's end."""
         assert self.interval is not None
+        if self.interval.dated() is None:
+            if not self._waiting_for_wall_clock:
+                logger.warning(
+                    "the wall clock stepped back into time already reported: the "
+                    "report waits until the clock is past it"
+                )
+            self._waiting_for_wall_clock = True
+            self.spool.save_state(self.interval.to_json())
+            return
+        self._waiting_for_wall_clock = False
         body = self.interval.report()
         self.interval.restart()
         if body["gpus"]:

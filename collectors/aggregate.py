@@ -3,8 +3,12 @@
 Each sample's state (who holds each GPU, its utilisation and memory) holds until the next
 sample, so the time between two samples is attributed to the earlier one. Durations come from
 the monotonic clock only; the wall clock only dates a report's end, and its start is the end
-minus the monotonic duration, so a wall-clock step moves a report in time but never changes
-its GPU-seconds. Sums are exact fractions until the report is written in milliseconds.
+minus the monotonic duration, so a wall-clock step forward moves a report in time but never
+changes its GPU-seconds. A step back could date a report over time this collector already
+reported, which the service counts once: such a report starts where the reported time ends
+instead, its GPU time scaled to that shorter interval (the step is what is lost), and one the
+step puts wholly inside the reported time waits until the wall clock has passed it. Sums are
+exact fractions until the report is written in milliseconds.
 """
 
 from __future__ import annotations
@@ -78,6 +82,9 @@ class OpenInterval:
     last_mono_ns: int
     last_wall_ns: int
     boot_id: str
+    # The wall-clock span (ms) of the reports so far, first start to last end: no report
+    # overlaps it.
+    reported: tuple[int, int] | None = None
     last: dict[str, GpuPoint] = field(default_factory=dict)
     entries: dict[tuple[str, str | None], Entry] = field(default_factory=dict)
     info: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -117,10 +124,23 @@ class OpenInterval:
         # On a fixed millisecond grid, so consecutive reports add up without drift.
         return self.last_mono_ns // NS_PER_MS - self.start_mono_ns // NS_PER_MS
 
+    def dated(self) -> tuple[int, int] | None:
+        """The wall-clock interval (ms) a report would have now; None while the wall clock,
+        stepped back, is inside the time already reported."""
+        end_ms = self.last_wall_ns // NS_PER_MS
+        start_ms = end_ms - self.duration_ms
+        if self.reported is not None:
+            first_ms, last_ms = self.reported
+            if end_ms > first_ms and start_ms < last_ms:
+                start_ms = last_ms
+        return (start_ms, end_ms) if start_ms < end_ms else None
+
     def report(self) -> dict[str, Any]:
         """The report body for [start, last sample), without cluster, node and seq."""
-        duration_ms, duration_ns = self.duration_ms, self.last_mono_ns - self.start_mono_ns
-        end_ms = self.last_wall_ns // NS_PER_MS
+        dated = self.dated()
+        assert dated is not None, "no report while the wall clock is before the last one"
+        start_ms, end_ms = dated
+        duration_ms, duration_ns = end_ms - start_ms, self.last_mono_ns - self.start_mono_ns
         gpus = []
         for uuid in sorted(self.info, key=lambda u: self.info[u]):
             keys = [k for k in self.entries if k[0] == uuid and self.entries[k].gpu_ns > 0]
@@ -144,12 +164,21 @@ class OpenInterval:
                         "mem_peak_bytes": entry.mem_peak,
                     }
                 )
-        return {"start": iso_ms(end_ms - duration_ms), "end": iso_ms(end_ms), "gpus": gpus}
+        return {"start": iso_ms(start_ms), "end": iso_ms(end_ms), "gpus": gpus}
 
     def restart(self) -> None:
-        """Start the next interval at the last sample, keeping that sample's state."""
+        """Start the next interval at the last sample, keeping that sample's state, after
+        the report of this one."""
+        self.reported = self.reported_after()
         self.start_mono_ns = self.last_mono_ns
         self.entries, self.info = {}, {}
+
+    def reported_after(self) -> tuple[int, int] | None:
+        """The span reported once this interval's report is."""
+        dated = self.dated()
+        if dated is None or self.reported is None:
+            return dated or self.reported
+        return min(self.reported[0], dated[0]), max(self.reported[1], dated[1])
 
     # -- persistence: the open interval is saved with every sample, so a crash loses nothing
     def to_json(self) -> dict[str, Any]:
@@ -158,6 +187,7 @@ class OpenInterval:
             "last_mono_ns": self.last_mono_ns,
             "last_wall_ns": self.last_wall_ns,
             "boot_id": self.boot_id,
+            "reported": self.reported,
             "last": [
                 {
                     "uuid": uuid,
@@ -176,7 +206,12 @@ class OpenInterval:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> OpenInterval:
         interval = cls(
-            raw["start_mono_ns"], raw["last_mono_ns"], raw["last_wall_ns"], raw["boot_id"]
+            raw["start_mono_ns"],
+            raw["last_mono_ns"],
+            raw["last_wall_ns"],
+            raw["boot_id"],
+            # Absent in states saved before it was kept.
+            (raw["reported"][0], raw["reported"][1]) if raw.get("reported") else None,
         )
         for p in raw["last"]:
             shares = {j: Share(Fraction(f), mem) for j, f, mem in p["shares"]}

@@ -53,9 +53,9 @@ def test_one_gpu_in_four_overlapping_reports_is_counted_once(
     assert body["error"] == "Overlap"
     assert body["detail"] == (
         f"GPU {gpu_uuid(0)} is already counted from 2025-01-06T10:00:00+00:00 to "
-        "2025-01-06T11:00:00+00:00 (report hf-h800/node-017 seq 1); this report's "
-        "2025-01-06T10:30:00+00:00 to 2025-01-06T11:30:00+00:00 overlaps it by 1800 s, "
-        "more than the 1 s tolerated"
+        "2025-01-06T11:00:00+00:00 (first by report hf-h800/node-017 seq 1); report "
+        "hf-h800/node-017 seq 2, 2025-01-06T10:30:00+00:00 to 2025-01-06T11:30:00+00:00, "
+        "overlaps it by 1800 s, more than the 1 s tolerated"
     )
     assert job_seconds(client, auth) == "3600"
     # Refused reports leave nothing behind: the seqs stay free for the real reports.
@@ -117,8 +117,8 @@ def test_batch_reports_overlapping_each_other_or_stored_time_are_refused_alone(
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert [r["http_status"] for r in results] == [201, 409, 409, 201]
-    assert "(report hf-h800/node-017 seq 2)" in results[1]["error"]["detail"]
-    assert "(report hf-h800/node-017 seq 1)" in results[2]["error"]["detail"]
+    assert "(first by report hf-h800/node-017 seq 2)" in results[1]["error"]["detail"]
+    assert "(first by report hf-h800/node-017 seq 1)" in results[2]["error"]["detail"]
     assert job_seconds(client, auth) == "180"
 
 
@@ -271,3 +271,64 @@ def test_the_database_itself_refuses_overlapping_gpu_time(db: Session) -> None:
         occupy(5, "10:02:30", "10:04", guard="10:02:31")
     db.rollback()
     assert db.execute(select(func.count()).select_from(GPU_OCCUPANCY)).scalar_one() == 3
+
+
+def test_a_resend_of_a_refused_report_in_the_same_batch_is_refused_too(
+    client: TestClient, auth: Auth, db: Session
+) -> None:
+    assert post(client, auth, report(1)).status_code == 201
+    overlapping = report(7, node="node-b")
+    batch = {"reports": [overlapping, overlapping]}
+    response = client.post("/v1/reports:batch", json=batch, headers=auth["collector"])
+
+    results = response.json()["results"]
+    assert [(r["status"], r["http_status"]) for r in results] == [("rejected", 409)] * 2
+    assert db.execute(select(func.count()).select_from(Report)).scalar_one() == 1
+
+
+def test_a_mig_device_claimed_under_two_gpus_is_counted_once(
+    client: TestClient, auth: Auth
+) -> None:
+    first = report(1, node="node-c", gpus=[mig(1, parent=100)])
+    second = report(1, node="node-d", gpus=[mig(1, parent=101)])
+    assert post(client, auth, first).status_code == 201
+    refused = post(client, auth, second)
+    assert refused.status_code == 409, refused.text
+    assert f"GPU {mig(1)['uuid']} is already counted" in refused.json()["detail"]
+    assert job_seconds(client, auth) == "60"
+
+
+def test_a_refused_report_leaves_no_gpu_behind(client: TestClient, auth: Auth) -> None:
+    assert post(client, auth, report(1)).status_code == 201
+    # GPU 0 overlaps; GPU 1 is new: neither the report nor GPU 1 is stored.
+    both = report(1, node="node-b", gpus=[entry(0), entry(1)])
+    assert post(client, auth, both).status_code == 409
+    assert client.get(f"/v1/gpus/{gpu_uuid(1)}", headers=auth["viewer"]).status_code == 404
+    later = report(2, node="node-b", start=at("10:05"), end=at("10:06"), gpus=[entry(1)])
+    assert post(client, auth, later).status_code == 201
+    gpu = client.get(f"/v1/gpus/{gpu_uuid(1)}", headers=auth["viewer"]).json()
+    assert [(h["node"], h["since"]) for h in gpu["history"]] == [("node-b", "2025-01-06T10:05:00Z")]
+
+
+def test_a_gpu_reporting_without_gaps_keeps_one_span(
+    client: TestClient, auth: Auth, db: Session
+) -> None:
+    minutes = [
+        report(m + 1, start=f"{DAY}T10:{m:02d}:00Z", end=f"{DAY}T10:{m + 1:02d}:00Z")
+        for m in range(10)
+    ]
+    for body in minutes[:4]:
+        assert post(client, auth, body).status_code == 201
+    batch = {"reports": minutes[4:]}
+    answer = client.post("/v1/reports:batch", json=batch, headers=auth["collector"]).json()
+    assert answer["accepted"] == 6
+    spans = db.execute(select(GPU_OCCUPANCY.c.period_start, GPU_OCCUPANCY.c.period_end)).all()
+    assert [(a.isoformat()[11:16], b.isoformat()[11:16]) for a, b in spans] == [("10:00", "10:10")]
+    # Inside the span, from another node: refused, naming the whole span and its first report.
+    inside = post(client, auth, report(1, node="node-b", start=at("10:04"), end=at("10:05")))
+    assert inside.status_code == 409
+    assert (
+        "from 2025-01-06T10:00:00+00:00 to 2025-01-06T10:10:00+00:00 (first by report "
+        in (inside.json()["detail"])
+    )
+    assert job_seconds(client, auth) == "600"

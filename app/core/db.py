@@ -107,6 +107,11 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 _RETRYABLE_SQLSTATES = {"40P01", "40001", "23P01"}
 
 
+class RaceLost(Exception):
+    """Raised by work that found a row it read changed under it: the transaction did nothing
+    wrong and sees the change when run again."""
+
+
 def _retryable(exc: OperationalError | IntegrityError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
@@ -125,6 +130,10 @@ def commit_with_retry(session: Session, work: Callable[[], T], *, attempts: int 
         except (OperationalError, IntegrityError) as exc:
             session.rollback()
             if attempt == attempts or not _retryable(exc):
+                raise
+        except RaceLost:
+            session.rollback()
+            if attempt == attempts:
                 raise
         except BaseException:
             session.rollback()

@@ -6,7 +6,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from sqlalchemy import CursorResult, Row, Table, any_, bindparam, func, insert, select
+from sqlalchemy import (
+    CursorResult,
+    Row,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    column,
+    func,
+    insert,
+    select,
+    values,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -27,11 +39,8 @@ def find_rows(
     returned: Sequence[str],
     keys: Sequence[str],
     key_values: Iterable[tuple[Any, ...]],
-    where: tuple[Any, ...] = (),
-    params: dict[str, Any] | None = None,
 ) -> Iterator[Row[Any]]:
-    """Rows of `table` (columns `returned`) whose `keys` are any of `key_values`, and that
-    meet the criteria `where` (built once, at module level) with their `params`.
+    """Rows of `table` (columns `returned`) whose `keys` are any of `key_values`.
 
     Keys are grouped by all but their last column (a batch's nodes share their cluster):
     one look-up per group, matching the last column against a list. On PostgreSQL the list
@@ -42,20 +51,16 @@ def find_rows(
         groups[key[:-1]].append(key[-1])
     connection = session.connection()
     dialect = connection.dialect.name
-    stmt = _select_statement(dialect, table, tuple(returned), tuple(keys), where)
+    stmt = _select_statement(dialect, table, tuple(returned), tuple(keys))
     for prefix, lasts in groups.items():
         same = {f"key_{name}": value for name, value in zip(keys, prefix, strict=False)}
         for part in [lasts] if dialect == "postgresql" else chunks(lasts):
-            yield from connection.execute(stmt, {**(params or {}), **same, "values": list(part)})
+            yield from connection.execute(stmt, {**same, "values": list(part)})
 
 
 @functools.cache
 def _select_statement(
-    dialect: str,
-    table: Table,
-    returned: tuple[str, ...],
-    keys: tuple[str, ...],
-    where: tuple[Any, ...],
+    dialect: str, table: Table, returned: tuple[str, ...], keys: tuple[str, ...]
 ) -> Any:
     *first, last = (table.c[name] for name in keys)
     same = [column == bindparam(f"key_{column.name}") for column in first]
@@ -63,7 +68,58 @@ def _select_statement(
         within = last == any_(bindparam("values", type_=postgresql.ARRAY(last.type)))
     else:
         within = last.in_(bindparam("values", expanding=True))
-    return select(*(table.c[name] for name in returned)).where(*same, within, *where)
+    return select(*(table.c[name] for name in returned)).where(*same, within)
+
+
+def find_in_windows(
+    session: Session,
+    table: Table,
+    returned: Sequence[str],
+    spans: tuple[str, str, str],
+    windows: Sequence[tuple[Any, Any, Any]],
+) -> Iterator[Row[Any]]:
+    """Rows of `table` (columns `returned`) that meet a window: `spans` names a key column
+    and a row's start and end columns; a window (key, lo, hi) takes the rows of its key
+    with end >= lo and start < hi. One statement on PostgreSQL (the windows as arrays,
+    the statement built once), chunks of windows as VALUES elsewhere."""
+    if not windows:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        keys, los, his = (list(column) for column in zip(*windows, strict=True))
+        stmt = _window_statement(table, tuple(returned), spans)
+        yield from connection.execute(stmt, {"keys": keys, "los": los, "his": his})
+        return
+    key, start, end = (table.c[name] for name in spans)
+    for part in chunks(windows, CHUNK // 3):
+        source = (
+            values(column("key", key.type), column("lo", end.type), column("hi", start.type))
+            .data(list(part))
+            .cte("w")
+        )
+        yield from connection.execute(_windowed(table, returned, spans, source))
+
+
+@functools.cache
+def _window_statement(table: Table, returned: tuple[str, ...], spans: tuple[str, str, str]) -> Any:
+    key, start, end = (table.c[name] for name in spans)
+    arrays = [
+        bindparam(name, type_=postgresql.ARRAY(type_))
+        for name, type_ in (("keys", key.type), ("los", end.type), ("his", start.type))
+    ]
+    source = func.unnest(*arrays).table_valued("key", "lo", "hi").render_derived(name="w")
+    return _windowed(table, returned, spans, source)
+
+
+def _windowed(
+    table: Table, returned: Sequence[str], spans: tuple[str, str, str], source: Any
+) -> Any:
+    key, start, end = (table.c[name] for name in spans)
+    return (
+        select(*(table.c[name] for name in returned))
+        .select_from(source)
+        .join(table, and_(key == source.c.key, end >= source.c.lo, start < source.c.hi))
+    )
 
 
 def as_is(stmt: Any) -> Any:

@@ -1,9 +1,10 @@
 """Corrections: what closed months' booked lines miss of the current truth, hour by hour.
 
 A late report (one dated before the first closed month too), a re-labelled job or a restated
-price changes a closed month's truth but not its booked lines; the difference is billed in the first open month, each line pointing at
-the hour it corrects. A re-labelled job gives a negative line for the old labels and a
-positive one for the new; a restated price the same with the two prices.
+price changes a closed month's truth but not its booked lines; the difference is billed in
+the first open month, each line pointing at the hour it corrects. A re-labelled job gives a
+negative line for the old labels and a positive one for the new; a restated price the same
+with the two prices.
 
 The difference is taken as closed months book, in billionths per hourly line, so that an
 unchanged hour gives no correction.

@@ -53,10 +53,10 @@ class Usage(Base):
     mem_peak_bytes: Mapped[int] = mapped_column(BigInteger)
 
 
-# When each GPU was counted: one row per GPU a stored report carries (a MIG device's under
-# its GPU), each GPU's rows never overlapping from `guard_start` to `period_end`. PostgreSQL
-# enforces that with an exclusion constraint, SQLite with a trigger (migration 0008); ingest
-# looks first, to answer a 409 per report. A core table: it has no key of its own to map.
+# When each GPU was counted: spans of reports' time per GPU (and MIG device; see
+# app.reports.occupancy), each GPU's never overlapping from `guard_start` to `period_end`.
+# PostgreSQL enforces that with an exclusion constraint, SQLite with triggers (migration
+# 0009); ingest looks first, to answer a 409 per report. A core table: no key of its own.
 GPU_OCCUPANCY = Table(
     "gpu_occupancy",
     Base.metadata,

@@ -12,9 +12,8 @@ from datetime import datetime, timedelta
 from app.core.config import Settings
 from app.core.errors import InvalidInput
 from app.reports.entries import ZERO, micros, millis
+from app.reports.hours import span_us
 from app.reports.schemas import ReportIn
-
-_US = timedelta(microseconds=1)
 
 
 def check_report(report: ReportIn, *, settings: Settings, now: datetime) -> None:
@@ -53,6 +52,7 @@ def _check_devices(report: ReportIn) -> None:
     a MIG device names its GPU, a whole GPU names none."""
     first_by_uuid: dict[str, int] = {}
     gpu_by_index: dict[int, str] = {}
+    index_by_gpu: dict[str, int] = {}
     jobs_seen: set[tuple[str, str | None]] = set()
     for i, entry in enumerate(report.gpus):
         uuid, index = entry["uuid"], entry["index"]
@@ -69,8 +69,13 @@ def _check_devices(report: ReportIn) -> None:
             raise InvalidInput(
                 f"gpus[{i}]", f"GPU {uuid} appears with another index, model or parent"
             )
-        if gpu_by_index.setdefault(index, report.physical(uuid)) != report.physical(uuid):
+        gpu = report.physical(uuid)
+        if gpu_by_index.setdefault(index, gpu) != gpu:
             raise InvalidInput(f"gpus[{i}].index", f"index {index} is given to two GPUs")
+        if index_by_gpu.setdefault(gpu, index) != index:
+            raise InvalidInput(
+                f"gpus[{i}].index", f"GPU {gpu} and its MIG devices have another index"
+            )
         job = (uuid, entry["job_id"])
         if job in jobs_seen:
             raise InvalidInput(f"gpus[{i}].job_id", f"job {job[1]} appears twice for GPU {uuid}")
@@ -78,7 +83,7 @@ def _check_devices(report: ReportIn) -> None:
 
 
 def _check_physical_bounds(report: ReportIn, *, max_watts: int) -> None:
-    interval_us = (report.end - report.start) // _US
+    interval_us = span_us(report.start, report.end)
     # mJ = W x µs / 1000
     energy_limit_mj = interval_us * max_watts // 1000
     used_us: dict[str, int] = defaultdict(int)

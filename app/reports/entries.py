@@ -2,15 +2,21 @@
 
 import hashlib
 import json
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import TYPE_CHECKING, NamedTuple
+
+from app.core.units import MICRO
 
 if TYPE_CHECKING:  # the schema reads its entries through this module
     from app.reports.schemas import ReportIn
 
-MICRO = Decimal(1_000_000)
 MILLI = Decimal(1_000)
 ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+# Input numbers have at most MAX_DIGITS significant digits (see schemas); in this context no
+# product or quotient of them rounds, so round() below is the only rounding.
+MAX_DIGITS = 40
+_EXACT = Context(prec=4 * MAX_DIGITS)
 
 
 class Entry(NamedTuple):
@@ -28,18 +34,22 @@ class Entry(NamedTuple):
 
 
 def micros(seconds: Decimal) -> int:
-    """Seconds as whole microseconds, as stored; round() of a Decimal is exact, halves to even."""
-    return round(seconds * MICRO)
+    """Seconds as whole microseconds, as stored: rounded once, half to even."""
+    return round(_EXACT.multiply(seconds, MICRO))
 
 
 def millis(joules: Decimal) -> int:
-    return round(joules * MILLI)
+    return round(_EXACT.multiply(joules, MILLI))
+
+
+def busy_micros(gpu_us: int, util_pct: Decimal) -> int:
+    """The busy part of `gpu_us` at `util_pct`, rounded once, half to even."""
+    return round(_EXACT.divide(_EXACT.multiply(Decimal(gpu_us), util_pct), HUNDRED))
 
 
 def normalize(report: "ReportIn") -> list[Entry]:
     """Entries in integer units (microseconds, millijoules), in a canonical order."""
     entries = []
-    # round() of a Decimal is to the nearest integer, halves to even, exactly.
     for gpu in report.gpus:
         util_pct = gpu.get("util_pct", ZERO)
         gpu_us = micros(gpu["gpu_seconds"])
@@ -50,8 +60,8 @@ def normalize(report: "ReportIn") -> list[Entry]:
                 gpu["index"],
                 gpu["model"],
                 gpu_us,
-                round(gpu_us * util_pct / 100),
-                str(util_pct.normalize()),
+                busy_micros(gpu_us, util_pct),
+                str(_EXACT.normalize(util_pct)),
                 millis(gpu.get("energy_j", ZERO)),
                 gpu.get("mem_peak_bytes", 0),
             )

@@ -8,6 +8,11 @@ HOUR = timedelta(hours=1)
 _US = timedelta(microseconds=1)
 
 
+def span_us(start: datetime, end: datetime) -> int:
+    """Whole microseconds from `start` to `end`."""
+    return (end - start) // _US
+
+
 @dataclass(frozen=True)
 class HourSlice:
     hour: datetime
@@ -22,7 +27,7 @@ def floor_hour(moment: datetime) -> datetime:
 
 def hour_slices(start: datetime, end: datetime) -> tuple[int, list[HourSlice]]:
     """The interval's length in microseconds and the UTC hours it covers."""
-    total = (end - start) // _US
+    total = span_us(start, end)
     slices = []
     hour = floor_hour(start)
     while hour < end:

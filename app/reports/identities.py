@@ -69,6 +69,12 @@ def _mark_nodes_seen() -> Any:
 _MARK_NODES_SEEN = _mark_nodes_seen()
 
 
+def stored_gpus(session: Session, uuids: Iterable[str]) -> dict[str, int]:
+    """Ids of the GPUs (and MIG devices) already stored, by UUID."""
+    rows = find_rows(session, GPUS, ("id", "uuid"), ("uuid",), [(uuid,) for uuid in uuids])
+    return {row.uuid: row.id for row in rows}
+
+
 def gpu_rows(
     session: Session, *, placements: Mapping[str, Placement], seen: datetime
 ) -> dict[str, Row[Any]]:

@@ -1,17 +1,22 @@
 """Occupancy: a GPU, wherever it is reported from, is counted once for any moment.
 
-Each stored report occupies each of its GPUs (a MIG device's parent GPU for the device) for
-its interval. A report whose interval overlaps time already stored for one of its GPUs by
-more than the tolerance is refused whole (409). The tolerance absorbs a collector's clock
-stepping back: the overlap tolerated is the configured tolerance, at most a sixtieth of the
-report's own interval, so that however reports are cut a GPU is never counted more than one
-part in 59 beyond the time that passed.
+Each stored report occupies each GPU it names for its interval: a whole GPU, and a MIG
+device both itself and its GPU (so that neither the GPU's other users nor a second parent
+claimed for the device can count the same time). A report whose interval overlaps time
+already stored for one of them by more than the tolerance is refused whole (409). The
+tolerance absorbs a collector's clock stepping back: a report may start that much before
+the end of time already counted, the configured tolerance but at most a sixtieth of its own
+interval, so that however reports are cut a GPU is never counted more than one part in 59
+beyond the time that passed.
 
-The rule is the database's: the constraint reads each interval from `guard_start` (its start
-plus the tolerance it was granted) to its end, and no two of one GPU's may meet. Ingest looks
+The rule is the database's: the constraint reads each stored span from `guard_start` (its
+start plus the tolerance it was granted) to its end, and no two of one GPU's may meet.
+Stored spans are runs: a report that carries on where a GPU's stored time ends extends that
+span instead of adding one, so a GPU reporting without gaps keeps one row. Ingest looks
 first, in the same transaction, so that each report gets its own answer; a concurrent
-transaction that stores an overlapping report first makes ours fail on the constraint, and
-it is run again (see app.core.db.commit_with_retry), to find that report stored.
+transaction that stores overlapping time first makes ours fail on the constraint (or find
+the span it extends moved on), and it is run again (app.core.db.commit_with_retry), to find
+that time stored.
 """
 
 import bisect
@@ -22,17 +27,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from app.audit.service import record
+from app.core.db import RaceLost
 from app.core.errors import Conflict
-from app.core.upsert import find_rows, insert_rows
+from app.core.upsert import find_in_windows, insert_rows
 from app.models import GPU_OCCUPANCY, Cluster, Node, Report
 from app.reports.entries import micros
+from app.reports.hours import span_us
 from app.reports.schemas import ReportIn
 
-_US = timedelta(microseconds=1)
 # A report may overlap stored time by at most this part of its own interval.
 INTERVAL_SHARE = 60
 OCCUPANCY_COLUMNS = ("gpu_id", "report_id", "period_start", "period_end", "guard_start")
@@ -41,150 +46,197 @@ OCCUPANCY_COLUMNS = ("gpu_id", "report_id", "period_start", "period_end", "guard
 class Overlap(Conflict):
     """A report counts a GPU for time already counted."""
 
+    def __init__(self, message: str, *, gpu: str) -> None:
+        super().__init__(message)
+        self.gpu = gpu
+
 
 @dataclass(frozen=True)
 class Interval:
-    """One GPU's time in one report; `owner` says whose it is, in a refusal's words."""
+    """Time of one GPU (by UUID): a report's, or a stored span (`stored_end` set)."""
 
-    gpu_pk: int
+    gpu: str
     start: datetime
     end: datetime
     guard: datetime
-    owner: str
+    report_pk: int
+    stored_end: datetime | None = None
 
 
 def tolerated(start: datetime, end: datetime, tolerance: Decimal) -> timedelta:
-    """The overlap with stored time a report of this interval may have."""
-    return timedelta(microseconds=min(micros(tolerance), (end - start) // _US // INTERVAL_SHARE))
+    """How far before time already counted a report of this interval may start."""
+    return timedelta(microseconds=min(micros(tolerance), span_us(start, end) // INTERVAL_SHARE))
+
+
+def owner(cluster: str, node: str, seq: int) -> str:
+    return f"{cluster}/{node} seq {seq}"
 
 
 class Ledger:
-    """Each GPU's intervals, stored and accepted so far in this transaction, by guard start."""
+    """Each GPU's spans, stored and accepted so far in this transaction, by guard start."""
 
     def __init__(self) -> None:
-        self._guards: dict[int, list[datetime]] = defaultdict(list)
-        self._intervals: dict[int, list[Interval]] = defaultdict(list)
+        self._guards: dict[str, list[datetime]] = defaultdict(list)
+        self._spans: dict[str, list[Interval]] = defaultdict(list)
 
-    def add(self, interval: Interval) -> None:
-        at = bisect.bisect(self._guards[interval.gpu_pk], interval.guard)
-        self._guards[interval.gpu_pk].insert(at, interval.guard)
-        self._intervals[interval.gpu_pk].insert(at, interval)
+    def add(self, span: Interval) -> None:
+        at = bisect.bisect(self._guards[span.gpu], span.guard)
+        self._guards[span.gpu].insert(at, span.guard)
+        self._spans[span.gpu].insert(at, span)
 
-    def clash(self, interval: Interval) -> Interval | None:
-        """An interval of the same GPU that `interval` may not overlap, if any."""
-        guards, intervals = self._guards[interval.gpu_pk], self._intervals[interval.gpu_pk]
-        at = bisect.bisect(guards, interval.guard)
-        # One GPU's intervals never overlap: by guard start, their ends are in order too, so
-        # only the two neighbours can meet it.
-        if at < len(guards) and guards[at] < interval.end:
-            return intervals[at]
-        if at > 0 and intervals[at - 1].end > interval.guard:
-            return intervals[at - 1]
+    def clash(self, span: Interval) -> Interval | None:
+        """A span of the same GPU that `span` may not overlap, if any."""
+        guards, spans = self._guards[span.gpu], self._spans[span.gpu]
+        at = bisect.bisect(guards, span.guard)
+        # One GPU's spans never overlap: by guard start their ends are in order too, so only
+        # the two neighbours can meet it.
+        if at < len(guards) and guards[at] < span.end:
+            return spans[at]
+        if at > 0 and spans[at - 1].end > span.guard:
+            return spans[at - 1]
         return None
 
+    def spans(self) -> Iterable[tuple[str, list[Interval]]]:
+        return self._spans.items()
 
-def stored_ledger(session: Session, probes: Sequence[Interval]) -> Ledger:
-    """The stored intervals of the probes' GPUs that could meet any of them."""
-    ledger = Ledger()
-    if not probes:
-        return ledger
-    rows = list(
-        find_rows(
-            session,
-            GPU_OCCUPANCY,
-            ("report_id", "period_start", "period_end", "guard_start", "gpu_id"),
-            ("gpu_id",),
-            sorted({(p.gpu_pk,) for p in probes}),
-            where=_WINDOW,
-            params={"lo": min(p.guard for p in probes), "hi": max(p.end for p in probes)},
-        )
+
+def judge(
+    session: Session,
+    reports: Sequence[tuple[ReportIn, int]],
+    known: Mapping[str, int],
+    *,
+    tolerance: Decimal,
+) -> tuple[dict[int, Overlap], Ledger]:
+    """Refuse, in order, each report (with its id) that counts time already counted, stored
+    (`known`: the ids of the GPUs stored so far) or earlier in `reports`. The refusals by
+    report id, and the ledger of what stays."""
+    claims = [(report, pk, intervals(report, pk, tolerance)) for report, pk in reports]
+    ledger = _stored(session, [i for _, _, held in claims for i in held], known)
+    names = {pk: "report " + owner(r.cluster, r.node, r.seq) for r, pk in reports}
+    refused: dict[int, Overlap] = {}
+    for report_pk, held in ((pk, held) for _, pk, held in claims):
+        clash = next(((i, other) for i in held if (other := ledger.clash(i)) is not None), None)
+        if clash is None:
+            for interval in held:
+                ledger.add(interval)
+        else:
+            interval, other = clash
+            holder = names.get(other.report_pk) if other.stored_end is None else None
+            refused[report_pk] = _refusal(
+                interval,
+                other,
+                claiming=names[report_pk],
+                holder=holder or _stored_owner(session, other.report_pk),
+            )
+    return refused, ledger
+
+
+def intervals(report: ReportIn, report_pk: int, tolerance: Decimal) -> list[Interval]:
+    """The report's time on each GPU and MIG device it names."""
+    guard = report.start + tolerated(report.start, report.end, tolerance)
+    named = {e.uuid for e in report.entries} | set(report.parents.values())
+    return [Interval(uuid, report.start, report.end, guard, report_pk) for uuid in sorted(named)]
+
+
+def _stored(session: Session, probes: Sequence[Interval], known: Mapping[str, int]) -> Ledger:
+    """A ledger of the stored spans that may meet the probes: per GPU, those ending at or
+    after its earliest probe's start (the span a probe carries on included)."""
+    windows: dict[str, tuple[datetime, datetime]] = {}
+    for p in probes:
+        if p.gpu in known:
+            lo, hi = windows.get(p.gpu, (p.start, p.end))
+            windows[p.gpu] = (min(lo, p.start), max(hi, p.end))
+    uuids = {known[uuid]: uuid for uuid in windows}
+    rows = find_in_windows(
+        session,
+        GPU_OCCUPANCY,
+        ("gpu_id", "report_id", "period_start", "period_end", "guard_start"),
+        ("gpu_id", "guard_start", "period_end"),
+        [(known[uuid], lo, hi) for uuid, (lo, hi) in sorted(windows.items())],
     )
-    owners = _owners(session, {row.report_id for row in rows})
+    ledger = Ledger()
     for row in rows:
-        owner = owners.get(row.report_id, "a pruned report")
-        ledger.add(Interval(row.gpu_id, row.period_start, row.period_end, row.guard_start, owner))
+        gpu, start, end = uuids[row.gpu_id], row.period_start, row.period_end
+        ledger.add(Interval(gpu, start, end, row.guard_start, row.report_id, stored_end=end))
     return ledger
 
 
-def _window() -> tuple[object, ...]:
-    table = GPU_OCCUPANCY
-    lo = bindparam("lo", type_=table.c.period_end.type)
-    hi = bindparam("hi", type_=table.c.guard_start.type)
-    return (table.c.period_end > lo, table.c.guard_start < hi)
-
-
-_WINDOW = _window()
-
-
-def _owners(session: Session, report_pks: Iterable[int]) -> dict[int, str]:
-    wanted = sorted(report_pks)
-    if not wanted:
-        return {}
+def _stored_owner(session: Session, report_pk: int) -> str:
+    """The report that began a stored span, in a refusal's words."""
     query = (
-        select(Report.id, Cluster.name, Node.name, Report.seq)
+        select(Cluster.name, Node.name, Report.seq)
         .join(Node, Node.id == Report.node_id)
         .join(Cluster, Cluster.id == Node.cluster_id)
-        .where(Report.id.in_(wanted))
+        .where(Report.id == report_pk)
     )
-    return {pk: f"{c}/{n} seq {seq}" for pk, c, n, seq in session.execute(query)}
+    found = session.execute(query).first()
+    return "report " + owner(*found) if found else "a pruned report"
 
 
-def refusal(uuid: str, interval: Interval, held: Interval) -> Overlap:
+def _refusal(interval: Interval, held: Interval, *, claiming: str, holder: str) -> Overlap:
     overlap = min(interval.end, held.end) - max(interval.start, held.start)
+    # The tolerance in force is the later-starting one's: it may begin that far back.
+    later = interval if interval.start >= held.start else held
     return Overlap(
-        f"GPU {uuid} is already counted from {held.start.isoformat()} to "
-        f"{held.end.isoformat()} (report {held.owner}); this report's "
-        f"{interval.start.isoformat()} to {interval.end.isoformat()} overlaps it by "
+        f"GPU {interval.gpu} is already counted from {held.start.isoformat()} to "
+        f"{held.end.isoformat()} (first by {holder}); {claiming}, "
+        f"{interval.start.isoformat()} to {interval.end.isoformat()}, overlaps it by "
         f"{overlap.total_seconds():g} s, more than the "
-        f"{(interval.guard - interval.start).total_seconds():g} s tolerated"
+        f"{(later.guard - later.start).total_seconds():g} s tolerated",
+        gpu=interval.gpu,
     )
 
 
-def occupy(
-    session: Session,
-    reports: Sequence[tuple[ReportIn, int]],
-    gpus: Mapping[str, Row[Any]],
-    *,
-    received_at: datetime,
-    tolerance: Decimal,
-) -> dict[int, Overlap]:
-    """Record the GPU time of each report (with its id; `gpus`: the stored rows by UUID) that
-    counts none already counted, stored or earlier in `reports`; refuse the others, each
-    recorded in the audit log. The refusals, by report id."""
-    claims = [(report, pk, _intervals(report, gpus, tolerance)) for report, pk in reports]
-    ledger = stored_ledger(session, [i for _, _, held in claims for i in held])
-    uuids = {row.id: uuid for uuid, row in gpus.items()}
-    refused: dict[int, Overlap] = {}
-    rows: list[tuple[Any, ...]] = []
-    for report, report_pk, intervals in claims:
-        clash = next(((i, held) for i in intervals if (held := ledger.clash(i)) is not None), None)
-        if clash is None:
-            for i in intervals:
-                ledger.add(i)
-            rows.extend((i.gpu_pk, report_pk, i.start, i.end, i.guard) for i in intervals)
+def record(session: Session, ledger: Ledger, gpus: Mapping[str, Row[Any]]) -> None:
+    """Store the time accepted into `ledger` (`gpus`: the stored rows by UUID): a run of
+    reports without gaps as one span, which extends a stored span that it carries on."""
+    extended: list[dict[str, Any]] = []
+    added: list[tuple[Any, ...]] = []
+    for gpu, spans in ledger.spans():
+        stored = [s for s in spans if s.stored_end is not None]
+        for run in _runs([s for s in spans if s.stored_end is None]):
+            gpu_pk = gpus[gpu].id
+            before = next((s for s in stored if run.start <= s.end <= run.guard), None)
+            if before is None:
+                added.append((gpu_pk, run.report_pk, run.start, run.end, run.guard))
+            else:
+                extended.append({"gpu_pk": gpu_pk, "stored_end": before.end, "end": run.end})
+    if extended:
+        # In GPU order, so that two transactions meeting on the same GPUs wait in one order.
+        extended.sort(key=lambda values: (values["gpu_pk"], values["stored_end"]))
+        moved = session.connection().execute(_EXTEND, extended).rowcount
+        if moved != len(extended):
+            # A concurrent transaction moved one of these spans on: run again, to see it.
+            raise RaceLost("a GPU's stored time changed while this report was stored")
+    added.sort(key=lambda row: (row[0], row[2]))
+    insert_rows(session, GPU_OCCUPANCY, OCCUPANCY_COLUMNS, added)
+
+
+def _runs(spans: list[Interval]) -> Iterable[Interval]:
+    """Spans merged where each starts by the end of the one before (accepted spans meet
+    only within the tolerance)."""
+    run: Interval | None = None
+    for span in sorted(spans, key=lambda s: s.start):
+        if run is not None and span.start <= run.end:
+            run = Interval(run.gpu, run.start, max(run.end, span.end), run.guard, run.report_pk)
             continue
-        interval, held = clash
-        uuid = uuids[interval.gpu_pk]
-        refused[report_pk] = error = refusal(uuid, interval, held)
-        record(
-            session,
-            at=received_at,
-            actor=f"{report.cluster}/{report.node}",
-            action="report.overlap",
-            target=f"gpu {uuid}",
-            details={"seq": report.seq, "detail": error.message},
+        if run is not None:
+            yield run
+        run = span
+    if run is not None:
+        yield run
+
+
+def _extend() -> Any:
+    table = GPU_OCCUPANCY
+    return (
+        update(table)
+        .where(
+            table.c.gpu_id == bindparam("gpu_pk"),
+            table.c.period_end == bindparam("stored_end", type_=table.c.period_end.type),
         )
-    # In GPU order, so that two transactions meeting on the same GPUs wait in one order.
-    rows.sort(key=lambda row: (row[0], row[2]))
-    insert_rows(session, GPU_OCCUPANCY, OCCUPANCY_COLUMNS, rows)
-    return refused
+        .values(period_end=bindparam("end", type_=table.c.period_end.type))
+    )
 
 
-def _intervals(
-    report: ReportIn, gpus: Mapping[str, Row[Any]], tolerance: Decimal
-) -> list[Interval]:
-    """The report's time on each GPU it names (a MIG device's GPU for the device)."""
-    guard = report.start + tolerated(report.start, report.end, tolerance)
-    owner = f"{report.cluster}/{report.node} seq {report.seq}"
-    physical = sorted({report.physical(e.uuid) for e in report.entries})
-    return [Interval(gpus[uuid].id, report.start, report.end, guard, owner) for uuid in physical]
+_EXTEND = _extend()

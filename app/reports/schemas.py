@@ -11,7 +11,7 @@ from typing_extensions import TypedDict
 from app.core.errors import PRINTABLE
 from app.core.numbers import Count, Number
 from app.core.timestamps import UtcInstant
-from app.reports.entries import Entry, normalize
+from app.reports.entries import MAX_DIGITS, Entry, normalize
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*$"
@@ -52,19 +52,33 @@ class GpuUsageIn(TypedDict):
         str, Field(min_length=1, max_length=128, pattern=PRINTABLE, examples=["NVIDIA H800"])
     ]
     job_id: JobId | None
-    gpu_seconds: Annotated[Decimal, Number, Field(ge=0, le=10**7, allow_inf_nan=False)]
+    gpu_seconds: Annotated[
+        Decimal, Number, Field(ge=0, le=10**7, allow_inf_nan=False, max_digits=MAX_DIGITS)
+    ]
     util_pct: NotRequired[
         Annotated[
             Decimal,
             Number,
-            Field(ge=0, le=100, allow_inf_nan=False, description=ABSENT_IS_ZERO),
+            Field(
+                ge=0,
+                le=100,
+                allow_inf_nan=False,
+                max_digits=MAX_DIGITS,
+                description=ABSENT_IS_ZERO,
+            ),
         ]
     ]
     energy_j: NotRequired[
         Annotated[
             Decimal,
             Number,
-            Field(ge=0, le=10**12, allow_inf_nan=False, description=ABSENT_IS_ZERO),
+            Field(
+                ge=0,
+                le=10**12,
+                allow_inf_nan=False,
+                max_digits=MAX_DIGITS,
+                description=ABSENT_IS_ZERO,
+            ),
         ]
     ]
     mem_peak_bytes: NotRequired[

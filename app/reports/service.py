@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, delete, select
 from sqlalchemy.orm import Session
 
+from app.audit.service import record
 from app.core.errors import AppError, Conflict, InvalidInput
 from app.core.upsert import find_rows, insert_many, insert_rows
 from app.models import PruneMark, Report, Usage
@@ -77,11 +78,12 @@ def ingest_reports(
         _identify_nodes(session, pending, seen=received_at)
         new = _claim(session, pending, outcomes, received_at=received_at)
         if new:
-            gpus = _identify_gpus(session, new, seen=received_at)
-            new = _occupy(
-                session, new, gpus, outcomes, received_at=received_at, tolerance=tolerance
+            new, ledger = _occupy(
+                session, new, outcomes, received_at=received_at, tolerance=tolerance
             )
         if new:
+            gpus = _identify_gpus(session, new, seen=received_at)
+            occupancy.record(session, ledger, gpus)
             _store_usage(session, new, gpus, received_at=received_at)
     assert all(outcome is not None for outcome in outcomes)
     return outcomes  # type: ignore[return-value]
@@ -157,41 +159,51 @@ def _unless_claimed(stmt: Any) -> Any:
     )
 
 
-def _identify_gpus(
-    session: Session, new: list[tuple[_Pending, int]], *, seen: datetime
-) -> dict[str, Row[Any]]:
-    """The stored rows of the new reports' devices and GPUs, by UUID."""
-    placements: dict[str, identities.Placement] = {}
-    for p, _ in reversed(new):  # a GPU seen for the first time: where it is first named
-        placements.update(identities.placements_of(p.report, p.node_pk))
-    return identities.gpu_rows(session, placements=placements, seen=seen)
-
-
 def _occupy(
     session: Session,
     new: list[tuple[_Pending, int]],
-    gpus: dict[str, Row[Any]],
     outcomes: list[Outcome | None],
     *,
     received_at: datetime,
     tolerance: Decimal,
-) -> list[tuple[_Pending, int]]:
+) -> tuple[list[tuple[_Pending, int]], occupancy.Ledger]:
     """Refuse the new reports that count GPU time already counted, in the batch's order,
-    leaving nothing of them; the reports that stay stored, with their ids."""
-    refused = occupancy.occupy(
-        session,
-        [(p.report, pk) for p, pk in new],
-        gpus,
-        received_at=received_at,
-        tolerance=tolerance,
+    leaving nothing of them (their resends in the batch refused too), each refusal in the
+    audit log; the reports that stay, with their ids, and the ledger of their time."""
+    named = {uuid for p, _ in new for uuid in (*p.report.parents.values(), *p.report.parents)}
+    named.update(e.uuid for p, _ in new for e in p.report.entries)
+    known = identities.stored_gpus(session, sorted(named))
+    refused, ledger = occupancy.judge(
+        session, [(p.report, pk) for p, pk in new], known, tolerance=tolerance
     )
     if not refused:
-        return new
+        return new, ledger
     for p, report_pk in new:
         if report_pk in refused:
-            outcomes[p.index] = refused[report_pk]
+            error = refused[report_pk]
+            record(
+                session,
+                at=received_at,
+                actor=f"{p.report.cluster}/{p.report.node}",
+                action="report.overlap",
+                target=f"gpu {error.gpu}",
+                details={"seq": p.report.seq, "detail": error.message},
+            )
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, Stored) and outcome.report_id in refused:
+            outcomes[index] = refused[outcome.report_id]
     session.connection().execute(delete(REPORTS).where(REPORTS.c.id.in_(sorted(refused))))
-    return [(p, pk) for p, pk in new if pk not in refused]
+    return [(p, pk) for p, pk in new if pk not in refused], ledger
+
+
+def _identify_gpus(
+    session: Session, new: list[tuple[_Pending, int]], *, seen: datetime
+) -> dict[str, Row[Any]]:
+    """The stored rows of the stored reports' devices and GPUs, by UUID."""
+    placements: dict[str, identities.Placement] = {}
+    for p, _ in reversed(new):  # a GPU seen for the first time: where it is first named
+        placements.update(identities.placements_of(p.report, p.node_pk))
+    return identities.gpu_rows(session, placements=placements, seen=seen)
 
 
 def _store_usage(

@@ -6,9 +6,10 @@ Create Date: 2026-12-01 00:30:00
 
 PostgreSQL enforces occupancy with an exclusion constraint (btree_gist supplies `=` on the
 GPU's id inside the GiST index); SQLite, whose writers take turns, with a trigger. Reports
-stored before this revision occupy their GPUs from their start (no tolerance); where they
-already overlap, the earliest stored report occupies the time and the others' usage stays as
-it was counted.
+stored before this revision occupy their GPUs (a MIG device: itself, its GPU unknown) from
+their start, with no tolerance; where one overlaps earlier stored time (counted twice before
+occupancy was enforced, and left as counted), it occupies only the rest of its interval, so
+that no stored time is left open to being counted again.
 """
 
 from collections.abc import Sequence
@@ -24,24 +25,39 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 EXCLUSION = "ex_gpu_occupancy_overlap"
-TRIGGER = "tr_gpu_occupancy_overlap"
+TRIGGERS = {"INSERT": "tr_gpu_occupancy_overlap", "UPDATE": "tr_gpu_occupancy_overlap_update"}
 # The message the trigger aborts with; ingest checks first, so only a bug would see it.
 OVERLAP_MESSAGE = "gpu_occupancy overlap"
 
+# Each GPU's reports in order; each guarded from the later of its start and the latest end
+# before it, and left out when earlier reports cover it whole.
 BACKFILL = """
 INSERT INTO gpu_occupancy (gpu_id, report_id, period_start, period_end, guard_start)
-SELECT DISTINCT u.gpu_id, r.id, r.period_start, r.period_end, r.period_start
-FROM usage u JOIN reports r ON r.id = u.report_id
-ORDER BY r.id, u.gpu_id
+SELECT gpu_id, report_id, period_start, period_end, guard_start FROM (
+    SELECT gpu_id, report_id, period_start, period_end,
+        CASE WHEN prior_end > period_start THEN prior_end ELSE period_start END AS guard_start
+    FROM (
+        SELECT u.gpu_id, r.id AS report_id, r.period_start, r.period_end,
+            max(r.period_end) OVER (
+                PARTITION BY u.gpu_id ORDER BY r.period_start, r.id
+                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+            ) AS prior_end
+        FROM (SELECT DISTINCT gpu_id, report_id FROM usage) u
+        JOIN reports r ON r.id = u.report_id
+    ) ordered
+) guarded
+WHERE guard_start < period_end
 """
 
 
-def _trigger(action: str) -> str:
+def _trigger(event: str) -> str:
+    # On an insert, and on an update (ingest extends a span that a report carries on).
+    other = "AND o.rowid <> OLD.rowid " if event == "UPDATE" else ""
     return (
-        f"CREATE TRIGGER {TRIGGER} BEFORE INSERT ON gpu_occupancy "
+        f"CREATE TRIGGER {TRIGGERS[event]} BEFORE {event} ON gpu_occupancy "
         "WHEN EXISTS (SELECT 1 FROM gpu_occupancy o WHERE o.gpu_id = NEW.gpu_id "
-        "AND o.period_end > NEW.guard_start AND o.guard_start < NEW.period_end) "
-        f"BEGIN SELECT RAISE({action}); END"
+        f"{other}AND o.period_end > NEW.guard_start AND o.guard_start < NEW.period_end) "
+        f"BEGIN SELECT RAISE(ABORT, '{OVERLAP_MESSAGE}'); END"
     )
 
 
@@ -63,14 +79,11 @@ def upgrade() -> None:
             f"ALTER TABLE gpu_occupancy ADD CONSTRAINT {EXCLUSION} EXCLUDE USING gist "
             "(gpu_id WITH =, tstzrange(guard_start, period_end) WITH &&)"
         )
-        op.execute(BACKFILL + " ON CONFLICT DO NOTHING")
-    else:
-        # The backfill skips overlapping rows as PostgreSQL's DO NOTHING does, then the
-        # trigger refuses them.
-        op.execute(_trigger("IGNORE"))
         op.execute(BACKFILL)
-        op.execute(f"DROP TRIGGER {TRIGGER}")
-        op.execute(_trigger(f"ABORT, '{OVERLAP_MESSAGE}'"))
+    else:
+        op.execute(BACKFILL)
+        for event in TRIGGERS:
+            op.execute(_trigger(event))
 
     op.create_table(
         "gpu_placements",
@@ -94,6 +107,7 @@ def downgrade() -> None:
     op.drop_index("ix_gpu_placements_gpu_id_since", table_name="gpu_placements")
     op.drop_table("gpu_placements")
     if op.get_bind().dialect.name != "postgresql":
-        op.execute(f"DROP TRIGGER IF EXISTS {TRIGGER}")
+        for trigger in TRIGGERS.values():
+            op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     op.drop_index("ix_gpu_occupancy_gpu_id_period_end", table_name="gpu_occupancy")
     op.drop_table("gpu_occupancy")

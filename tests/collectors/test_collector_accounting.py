@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from itertools import pairwise
 
+from collectors.coalesce import epoch_ms
 from tests.collectors.helpers import check_report_invariants, gpu, gpu_uuid, process, slurm, totals
 
 D = Decimal
@@ -273,3 +275,22 @@ def test_mig_slices_are_out_of_4_on_an_a30_and_never_add_up_past_the_gpu(harness
     reports = h.finish(120)
     check_report_invariants(reports)
     assert totals(reports) == {"1": D(60), "2": D(30), None: D(30), "3": D(60), "4": D(60)}
+
+
+def test_a_wall_clock_stepped_back_never_dates_a_report_over_reported_time(harness):
+    h = harness(
+        {
+            "gpus": [gpu(0)],
+            "processes": [process(100, 0, cgroup=slurm(1))],
+            # 2 s back within the third report; 90 s back within the fifth.
+            "wall_steps": [{"at": 150, "delta": -2}, {"at": 250, "delta": -90}],
+        }
+    )
+    reports = h.finish(420)
+    check_report_invariants(reports)
+    spans = [(epoch_ms(r["start"]), epoch_ms(r["end"])) for r in reports]
+    assert all(end <= start for (_, end), (start, _) in pairwise(spans)), spans
+    # The third report starts where the second ended, 2 s short; the fifth waits until the
+    # wall clock is past the fourth's end, and starts there: each step is what is lost.
+    assert spans[2][1] - spans[2][0] == 58_000
+    assert totals(reports) == {"1": D(420 - 2 - 90)}
