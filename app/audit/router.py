@@ -24,8 +24,8 @@ def get_audit(
     ] = None,
     actor: Annotated[str | None, Query(max_length=128, pattern=PRINTABLE)] = None,
     since: UtcQueryInstant | None = None,
-    before: Annotated[int | None, Count, Query(ge=1, le=2**63 - 1)] = None,
-    limit: Annotated[int, Count, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1), Count] = None,
+    limit: Annotated[int, Query(ge=1, le=1000), Count] = 100,
 ) -> AuditPage:
     """Who changed what and when: rates, jobs, tokens, closed months (admin only)."""
     entries, next_before = read_audit(

@@ -45,7 +45,9 @@ def _integer(value: Any) -> Any:
     return value
 
 
-# Annotate a `Decimal` (`Annotated[Decimal, Number, Field(...)]`) or an `int` with these.
+# Annotate a `Decimal` (`Annotated[Decimal, Field(...), Number]`) or an `int` with these, last:
+# before the constraints, they would move the constraints' checks from pydantic's core into
+# Python, at three times the cost of each field.
 Number = BeforeValidator(_number)
 Count = BeforeValidator(_integer)
 

@@ -56,8 +56,8 @@ def read_jobs(
     phase: Filter = None,
     team: Filter = None,
     user: Filter = None,
-    limit: Annotated[int, Count, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Count, Query(ge=0, le=10**9)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000), Count] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9), Count] = 0,
 ) -> JobList:
     """Jobs matching every filter given, most recently active first."""
     filters = {"cluster": cluster, "model": model, "phase": phase, "team": team, "user": user}

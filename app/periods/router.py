@@ -25,7 +25,7 @@ def get_periods(
     session: SessionDep,
     settings: SettingsDep,
     from_: Annotated[str | None, Query(alias="from", max_length=7, examples=["2025-01"])] = None,
-    limit: Annotated[int, Count, Query(ge=1, le=MAX_PAGE)] = 12,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE), Count] = 12,
 ) -> PeriodPage:
     """The books' months, oldest first, a page at a time: open or closed, booked and current
     figures."""

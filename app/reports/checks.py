@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 
 from app.core.config import Settings
 from app.core.errors import InvalidInput
-from app.reports.entries import ZERO, micros, millis
 from app.reports.hours import span_us
 from app.reports.schemas import ReportIn
 
@@ -54,6 +53,7 @@ def _check_devices(report: ReportIn) -> None:
     gpu_by_index: dict[int, str] = {}
     index_by_gpu: dict[str, int] = {}
     jobs_seen: set[tuple[str, str | None]] = set()
+    parents = report.parents
     for i, entry in enumerate(report.gpus):
         uuid, index = entry["uuid"], entry["index"]
         is_mig = uuid.startswith("MIG-")
@@ -69,7 +69,7 @@ def _check_devices(report: ReportIn) -> None:
             raise InvalidInput(
                 f"gpus[{i}]", f"GPU {uuid} appears with another index, model or parent"
             )
-        gpu = report.physical(uuid)
+        gpu = parents.get(uuid, uuid)
         if gpu_by_index.setdefault(index, gpu) != gpu:
             raise InvalidInput(f"gpus[{i}].index", f"index {index} is given to two GPUs")
         if index_by_gpu.setdefault(gpu, index) != index:
@@ -88,16 +88,17 @@ def _check_physical_bounds(report: ReportIn, *, max_watts: int) -> None:
     energy_limit_mj = interval_us * max_watts // 1000
     used_us: dict[str, int] = defaultdict(int)
     used_mj: dict[str, int] = defaultdict(int)
-    for i, entry in enumerate(report.gpus):
-        gpu = report.physical(entry["uuid"])
-        used_us[gpu] += micros(entry["gpu_seconds"])
+    parents = report.parents
+    for i, entry in enumerate(report.units):
+        gpu = parents.get(entry.uuid, entry.uuid)
+        used_us[gpu] += entry.gpu_us
         if used_us[gpu] > interval_us:
             raise InvalidInput(
                 f"gpus[{i}].gpu_seconds",
                 f"GPU {gpu} totals {used_us[gpu]} µs of GPU time in an interval of "
                 f"{interval_us} µs",
             )
-        used_mj[gpu] += millis(entry.get("energy_j", ZERO))
+        used_mj[gpu] += entry.energy_mj
         if used_mj[gpu] > energy_limit_mj:
             raise InvalidInput(
                 f"gpus[{i}].energy_j",

@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from decimal import Context, Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
 from typing import TYPE_CHECKING, NamedTuple
 
 from app.core.units import MICRO
@@ -13,10 +13,9 @@ if TYPE_CHECKING:  # the schema reads its entries through this module
 MILLI = Decimal(1_000)
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
-# Input numbers have at most MAX_DIGITS significant digits (see schemas); in this context no
-# product or quotient of them rounds, so round() below is the only rounding.
-MAX_DIGITS = 40
-_EXACT = Context(prec=4 * MAX_DIGITS)
+# Unbounded: no product here rounds, however many digits a number was sent with (a quotient
+# by 100 always ends), so round() below is the only rounding.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 class Entry(NamedTuple):
@@ -38,38 +37,31 @@ def micros(seconds: Decimal) -> int:
     return round(_EXACT.multiply(seconds, MICRO))
 
 
-def millis(joules: Decimal) -> int:
-    return round(_EXACT.multiply(joules, MILLI))
-
-
-def busy_micros(gpu_us: int, util_pct: Decimal) -> int:
-    """The busy part of `gpu_us` at `util_pct`, rounded once, half to even."""
-    return round(_EXACT.divide(_EXACT.multiply(Decimal(gpu_us), util_pct), HUNDRED))
-
-
-def normalize(report: "ReportIn") -> list[Entry]:
-    """Entries in integer units (microseconds, millijoules), in a canonical order."""
+def in_units(report: "ReportIn") -> list[Entry]:
+    """The entries in integer units (microseconds, millijoules), in the report's order;
+    busy time is GPU time x utilisation. Each is rounded once, half to even."""
     entries = []
-    for gpu in report.gpus:
-        util_pct = gpu.get("util_pct", ZERO)
-        gpu_us = micros(gpu["gpu_seconds"])
-        entries.append(
-            Entry(
-                gpu["uuid"],
-                gpu["job_id"],
-                gpu["index"],
-                gpu["model"],
-                gpu_us,
-                busy_micros(gpu_us, util_pct),
-                str(_EXACT.normalize(util_pct)),
-                millis(gpu.get("energy_j", ZERO)),
-                gpu.get("mem_peak_bytes", 0),
+    with localcontext(_EXACT):
+        for gpu in report.gpus:
+            util_pct = gpu.get("util_pct", ZERO)
+            gpu_us = round(gpu["gpu_seconds"] * MICRO)
+            entries.append(
+                Entry(
+                    gpu["uuid"],
+                    gpu["job_id"],
+                    gpu["index"],
+                    gpu["model"],
+                    gpu_us,
+                    round(gpu_us * util_pct / HUNDRED),
+                    str(util_pct.normalize()),
+                    round(gpu.get("energy_j", ZERO) * MILLI),
+                    gpu.get("mem_peak_bytes", 0),
+                )
             )
-        )
-    return sorted(entries, key=_canonical_order)
+    return entries
 
 
-def _canonical_order(entry: Entry) -> tuple[str, str]:
+def canonical_order(entry: Entry) -> tuple[str, str]:
     return entry.uuid, entry.job_id or ""
 
 

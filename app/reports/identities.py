@@ -69,17 +69,23 @@ def _mark_nodes_seen() -> Any:
 _MARK_NODES_SEEN = _mark_nodes_seen()
 
 
-def stored_gpus(session: Session, uuids: Iterable[str]) -> dict[str, int]:
-    """Ids of the GPUs (and MIG devices) already stored, by UUID."""
-    rows = find_rows(session, GPUS, ("id", "uuid"), ("uuid",), [(uuid,) for uuid in uuids])
-    return {row.uuid: row.id for row in rows}
+def stored_gpus(session: Session, uuids: Iterable[str]) -> dict[str, Row[Any]]:
+    """The stored rows of GPUs (and MIG devices) by UUID: id, node, index, model, first seen."""
+    keys = [(uuid,) for uuid in uuids]
+    return {
+        row.uuid: row for row in find_rows(session, GPUS, (*GPU_COLUMNS, "uuid"), ("uuid",), keys)
+    }
 
 
 def gpu_rows(
-    session: Session, *, placements: Mapping[str, Placement], seen: datetime
+    session: Session,
+    *,
+    placements: Mapping[str, Placement],
+    stored: Mapping[str, Row[Any]],
+    seen: datetime,
 ) -> dict[str, Row[Any]]:
-    """The stored rows of GPUs by UUID (id, node, index, model, first seen), a GPU seen for
-    the first time recorded where `placements` puts it."""
+    """The rows of the GPUs in `placements` by UUID, those not `stored` yet recorded where
+    `placements` puts them."""
     rows = [
         {
             "uuid": uuid,
@@ -89,9 +95,11 @@ def gpu_rows(
             "first_seen": seen,
         }
         for uuid, (node_pk, gpu_index, model) in sorted(placements.items())
+        if uuid not in stored
     ]
-    found = get_or_create(session, GPUS, ("uuid",), rows, GPU_COLUMNS)
-    return {uuid: row for (uuid,), row in found.items()}
+    found = get_or_create(session, GPUS, ("uuid",), rows, GPU_COLUMNS) if rows else {}
+    kept = {uuid: stored[uuid] for uuid in placements if uuid in stored}
+    return {**kept, **{uuid: row for (uuid,), row in found.items()}}
 
 
 def place_gpus(

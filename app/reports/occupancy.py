@@ -22,10 +22,9 @@ that time stored.
 import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -51,8 +50,7 @@ class Overlap(Conflict):
         self.gpu = gpu
 
 
-@dataclass(frozen=True)
-class Interval:
+class Interval(NamedTuple):  # a tuple: thousands are made per batch
     """Time of one GPU (by UUID): a report's, or a stored span (`stored_end` set)."""
 
     gpu: str
@@ -80,14 +78,21 @@ class Ledger:
         self._spans: dict[str, list[Interval]] = defaultdict(list)
 
     def add(self, span: Interval) -> None:
-        at = bisect.bisect(self._guards[span.gpu], span.guard)
-        self._guards[span.gpu].insert(at, span.guard)
-        self._spans[span.gpu].insert(at, span)
+        guards, spans = self._guards[span.gpu], self._spans[span.gpu]
+        if not guards or guards[-1] <= span.guard:  # in order, as reports nearly always are
+            guards.append(span.guard)
+            spans.append(span)
+            return
+        at = bisect.bisect(guards, span.guard)
+        guards.insert(at, span.guard)
+        spans.insert(at, span)
 
     def clash(self, span: Interval) -> Interval | None:
         """A span of the same GPU that `span` may not overlap, if any."""
         guards, spans = self._guards[span.gpu], self._spans[span.gpu]
-        at = bisect.bisect(guards, span.guard)
+        if not guards:
+            return None
+        at = len(guards) if guards[-1] <= span.guard else bisect.bisect(guards, span.guard)
         # One GPU's spans never overlap: by guard start their ends are in order too, so only
         # the two neighbours can meet it.
         if at < len(guards) and guards[at] < span.end:
@@ -134,8 +139,12 @@ def judge(
 def intervals(report: ReportIn, report_pk: int, tolerance: Decimal) -> list[Interval]:
     """The report's time on each GPU and MIG device it names."""
     guard = report.start + tolerated(report.start, report.end, tolerance)
-    named = {e.uuid for e in report.entries} | set(report.parents.values())
-    return [Interval(uuid, report.start, report.end, guard, report_pk) for uuid in sorted(named)]
+    # The entries come by UUID: the devices in that order, each once, then their GPUs.
+    named = dict.fromkeys(e.uuid for e in report.entries)
+    if report.parents:
+        named.update(dict.fromkeys(sorted(set(report.parents.values()))))
+    start, end = report.start, report.end
+    return [Interval(uuid, start, end, guard, report_pk) for uuid in named]
 
 
 def _stored(session: Session, probes: Sequence[Interval], known: Mapping[str, int]) -> Ledger:
@@ -215,16 +224,17 @@ def record(session: Session, ledger: Ledger, gpus: Mapping[str, Row[Any]]) -> No
 def _runs(spans: list[Interval]) -> Iterable[Interval]:
     """Spans merged where each starts by the end of the one before (accepted spans meet
     only within the tolerance)."""
-    run: Interval | None = None
-    for span in sorted(spans, key=lambda s: s.start):
-        if run is not None and span.start <= run.end:
-            run = Interval(run.gpu, run.start, max(run.end, span.end), run.guard, run.report_pk)
-            continue
-        if run is not None:
-            yield run
-        run = span
-    if run is not None:
-        yield run
+    if not spans:  # a GPU whose reports here were all refused
+        return
+    ordered = sorted(spans, key=lambda s: s.start)
+    first, end = ordered[0], ordered[0].end
+    for span in ordered[1:]:
+        if span.start > end:
+            yield first._replace(end=end)
+            first, end = span, span.end
+        elif span.end > end:
+            end = span.end
+    yield first._replace(end=end)
 
 
 def _extend() -> Any:

@@ -148,7 +148,7 @@ def _store_batch(
         except AppError as exc:
             item.http_status, item.error = exc.status, exc.body()
         else:
-            item.seq = report.seq  # as validated: "7" is 7, whichever path read it
+            item.seq = report.seq
             valid.append((item, report))
     outcomes = _store(session, [r for _, r in valid], clock, settings) if valid else []
     for (item, _), outcome in zip(valid, outcomes, strict=True):

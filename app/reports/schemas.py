@@ -2,16 +2,16 @@
 
 from datetime import datetime
 from decimal import Decimal
-from functools import cached_property
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from typing_extensions import TypedDict
 
 from app.core.errors import PRINTABLE
-from app.core.numbers import Count, Number
+from app.core.numbers import Number
+from app.core.once import once
 from app.core.timestamps import UtcInstant
-from app.reports.entries import MAX_DIGITS, Entry, normalize
+from app.reports.entries import Entry, canonical_order, in_units
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*$"
@@ -47,51 +47,36 @@ class GpuUsageIn(TypedDict):
             ),
         ]
     ]
-    index: Annotated[int, Count, Field(ge=0, le=1023)]
+    index: Annotated[int, Field(ge=0, le=1023, strict=True)]
     model: Annotated[
         str, Field(min_length=1, max_length=128, pattern=PRINTABLE, examples=["NVIDIA H800"])
     ]
     job_id: JobId | None
-    gpu_seconds: Annotated[
-        Decimal, Number, Field(ge=0, le=10**7, allow_inf_nan=False, max_digits=MAX_DIGITS)
-    ]
+    gpu_seconds: Annotated[Decimal, Field(ge=0, le=10**7, allow_inf_nan=False), Number]
     util_pct: NotRequired[
         Annotated[
-            Decimal,
-            Number,
-            Field(
-                ge=0,
-                le=100,
-                allow_inf_nan=False,
-                max_digits=MAX_DIGITS,
-                description=ABSENT_IS_ZERO,
-            ),
+            Decimal, Field(ge=0, le=100, allow_inf_nan=False, description=ABSENT_IS_ZERO), Number
         ]
     ]
     energy_j: NotRequired[
         Annotated[
             Decimal,
+            Field(ge=0, le=10**12, allow_inf_nan=False, description=ABSENT_IS_ZERO),
             Number,
-            Field(
-                ge=0,
-                le=10**12,
-                allow_inf_nan=False,
-                max_digits=MAX_DIGITS,
-                description=ABSENT_IS_ZERO,
-            ),
         ]
     ]
     mem_peak_bytes: NotRequired[
-        Annotated[int, Count, Field(ge=0, le=2**53, description=ABSENT_IS_ZERO)]
+        Annotated[int, Field(ge=0, le=2**53, strict=True, description=ABSENT_IS_ZERO)]
     ]
 
 
 class ReportIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", ignored_types=(once,))
 
     cluster: Name
     node: Name
-    seq: Annotated[int, Count, Field(ge=0, le=2**63 - 1)]
+    # JSON integers only: `true`, `"7"`, `7.0` are refused.
+    seq: Annotated[int, Field(ge=0, le=2**63 - 1, strict=True)]
     start: UtcInstant
     end: UtcInstant
     gpus: Annotated[list[GpuUsageIn], Field(max_length=SCHEMA_MAX_ENTRIES)]
@@ -116,12 +101,18 @@ class ReportIn(BaseModel):
             raise ValueError("end must be after start")
         return value
 
-    @cached_property
-    def entries(self) -> list[Entry]:
-        """The entries in exact integer units, worked out once (checks and storing read them)."""
-        return normalize(self)
+    # Worked out once, on first use: checks and storing read them.
+    @once
+    def units(self) -> list[Entry]:
+        """The entries in exact integer units, in the report's order."""
+        return in_units(self)
 
-    @cached_property
+    @once
+    def entries(self) -> list[Entry]:
+        """The entries in exact integer units, in a canonical order."""
+        return sorted(self.units, key=canonical_order)
+
+    @once
     def parents(self) -> dict[str, str]:
         """Each MIG device's GPU, by UUID."""
         return {g["uuid"]: g["parent_uuid"] for g in self.gpus if "parent_uuid" in g}

@@ -78,11 +78,12 @@ def ingest_reports(
         _identify_nodes(session, pending, seen=received_at)
         new = _claim(session, pending, outcomes, received_at=received_at)
         if new:
+            known = identities.stored_gpus(session, sorted(_named(new)))
             new, ledger = _occupy(
-                session, new, outcomes, received_at=received_at, tolerance=tolerance
+                session, new, known, outcomes, received_at=received_at, tolerance=tolerance
             )
         if new:
-            gpus = _identify_gpus(session, new, seen=received_at)
+            gpus = _identify_gpus(session, new, known, seen=received_at)
             occupancy.record(session, ledger, gpus)
             _store_usage(session, new, gpus, received_at=received_at)
     assert all(outcome is not None for outcome in outcomes)
@@ -162,6 +163,7 @@ def _unless_claimed(stmt: Any) -> Any:
 def _occupy(
     session: Session,
     new: list[tuple[_Pending, int]],
+    known: dict[str, Row[Any]],
     outcomes: list[Outcome | None],
     *,
     received_at: datetime,
@@ -170,11 +172,11 @@ def _occupy(
     """Refuse the new reports that count GPU time already counted, in the batch's order,
     leaving nothing of them (their resends in the batch refused too), each refusal in the
     audit log; the reports that stay, with their ids, and the ledger of their time."""
-    named = {uuid for p, _ in new for uuid in (*p.report.parents.values(), *p.report.parents)}
-    named.update(e.uuid for p, _ in new for e in p.report.entries)
-    known = identities.stored_gpus(session, sorted(named))
     refused, ledger = occupancy.judge(
-        session, [(p.report, pk) for p, pk in new], known, tolerance=tolerance
+        session,
+        [(p.report, pk) for p, pk in new],
+        {uuid: row.id for uuid, row in known.items()},
+        tolerance=tolerance,
     )
     if not refused:
         return new, ledger
@@ -196,14 +198,25 @@ def _occupy(
     return [(p, pk) for p, pk in new if pk not in refused], ledger
 
 
+def _named(new: list[tuple[_Pending, int]]) -> set[str]:
+    """The GPUs and MIG devices the reports name."""
+    named = {e.uuid for p, _ in new for e in p.report.entries}
+    named.update(gpu for p, _ in new for gpu in p.report.parents.values())
+    return named
+
+
 def _identify_gpus(
-    session: Session, new: list[tuple[_Pending, int]], *, seen: datetime
+    session: Session,
+    new: list[tuple[_Pending, int]],
+    known: dict[str, Row[Any]],
+    *,
+    seen: datetime,
 ) -> dict[str, Row[Any]]:
-    """The stored rows of the stored reports' devices and GPUs, by UUID."""
+    """The rows of the stored reports' devices and GPUs by UUID (`known`: those stored)."""
     placements: dict[str, identities.Placement] = {}
     for p, _ in reversed(new):  # a GPU seen for the first time: where it is first named
         placements.update(identities.placements_of(p.report, p.node_pk))
-    return identities.gpu_rows(session, placements=placements, seen=seen)
+    return identities.gpu_rows(session, placements=placements, stored=known, seen=seen)
 
 
 def _store_usage(
