@@ -1,6 +1,6 @@
 """`GET /v1/costs` and `GET /v1/models/{model}/cost`: what training cost, and who spent it."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -9,6 +9,7 @@ from app.core.auth import ViewerAuth
 from app.core.db import SessionDep, SettingsDep
 from app.core.errors import PRINTABLE, ErrorBody, InvalidInput
 from app.core.numbers import DecimalJsonRoute
+from app.core.timestamps import UtcQueryHour
 from app.core.units import micro_from_usd
 from app.costs.model import model_cost
 from app.costs.schemas import GROUP_KEYS, CostReport, ModelCost
@@ -17,25 +18,15 @@ from app.costs.service import cost_report
 router = APIRouter(prefix="/v1", tags=["costs"], route_class=DecimalJsonRoute)
 
 Instant = Annotated[
-    datetime | None,
+    UtcQueryHour | None,
     Query(description="A whole UTC hour; a time without zone is taken as UTC."),
 ]
 Filter = Annotated[str | None, Query(max_length=128, pattern=PRINTABLE)]
 
 
-def _hour(name: str, value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if (value.minute, value.second, value.microsecond) != (0, 0, 0):
-        raise InvalidInput(name, "usage is kept per hour: give a whole UTC hour")
-    return value
-
-
 def _period(
     start: datetime | None, end: datetime | None
 ) -> tuple[datetime | None, datetime | None]:
-    start, end = _hour("from", start), _hour("to", end)
     if start and end and end <= start:
         raise InvalidInput("to", "must be after from")
     return start, end

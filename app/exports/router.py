@@ -1,7 +1,7 @@
 """`/v1/exports`: finance files, streamed as they are written."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -12,18 +12,15 @@ from app.core.auth import ViewerAuth
 from app.core.config import Settings
 from app.core.db import SettingsDep
 from app.core.numbers import DecimalJsonRoute
+from app.core.timestamps import UtcQueryInstant
 from app.exports.service import check_bounds, csv_chunks
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"], route_class=DecimalJsonRoute)
 
-Instant = Annotated[datetime, Query(description="A whole UTC hour; no zone means UTC.")]
+Instant = Annotated[UtcQueryInstant, Query(description="A whole UTC hour; no zone means UTC.")]
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {}}, "description": "CSV, streamed"}
 }
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _attachment(rows: Iterator[str], name: str) -> StreamingResponse:
@@ -76,7 +73,6 @@ def get_focus(
     Closed months come as booked; corrections found since are billed in the first open
     month (`ChargeClass` = `Correction`). Text cells are neutralised against CSV injection.
     """
-    start, end = _utc(start), _utc(end)
     name = f"gpucost-focus-{start:%Y%m%d%H}-{end:%Y%m%d%H}-{granularity}.csv"
     return _export(request, settings, "focus", start, end, granularity, name)
 
@@ -92,6 +88,5 @@ def get_costs_csv(
     """A finance summary per billing month, team, model, phase, cluster, GPU model and rate.
 
     Whole months only (`from` and `to` on the 1st at 00:00 UTC)."""
-    start, end = _utc(start), _utc(end)
     name = f"gpucost-costs-{start:%Y%m}-{end:%Y%m}.csv"
     return _export(request, settings, "costs", start, end, "month", name)
