@@ -26,6 +26,19 @@ def parse_json(body: bytes | str) -> Any:
     return json.loads(body, parse_float=Decimal)
 
 
+# Sixteen digits in a row (a point among them): a number a binary float may not hold exactly.
+# (Also a long digit run in a string, or in an integer: those only take the slower path.)
+_LONG_NUMBER = re.compile(rb"\d[\d.]{15}")
+
+
+def floats_are_exact(body: bytes) -> bool:
+    """True when every number in the JSON document has at most 15 significant digits: then
+    a binary float holds each exactly, and its shortest spelling is the number sent, so
+    pydantic's own JSON parser (which reads numbers as floats, and three times faster than
+    `parse_json`'s objects then validated) reads the same decimals."""
+    return _LONG_NUMBER.search(body) is None
+
+
 def _number(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("must be a number, not true or false")
