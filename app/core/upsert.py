@@ -16,7 +16,9 @@ from sqlalchemy import (
     column,
     func,
     insert,
+    literal_column,
     select,
+    true,
     values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -107,13 +109,25 @@ def _window_statement(table: Table, returned: tuple[str, ...], spans: tuple[str,
         bindparam(name, type_=postgresql.ARRAY(type_))
         for name, type_ in (("keys", key.type), ("los", end.type), ("his", start.type))
     ]
-    source = func.unnest(*arrays).table_valued("key", "lo", "hi").render_derived(name="w")
-    return _windowed(table, returned, spans, source)
+    windows = func.unnest(*arrays).table_valued("key", "lo", "hi").render_derived(name="w")
+    # Each window's rows by the key's index, as a lateral subquery that OFFSET 0 keeps from
+    # being flattened: joined flat, the planner does not know how few windows come and
+    # hashes the whole table instead.
+    key, start, end = (table.c[name] for name in spans)
+    inner = (
+        select(*(table.c[name] for name in returned))
+        .where(key == windows.c.key, end >= windows.c.lo, start < windows.c.hi)
+        .offset(literal_column("0"))
+        .lateral("found")
+    )
+    return select(*inner.c).select_from(windows).join(inner, true())
 
 
 def _windowed(
     table: Table, returned: Sequence[str], spans: tuple[str, str, str], source: Any
 ) -> Any:
+    """The rows that meet the windows of `source`, joined flat (SQLite: the VALUES are few
+    and its planner looks each up by the index)."""
     key, start, end = (table.c[name] for name in spans)
     return (
         select(*(table.c[name] for name in returned))

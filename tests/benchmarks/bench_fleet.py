@@ -145,6 +145,10 @@ class Load:
             for k in range(self.seconds // REPORT_S)
         )
         deadline = began + self.seconds + 30
+        # Each report is dated by its schedule, as a collector's monotonic clock dates it: a
+        # client running late sends it late, never over its node's last report (the service
+        # refuses GPU time counted twice).
+        began_wall = datetime.now(UTC) - timedelta(seconds=time.monotonic() - began)
         for due, node, seq in schedule:
             time.sleep(max(0.0, due - time.monotonic()))
             if time.monotonic() > deadline:  # this thread fell too far behind its schedule
@@ -152,7 +156,8 @@ class Load:
                     self.skipped += 1
                 continue
             lag = time.monotonic() - due
-            body = self.body(node, seq, datetime.now(UTC).replace(microsecond=0))
+            end = began_wall + timedelta(seconds=due - began)
+            body = self.body(node, seq, end.replace(microsecond=end.microsecond // 1000 * 1000))
             sent = time.perf_counter()
             try:
                 response = self.client.post(
