@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.errors import InvalidInput
+from app.core.timestamps import check_whole_hour
 from app.core.units import micro_from_usd
 from app.exports import focus
 from app.exports.booked import booked_lines
@@ -36,8 +37,7 @@ def check_bounds(start: datetime, end: datetime, granularity: str) -> None:
     if end <= start:
         raise InvalidInput("to", "must be after from")
     for name, moment in (("from", start), ("to", end)):
-        if (moment.minute, moment.second, moment.microsecond) != (0, 0, 0):
-            raise InvalidInput(name, "must be a whole UTC hour")
+        check_whole_hour(name, moment)
         if granularity in ("day", "month") and moment.hour != 0:
             raise InvalidInput(name, f"must start a UTC day for {granularity} granularity")
         if granularity == "month" and moment.day != 1:

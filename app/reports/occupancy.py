@@ -159,7 +159,7 @@ def _stored(session: Session, probes: Sequence[Interval], known: Mapping[str, in
     rows = find_in_windows(
         session,
         GPU_OCCUPANCY,
-        ("gpu_id", "report_id", "period_start", "period_end", "guard_start"),
+        OCCUPANCY_COLUMNS,
         ("gpu_id", "guard_start", "period_end"),
         [(known[uuid], lo, hi) for uuid, (lo, hi) in sorted(windows.items())],
     )

@@ -117,10 +117,6 @@ class ReportIn(BaseModel):
         """Each MIG device's GPU, by UUID."""
         return {g["uuid"]: g["parent_uuid"] for g in self.gpus if "parent_uuid" in g}
 
-    def physical(self, uuid: str) -> str:
-        """The GPU whose time an entry's device takes: a MIG device's parent, or itself."""
-        return self.parents.get(uuid, uuid)
-
 
 class BatchIn(BaseModel):
     # Each report is validated on its own, so that one bad report rejects only itself.

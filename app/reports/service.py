@@ -2,7 +2,7 @@
 rollup, in a fixed number of statements per batch whatever its size."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -53,6 +53,8 @@ class _Pending:
     digest: str
     cluster_pk: int = 0
     node_pk: int = 0
+    # Where the report puts each device and GPU it names (identities.placements_of).
+    placed: dict[str, identities.Placement] = field(default_factory=dict)
 
 
 def ingest_reports(
@@ -102,6 +104,7 @@ def _identify_nodes(session: Session, pending: list[_Pending], *, seen: datetime
     nodes = identities.node_ids(session, nodes=earliest, seen=seen)
     for p in pending:
         p.node_pk = nodes[(p.cluster_pk, p.report.node)]
+        p.placed = identities.placements_of(p.report, p.node_pk)
 
 
 def _claim(
@@ -215,7 +218,7 @@ def _identify_gpus(
     """The rows of the stored reports' devices and GPUs by UUID (`known`: those stored)."""
     placements: dict[str, identities.Placement] = {}
     for p, _ in reversed(new):  # a GPU seen for the first time: where it is first named
-        placements.update(identities.placements_of(p.report, p.node_pk))
+        placements.update(p.placed)
     return identities.gpu_rows(session, placements=placements, stored=known, seen=seen)
 
 
@@ -233,8 +236,7 @@ def _store_usage(
         report = p.report
         ends[p.node_pk] = max(ends.get(p.node_pk, report.end), report.end)
         # Reports are applied in order: a GPU's latest report says where it is.
-        placed = identities.placements_of(report, p.node_pk)
-        placements.update((uuid, (where, report.start)) for uuid, where in placed.items())
+        placements.update((uuid, (where, report.start)) for uuid, where in p.placed.items())
         for e in report.entries:
             if e.job_id is not None:
                 key = (p.cluster_pk, e.job_id)
