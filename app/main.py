@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.audit.router import router as audit_router
+from app.core.auth import KnownTokens
 from app.core.clock import Clock, utc_now
 from app.core.concurrency import DatabaseSlots
 from app.core.config import Settings, get_settings
@@ -17,6 +18,7 @@ from app.core.errors import ERROR_RESPONSES, install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.migrate import head_revision
 from app.core.requests import RequestId
+from app.core.upsert import KnownIds
 from app.costs.router import router as costs_router
 from app.exports.router import router as exports_router
 from app.gpus.router import router as gpus_router
@@ -69,10 +71,14 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.state.session_factory = create_session_factory(engine)
     app.state.read_session_factory = create_session_factory(engine, read_only=True)
     app.state.schema_head = head_revision()
+    app.state.known_tokens = KnownTokens(clock)
+    app.state.known_ids = KnownIds()
     app.state.report_coalescer = report_coalescer(
+        app.state.known_ids,
         clock=clock,
         max_reports=settings.max_batch_reports,
         tolerance=settings.occupancy_tolerance_seconds,
+        gather=settings.ingest_gather_seconds,
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)

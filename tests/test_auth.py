@@ -1,15 +1,18 @@
 """Roles: admin, viewer and collector each reach what they may and nothing else."""
 
+from datetime import timedelta
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.auth import RECHECK
 from app.core.clock import utc_now
 from app.models import ApiToken, AuditEntry
 from app.tokens.service import revoke_token
 from tests.conftest import make_token
-from tests.support import report
+from tests.support import SettableClock, report
 
 Auth = dict[str, dict[str, str]]
 JOB = {"model": "deepseek-v3"}
@@ -78,19 +81,40 @@ def test_collector_may_not_report_or_label_for_another_cluster(
     assert relabel.status_code == 403
 
 
-def test_revoked_token_stops_working_on_the_next_request(
-    client: TestClient, db_url: str, db: Session
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/reports"])
+def test_revoked_token_stops_working_within_the_recheck_delay(
+    client: TestClient, db_url: str, db: Session, clock: SettableClock, path: str
 ) -> None:
-    token = make_token(db_url, "viewer", name="short-lived")
+    role = "collector" if path == "/v1/reports" else "viewer"
+    token = make_token(db_url, role, cluster="hf-h800" if role == "collector" else None, name="x")
     headers = {"Authorization": f"Bearer {token}"}
-    assert client.get("/v1/jobs", headers=headers).status_code == 200
 
+    def status() -> int:
+        if path == "/v1/reports":  # stored once, then a resend each time
+            return client.post(path, json=report(), headers=headers).status_code
+        return client.get(path, headers=headers).status_code
+
+    assert status() in (200, 201)
+    started = clock.moment
     with db.begin():
-        revoke_token(db, name="short-lived", actor="test", now=utc_now())
+        revoke_token(db, name="x", actor="test", now=utc_now())
 
-    assert client.get("/v1/jobs", headers=headers).status_code == 401
+    # Remembered until the service looks at the token table again, RECHECK after it last did.
+    clock.moment = started + RECHECK - timedelta(microseconds=1)
+    assert status() in (200, 201)
+    clock.moment = started + RECHECK
+    assert status() == 401
+    clock.moment = started  # a clock stepped back looks again too, and still refuses
+    assert status() == 401
     actions = db.execute(select(AuditEntry.action, AuditEntry.target).order_by(AuditEntry.id)).all()
-    assert ("token.revoke", "token:short-lived") in [tuple(a) for a in actions]
+    assert ("token.revoke", "token:x") in [tuple(a) for a in actions]
+
+
+def test_a_token_created_after_is_known_at_once(client: TestClient, db_url: str) -> None:
+    first = make_token(db_url, "viewer", name="first")
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {first}"}).status_code == 200
+    second = make_token(db_url, "viewer", name="second")
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {second}"}).status_code == 200
 
 
 def test_tokens_are_stored_only_as_hashes(db_url: str, db: Session) -> None:

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.orm import Session
 
+from app.core.auth import RECHECK
+from app.core.clock import utc_now
+from app.tokens.service import revoke_token
 from tests.support import CLUSTER, entry, free_port, report, running_server
 
 Tokens = dict[str, str]
@@ -92,6 +96,24 @@ def test_two_servers_receiving_the_same_reports_count_them_once(
         assert per_report[(body["seq"], 200)] == 3, per_report
     assert batch_outcomes == [(200, {"duplicate"}), (200, {"duplicate"})]
     assert job["gpu_seconds"] == str(12 * 8 * 60)
+
+
+def test_a_revoked_token_is_refused_by_every_server_after_the_recheck_delay(
+    db_url: str, tokens: Tokens, log_dir: Path, db: Session
+) -> None:
+    headers = bearer(tokens["collector"])
+    with running_server(db_url, log_dir) as one, running_server(db_url, log_dir) as two:
+        for server in (one, two):  # each remembers the token
+            answer = httpx.post(f"{server.url}/v1/reports", json=minute(0), headers=headers)
+            assert answer.status_code in (200, 201)
+        with db.begin():
+            revoke_token(db, name="collector", actor="test", now=utc_now())
+        time.sleep(RECHECK.total_seconds())
+        answers = [
+            httpx.post(f"{server.url}/v1/reports", json=minute(0), headers=headers).status_code
+            for server in (one, two)
+        ]
+    assert answers == [401, 401]
 
 
 def test_server_refuses_an_oversized_body_without_reading_it(db_url: str, log_dir: Path) -> None:

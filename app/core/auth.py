@@ -2,24 +2,35 @@
 
 Tokens are 256-bit random strings shown once; only their SHA-256 is stored, so a leaked
 database does not leak usable tokens, and lookup by hash needs no secret comparison.
+
+Each server process remembers the tokens it has seen valid, so that a report costs no
+database round trip for its token. What it remembers it forgets, all at once, as soon as it
+sees the token table change (a token revoked, created or deleted, by any process or by
+hand); it looks at most every `RECHECK` of the service's clock, in the first request after
+that. A revoked token therefore stops working everywhere within `RECHECK`.
 """
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.core.clock import Clock
 from app.core.db import SessionDep
 from app.core.errors import Forbidden, Unauthorized
 from app.models import ApiToken
 
 TOKEN_PREFIX = "gpc_"
+RECHECK = timedelta(seconds=1)
+REMEMBERED = 10_000  # distinct valid tokens a process keeps before it starts over
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `gpucost token create`")
 
@@ -49,19 +60,72 @@ def hash_token(token: str) -> str:
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def principal_for(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    """Who presents these credentials: a token that exists and is not revoked."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("missing bearer token in the Authorization header")
-    row = session.execute(
-        select(ApiToken.name, ApiToken.role, ApiToken.cluster).where(
-            ApiToken.token_sha256 == hash_token(credentials.credentials),
-            ApiToken.revoked_at.is_(None),
-        )
-    ).one_or_none()
-    if row is None:
-        raise Unauthorized("unknown or revoked token")
-    return Principal(name=row.name, role=row.role, cluster=row.cluster)
+@dataclass
+class KnownTokens:
+    """The valid tokens this process has looked up, by hash, for as long as the token
+    table's stamp (its rows, its revoked rows) stays as it was."""
+
+    clock: Clock
+    _known: dict[str, Principal] = field(default_factory=dict)
+    _stamp: tuple[int, int] | None = None
+    _checked_at: datetime | None = None
+    _generation: int = 0  # bumped when the known are forgotten
+    _checking: threading.Lock = field(default_factory=threading.Lock)
+
+    def remembered(self, credentials: HTTPAuthorizationCredentials | None) -> Principal | None:
+        """Who presents these credentials, when known and no recheck is due: no database."""
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            return None
+        if self._due(self.clock()):
+            return None
+        return self._known.get(hash_token(credentials.credentials))
+
+    def principal(
+        self, session: Session, credentials: HTTPAuthorizationCredentials | None
+    ) -> Principal:
+        """Who presents these credentials: a token that exists and is not revoked."""
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthorized("missing bearer token in the Authorization header")
+        self._recheck(session)
+        digest = hash_token(credentials.credentials)
+        known = self._known.get(digest)
+        if known is not None:
+            return known
+        generation = self._generation
+        row = session.execute(
+            select(ApiToken.name, ApiToken.role, ApiToken.cluster).where(
+                ApiToken.token_sha256 == digest, ApiToken.revoked_at.is_(None)
+            )
+        ).one_or_none()
+        if row is None:
+            raise Unauthorized("unknown or revoked token")
+        principal = Principal(name=row.name, role=row.role, cluster=row.cluster)
+        # Read before a change that was seen meanwhile: answered, but not remembered.
+        if generation == self._generation:
+            if len(self._known) >= REMEMBERED:
+                self._known = {}
+            self._known[digest] = principal
+        return principal
+
+    def _due(self, now: datetime) -> bool:
+        last = self._checked_at
+        return last is None or not last <= now < last + RECHECK
+
+    def _recheck(self, session: Session) -> None:
+        now = self.clock()
+        if not self._due(now):
+            return
+        if not self._checking.acquire(blocking=self._checked_at is None):
+            return  # another request is looking; until it has, what is known stands
+        try:
+            stamp = session.execute(select(func.count(), func.count(ApiToken.revoked_at))).one()
+            if tuple(stamp) != self._stamp:
+                self._generation += 1
+                self._known = {}
+                self._stamp = (stamp[0], stamp[1])
+            self._checked_at = now
+        finally:
+            self._checking.release()
 
 
 def require_role(principal: Principal, *roles: str) -> Principal:
@@ -70,23 +134,29 @@ def require_role(principal: Principal, *roles: str) -> Principal:
     return principal
 
 
-def authenticate(session: SessionDep, credentials: BearerDep) -> Principal:
-    return principal_for(session, credentials)
+def authenticate(request: Request, session: SessionDep, credentials: BearerDep) -> Principal:
+    known: KnownTokens = request.app.state.known_tokens
+    return known.principal(session, credentials)
 
 
 def _collector_alone(
     request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
+    known: KnownTokens = request.app.state.known_tokens
     with request.app.state.read_session_factory() as session:
-        return require_role(principal_for(session, credentials), "collector")
+        return require_role(known.principal(session, credentials), "collector")
 
 
 async def _collector(request: Request, credentials: BearerDep) -> Principal:
+    known: KnownTokens = request.app.state.known_tokens
+    principal = known.remembered(credentials)
+    if principal is not None:
+        return require_role(principal, "collector")
     return await run_in_threadpool(_collector_alone, request, credentials)
 
 
-# A collector, checked in a read-only session of its own (one thread hand-off, no write lock
-# on SQLite), for a route that opens no request session.
+# A collector, checked in a read-only session of its own when not remembered (one thread
+# hand-off, no write lock on SQLite), for a route that opens no request session.
 CollectorOnly = Annotated[Principal, Depends(_collector)]
 
 
