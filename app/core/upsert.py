@@ -190,6 +190,19 @@ def get_or_create(
     Safe against a concurrent insert of the same key: ours then does nothing and the
     second look-up finds the other transaction's row.
     """
+    stored, _ = _get_or_create(session, table, keys, rows, returned)
+    return stored
+
+
+def _get_or_create(
+    session: Session,
+    table: Table,
+    keys: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    returned: Sequence[str],
+) -> tuple[dict[tuple[Any, ...], Row[Any]], set[tuple[Any, ...]]]:
+    """get_or_create, and the keys of the rows it found committed before it looked (those
+    it did not insert or find inserted meanwhile)."""
     wanted = {tuple(row[k] for k in keys): row for row in rows}
 
     def lookup(key_values: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], Row[Any]]:
@@ -197,11 +210,50 @@ def get_or_create(
         return {tuple(row[len(returned) :]): row for row in found}
 
     stored = lookup(wanted)
+    committed = set(stored)
     missing = [row for key, row in sorted(wanted.items()) if key not in stored]
     if missing:
         insert_many(session, table, missing, _unless_present(tuple(keys)))
         stored.update(lookup([key for key in wanted if key not in stored]))
-    return stored
+    return stored, committed
+
+
+class KnownIds:
+    """The ids of rows whose key never changes and that are never deleted (clusters, nodes,
+    jobs), as this process found them: only rows already committed when looked up, so that
+    no id of a transaction rolled back is ever remembered. Per table, at most `LIMIT` keys;
+    past that, it starts over."""
+
+    LIMIT = 200_000
+
+    def __init__(self) -> None:
+        self._ids: dict[str, dict[tuple[Any, ...], int]] = defaultdict(dict)
+
+    def get_or_create(
+        self, session: Session, model: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]
+    ) -> dict[tuple[Any, ...], int]:
+        """Map each row's key to its id, inserting the rows that do not exist yet; keys
+        known already cost no statement."""
+        table: Table = model.__table__
+        known = self._ids[table.name]
+        ids: dict[tuple[Any, ...], int] = {}
+        unknown = []
+        for row in rows:
+            key = tuple(row[k] for k in keys)
+            pk = known.get(key)
+            if pk is None:
+                unknown.append(row)
+            else:
+                ids[key] = pk
+        if unknown:
+            stored, committed = _get_or_create(session, table, keys, unknown, ("id",))
+            if len(known) + len(committed) > self.LIMIT:
+                known.clear()
+            for key, found in stored.items():
+                ids[key] = found.id
+                if key in committed:
+                    known[key] = found.id
+        return ids
 
 
 def get_or_create_ids(

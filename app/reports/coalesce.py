@@ -4,9 +4,16 @@ is being stored wait, then go to the database together, in one transaction.
 A fleet sends one small report per node a minute, hundreds a second in all. Stored one
 transaction each, most of a report's cost is the statements and the commit that every
 transaction pays whatever its size; stored together, they share them.
+
+Under load, a request that was handed the turn (it came while a transaction was stored: the
+reports arrive faster than they are stored) first waits `gather` seconds for those still
+arriving, so that transactions grow with the load instead of staying at one or two reports
+(measured: a transaction of one report costs 3 ms of CPU, of four 1.5 ms a report). A report
+that finds nothing in progress is stored at once: alone, or at a trickle, none waits.
 """
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -16,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.core.clock import Clock
 from app.core.db import commit_with_retry
+from app.core.upsert import KnownIds
 from app.reports.schemas import ReportIn
 from app.reports.service import Outcome, ingest_reports
 
@@ -39,6 +47,7 @@ class Coalescer:
 
     store: Callable[[Session, list[ReportIn]], list[Outcome]]
     max_reports: int
+    gather: float = 0.0
     _queue: list[_Waiting] = field(default_factory=list)
     _storing: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -56,6 +65,8 @@ class Coalescer:
             if not mine.lead:
                 mine.woken.wait()
                 mine.woken.clear()
+                if mine.lead and len(self._queue) < self.max_reports:
+                    time.sleep(self.gather)
                 continue
             with self._lock:
                 batch = self._queue[: self.max_reports]
@@ -115,11 +126,14 @@ class Coalescer:
             waiting.error, waiting.done = exc, True
 
 
-def report_coalescer(*, clock: Clock, max_reports: int, tolerance: Decimal) -> Coalescer:
+def report_coalescer(
+    known: KnownIds, *, clock: Clock, max_reports: int, tolerance: Decimal, gather: float
+) -> Coalescer:
     """The coalescer of an app's single-report requests, each report received when stored."""
     return Coalescer(
         store=lambda session, reports: ingest_reports(
-            session, reports=reports, received_at=clock(), tolerance=tolerance
+            session, known, reports=reports, received_at=clock(), tolerance=tolerance
         ),
         max_reports=max_reports,
+        gather=gather,
     )

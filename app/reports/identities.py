@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, bindparam, case, insert, or_, update
 from sqlalchemy.orm import Session
 
-from app.core.upsert import find_rows, get_or_create, get_or_create_ids
+from app.core.upsert import KnownIds, find_rows, get_or_create
 from app.models import Cluster, Gpu, GpuPlacement, Job, Node
 from app.reports.schemas import ReportIn
 
@@ -19,13 +19,19 @@ GPUS = cast(Table, Gpu.__table__)
 GPU_COLUMNS = ("id", "node_id", "gpu_index", "model", "first_seen")
 
 
-def cluster_ids(session: Session, *, names: Iterable[str], seen: datetime) -> dict[str, int]:
+def cluster_ids(
+    session: Session, known: KnownIds, *, names: Iterable[str], seen: datetime
+) -> dict[str, int]:
     rows = [{"name": name, "created_at": seen} for name in sorted(set(names))]
-    return {key[0]: pk for key, pk in get_or_create_ids(session, Cluster, ["name"], rows).items()}
+    return {key[0]: pk for key, pk in known.get_or_create(session, Cluster, ["name"], rows).items()}
 
 
 def node_ids(
-    session: Session, *, nodes: Mapping[tuple[int, str], datetime], seen: datetime
+    session: Session,
+    known: KnownIds,
+    *,
+    nodes: Mapping[tuple[int, str], datetime],
+    seen: datetime,
 ) -> dict[tuple[int, str], int]:
     """Ids of (cluster id, node name) pairs; `nodes` gives the interval end a new one starts
     from."""
@@ -39,7 +45,7 @@ def node_ids(
         }
         for (cluster_pk, name), end in sorted(nodes.items())
     ]
-    ids = get_or_create_ids(session, Node, ["cluster_id", "name"], rows)
+    ids = known.get_or_create(session, Node, ["cluster_id", "name"], rows)
     return {(key[0], key[1]): pk for key, pk in ids.items()}
 
 
@@ -162,6 +168,7 @@ def _histories(
 
 def job_ids(
     session: Session,
+    known: KnownIds,
     *,
     spans: Mapping[tuple[int, str], tuple[datetime, datetime]],
     now: datetime,
@@ -182,7 +189,7 @@ def job_ids(
         }
         for (cluster_pk, name), (first, last) in sorted(spans.items())
     ]
-    found = get_or_create_ids(session, Job, ["cluster_id", "scheduler_job_id"], rows)
+    found = known.get_or_create(session, Job, ["cluster_id", "scheduler_job_id"], rows)
     return {(key[0], key[1]): pk for key, pk in found.items()}
 
 

@@ -17,6 +17,7 @@ from app.core.config import Settings
 from app.core.db import SessionDep, SettingsDep, commit_with_retry
 from app.core.errors import AppError, ErrorBody, InvalidInput, validation_body
 from app.core.numbers import DecimalJsonRoute, floats_are_exact, parse_json
+from app.core.upsert import KnownIds
 from app.metrics.deps import ServiceMetricsDep
 from app.metrics.service import ServiceMetrics
 from app.reports.checks import check_report
@@ -45,7 +46,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _store(
-    session: Session, reports: list[ReportIn], clock: Clock, settings: Settings
+    session: Session,
+    known: KnownIds,
+    reports: list[ReportIn],
+    clock: Clock,
+    settings: Settings,
 ) -> list[Outcome]:
     # One transaction for the whole batch. Should the database refuse a value that validation
     # let through, the request is refused whole (422) and nothing of it stays; a collector
@@ -54,6 +59,7 @@ def _store(
         session,
         lambda: ingest_reports(
             session,
+            known,
             reports=reports,
             received_at=clock(),
             tolerance=settings.occupancy_tolerance_seconds,
@@ -111,13 +117,17 @@ async def post_report_batch(
     """Store many reports, each on its own: accepted, duplicate or rejected, in order."""
     # The body is read here, after the token is checked, and validated in one pass.
     body = await request.body()
-    return await run_in_threadpool(_store_batch, body, principal, session, settings, clock, metrics)
+    known = request.app.state.known_ids
+    return await run_in_threadpool(
+        _store_batch, body, principal, session, known, settings, clock, metrics
+    )
 
 
 def _store_batch(
     body: bytes,
     principal: Principal,
     session: Session,
+    known: KnownIds,
     settings: Settings,
     clock: Clock,
     metrics: ServiceMetrics,
@@ -150,7 +160,7 @@ def _store_batch(
         else:
             item.seq = report.seq
             valid.append((item, report))
-    outcomes = _store(session, [r for _, r in valid], clock, settings) if valid else []
+    outcomes = _store(session, known, [r for _, r in valid], clock, settings) if valid else []
     for (item, _), outcome in zip(valid, outcomes, strict=True):
         if isinstance(outcome, AppError):
             item.http_status, item.error = outcome.status, outcome.body()

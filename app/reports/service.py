@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.core.errors import AppError, Conflict, InvalidInput
-from app.core.upsert import find_rows, insert_many, insert_rows
+from app.core.upsert import KnownIds, find_rows, insert_many, insert_rows
 from app.models import PruneMark, Report, Usage
 from app.reports import identities, occupancy
 from app.reports.entries import payload_digest
@@ -58,7 +58,12 @@ class _Pending:
 
 
 def ingest_reports(
-    session: Session, *, reports: Sequence[ReportIn], received_at: datetime, tolerance: Decimal
+    session: Session,
+    known_ids: KnownIds,
+    *,
+    reports: Sequence[ReportIn],
+    received_at: datetime,
+    tolerance: Decimal,
 ) -> list[Outcome]:
     """Store each report once, all in the session's transaction, and say what became of each:
     stored, a duplicate of a stored report (a resend), or an error of its own (a report older
@@ -77,7 +82,7 @@ def ingest_reports(
             continue
         pending.append(_Pending(index, report, payload_digest(report)))
     if pending:
-        _identify_nodes(session, pending, seen=received_at)
+        _identify_nodes(session, known_ids, pending, seen=received_at)
         new = _claim(session, pending, outcomes, received_at=received_at)
         if new:
             known = identities.stored_gpus(session, sorted(_named(new)))
@@ -87,13 +92,16 @@ def ingest_reports(
         if new:
             gpus = _identify_gpus(session, new, known, seen=received_at)
             occupancy.record(session, ledger, gpus)
-            _store_usage(session, new, gpus, received_at=received_at)
+            _store_usage(session, known_ids, new, gpus, received_at=received_at)
     assert all(outcome is not None for outcome in outcomes)
     return outcomes  # type: ignore[return-value]
 
 
-def _identify_nodes(session: Session, pending: list[_Pending], *, seen: datetime) -> None:
-    clusters = identities.cluster_ids(session, names=(p.report.cluster for p in pending), seen=seen)
+def _identify_nodes(
+    session: Session, known: KnownIds, pending: list[_Pending], *, seen: datetime
+) -> None:
+    names = (p.report.cluster for p in pending)
+    clusters = identities.cluster_ids(session, known, names=names, seen=seen)
     # A new node starts from its earliest interval end in the batch: the reports stored
     # (not those refused as conflicts) move it on.
     earliest: dict[tuple[int, str], datetime] = {}
@@ -101,7 +109,7 @@ def _identify_nodes(session: Session, pending: list[_Pending], *, seen: datetime
         p.cluster_pk = clusters[p.report.cluster]
         key = (p.cluster_pk, p.report.node)
         earliest[key] = min(earliest.get(key, p.report.end), p.report.end)
-    nodes = identities.node_ids(session, nodes=earliest, seen=seen)
+    nodes = identities.node_ids(session, known, nodes=earliest, seen=seen)
     for p in pending:
         p.node_pk = nodes[(p.cluster_pk, p.report.node)]
         p.placed = identities.placements_of(p.report, p.node_pk)
@@ -224,6 +232,7 @@ def _identify_gpus(
 
 def _store_usage(
     session: Session,
+    known: KnownIds,
     new: list[tuple[_Pending, int]],
     gpus: dict[str, Row[Any]],
     *,
@@ -244,7 +253,7 @@ def _store_usage(
                 spans[key] = (min(first, report.start), max(last, report.end))
     identities.mark_nodes_seen(session, ends=ends, seen=received_at)
     identities.place_gpus(session, stored=gpus, placements=placements, seen=received_at)
-    jobs = identities.job_ids(session, spans=spans, now=received_at)
+    jobs = identities.job_ids(session, known, spans=spans, now=received_at)
 
     rows: list[tuple[Any, ...]] = []
     totals = HourlyTotals()
