@@ -28,7 +28,13 @@ def create_db_engine(settings: Settings) -> Engine:
             max_overflow=settings.db_pool_size,
             pool_timeout=settings.db_pool_timeout_seconds,
             pool_pre_ping=True,
-            connect_args={"connect_timeout": max(1, int(settings.db_pool_timeout_seconds))},
+            connect_args={
+                "connect_timeout": max(1, int(settings.db_pool_timeout_seconds)),
+                # Statements are prepared once per connection (psycopg), planned each time:
+                # a plan made once, when a table was small (a fleet's nodes and GPUs as they
+                # register), scans it whole until the next ANALYZE, a minute or more later.
+                "options": "-c plan_cache_mode=force_custom_plan",
+            },
         )
         event.listen(engine, "connect", _binary_arrays)
         return engine

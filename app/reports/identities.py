@@ -6,16 +6,17 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, case, insert, or_, update
+from sqlalchemy import Row, Table, bindparam, case, or_, update
 from sqlalchemy.orm import Session
 
-from app.core.upsert import KnownIds, find_rows, get_or_create
+from app.core.upsert import KnownIds, find_rows, get_or_create, insert_many
 from app.models import Cluster, Gpu, GpuPlacement, Job, Node
 from app.reports.schemas import ReportIn
 
 # One placement per GPU: its node, its index there, its model.
 Placement = tuple[int, int, str]
 GPUS = cast(Table, Gpu.__table__)
+PLACEMENTS = cast(Table, GpuPlacement.__table__)
 GPU_COLUMNS = ("id", "node_id", "gpu_index", "model", "first_seen")
 
 
@@ -137,25 +138,25 @@ def place_gpus(
             arrived.append(
                 {"gpu_id": row.id, "node_id": node_pk, "gpu_index": gpu_index, "since": since}
             )
-        if not past or since >= past[-1][0]:
+        # Its row follows its newest report, unless it shows that already (a GPU new here).
+        now_at = (row.node_id, row.gpu_index, row.model)
+        if (not past or since >= past[-1][0]) and now_at != (node_pk, gpu_index, model):
             moved.append(
                 {"gpu_pk": row.id, "node_id": node_pk, "gpu_index": gpu_index, "model": model}
             )
-    connection = session.connection()
     if moved:
-        connection.execute(update(GPUS).where(GPUS.c.id == bindparam("gpu_pk")), moved)
+        session.connection().execute(update(GPUS).where(GPUS.c.id == bindparam("gpu_pk")), moved)
     if arrived:
-        connection.execute(insert(GpuPlacement), arrived)
+        insert_many(session, PLACEMENTS, arrived)
 
 
 def _histories(
     session: Session, gpu_pks: list[int]
 ) -> dict[int, list[tuple[datetime, tuple[int, int]]]]:
     """Each GPU's placements, oldest first."""
-    table = cast(Table, GpuPlacement.__table__)
     rows = find_rows(
         session,
-        table,
+        PLACEMENTS,
         ("since", "id", "node_id", "gpu_index", "gpu_id"),
         ("gpu_id",),
         [(pk,) for pk in gpu_pks],

@@ -278,6 +278,7 @@ async def drive(
                 return r.status
 
         floor = await open_loop(session, healthz, args.healthz_seconds, server_pids)
+        print("sending reports", flush=True)
         fleet = Fleet("", tokens["collector"], entries)
         stop = asyncio.Event()
         querier = asyncio.create_task(query_loop(session, "", tokens["viewer"], stop))
