@@ -19,6 +19,7 @@ from sqlalchemy import (
     literal_column,
     select,
     true,
+    update,
     values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -133,6 +134,50 @@ def _windowed(
         select(*(table.c[name] for name in returned))
         .select_from(source)
         .join(table, and_(key == source.c.key, end >= source.c.lo, start < source.c.hi))
+    )
+
+
+def update_rows(
+    session: Session,
+    table: Table,
+    match: Sequence[str],
+    changes: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+) -> int:
+    """Update each row of `table` whose `match` columns equal a tuple's first values, setting
+    its `changes` columns to the tuple's last; returns how many rows changed. On PostgreSQL
+    in one statement: the tuples travel as arrays, unnested by the server and joined to the
+    table by its index in their order (the order rows are locked in); elsewhere, executemany."""
+    if not rows:
+        return 0
+    connection = session.connection()
+    names = [f"match_{c}" for c in match] + [f"set_{c}" for c in changes]
+    stmt = _update_statement(connection.dialect.name, table, tuple(match), tuple(changes))
+    if connection.dialect.name == "postgresql":
+        arrays = zip(names, map(list, zip(*rows, strict=True)), strict=True)
+        return connection.execute(stmt, dict(arrays)).rowcount
+    return connection.execute(stmt, [dict(zip(names, row, strict=True)) for row in rows]).rowcount
+
+
+@functools.cache
+def _update_statement(
+    dialect: str, table: Table, match: tuple[str, ...], changes: tuple[str, ...]
+) -> Any:
+    array = dialect == "postgresql"
+
+    def source(prefix: str, name: str) -> Any:
+        type_ = table.c[name].type
+        return bindparam(f"{prefix}_{name}", type_=postgresql.ARRAY(type_) if array else type_)
+
+    params = [source("match", c) for c in match] + [source("set", c) for c in changes]
+    if array:
+        names = [f"match_{c}" for c in match] + [f"set_{c}" for c in changes]
+        unnested = func.unnest(*params).table_valued(*names).render_derived(name="v")
+        params = [unnested.c[name] for name in names]
+    return (
+        update(table)
+        .where(*(table.c[c] == param for c, param in zip(match, params, strict=False)))
+        .values(dict(zip(changes, params[len(match) :], strict=True)))
     )
 
 

@@ -26,12 +26,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from app.core.db import RaceLost
 from app.core.errors import Conflict
-from app.core.upsert import find_in_windows, insert_rows
+from app.core.upsert import find_in_windows, insert_rows, update_rows
 from app.models import GPU_OCCUPANCY, Cluster, Node, Report
 from app.reports.entries import micros
 from app.reports.hours import span_us
@@ -199,7 +199,7 @@ def _refusal(interval: Interval, held: Interval, *, claiming: str, holder: str) 
 def record(session: Session, ledger: Ledger, gpus: Mapping[str, Row[Any]]) -> None:
     """Store the time accepted into `ledger` (`gpus`: the stored rows by UUID): a run of
     reports without gaps as one span, which extends a stored span that it carries on."""
-    extended: list[dict[str, Any]] = []
+    extended: list[tuple[int, datetime, datetime]] = []
     added: list[tuple[Any, ...]] = []
     for gpu, spans in ledger.spans():
         stored = [s for s in spans if s.stored_end is not None]
@@ -209,11 +209,13 @@ def record(session: Session, ledger: Ledger, gpus: Mapping[str, Row[Any]]) -> No
             if before is None:
                 added.append((gpu_pk, run.report_pk, run.start, run.end, run.guard))
             else:
-                extended.append({"gpu_pk": gpu_pk, "stored_end": before.end, "end": run.end})
+                extended.append((gpu_pk, before.end, run.end))
     if extended:
         # In GPU order, so that two transactions meeting on the same GPUs wait in one order.
-        extended.sort(key=lambda values: (values["gpu_pk"], values["stored_end"]))
-        moved = session.connection().execute(_EXTEND, extended).rowcount
+        extended.sort()
+        moved = update_rows(
+            session, GPU_OCCUPANCY, ("gpu_id", "period_end"), ("period_end",), extended
+        )
         if moved != len(extended):
             # A concurrent transaction moved one of these spans on: run again, to see it.
             raise RaceLost("a GPU's stored time changed while this report was stored")
@@ -235,18 +237,3 @@ def _runs(spans: list[Interval]) -> Iterable[Interval]:
         elif span.end > end:
             end = span.end
     yield first._replace(end=end)
-
-
-def _extend() -> Any:
-    table = GPU_OCCUPANCY
-    return (
-        update(table)
-        .where(
-            table.c.gpu_id == bindparam("gpu_pk"),
-            table.c.period_end == bindparam("stored_end", type_=table.c.period_end.type),
-        )
-        .values(period_end=bindparam("end", type_=table.c.period_end.type))
-    )
-
-
-_EXTEND = _extend()
