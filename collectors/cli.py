@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from collectors.agent import Agent, preview
@@ -21,7 +20,7 @@ from collectors.clock import Clock, FakeClock, SystemClock
 from collectors.config import Config, ConfigError, load_config
 from collectors.metrics import CollectorMetrics
 from collectors.sampling import Sampler
-from collectors.sender import Backoff, Sender
+from collectors.sender import Backoff, Sender, service_client
 from collectors.spool import Spool
 
 app = typer.Typer(
@@ -94,7 +93,7 @@ def _build(config: Config) -> Agent:
     _read_token(token_file)
     sender = Sender(
         spool=spool,
-        client=httpx.Client(timeout=config.http_timeout),
+        client=service_client(config.http_timeout),
         server=config.server,
         token=lambda: _read_token(token_file),
         cluster=str(config.cluster),

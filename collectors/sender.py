@@ -24,6 +24,18 @@ logger = logging.getLogger(__name__)
 _RETRY_STATUSES = {401, 403, 404, 405, 408, 425, 429}
 
 
+# The service keeps an idle connection 75 s (`gpucost serve`): a collector reporting every
+# minute keeps its one connection across reports, and lets it go a little before the service
+# would, so that it never sends on a connection the service is closing.
+KEEP_CONNECTION_S = 70.0
+
+
+def service_client(timeout: float) -> httpx.Client:
+    """The collector's HTTP client: its connection to the service kept between reports."""
+    limits = httpx.Limits(max_keepalive_connections=1, keepalive_expiry=KEEP_CONNECTION_S)
+    return httpx.Client(timeout=timeout, limits=limits)
+
+
 def retryable(status: int) -> bool:
     return status >= 500 or status in _RETRY_STATUSES
 

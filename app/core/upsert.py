@@ -228,14 +228,16 @@ def get_or_create(
     keys: Sequence[str],
     rows: Sequence[dict[str, Any]],
     returned: Sequence[str] = ("id",),
+    *,
+    absent: bool = False,
 ) -> dict[tuple[Any, ...], Row[Any]]:
     """Map each row's key to its stored row (columns `returned`), inserting the rows that do
-    not exist yet.
+    not exist yet (`absent`: the caller has just looked and found none of them).
 
-    Safe against a concurrent insert of the same key: ours then does nothing and the
-    second look-up finds the other transaction's row.
+    Safe against a concurrent insert of the same key: ours then does nothing, and a second
+    look-up finds the other transaction's row.
     """
-    stored, _ = _get_or_create(session, table, keys, rows, returned)
+    stored, _ = _get_or_create(session, table, keys, rows, returned, absent=absent)
     return stored
 
 
@@ -245,21 +247,27 @@ def _get_or_create(
     keys: Sequence[str],
     rows: Sequence[dict[str, Any]],
     returned: Sequence[str],
+    *,
+    absent: bool = False,
 ) -> tuple[dict[tuple[Any, ...], Row[Any]], set[tuple[Any, ...]]]:
     """get_or_create, and the keys of the rows it found committed before it looked (those
     it did not insert or find inserted meanwhile)."""
     wanted = {tuple(row[k] for k in keys): row for row in rows}
+    columns = (*returned, *keys)
 
-    def lookup(key_values: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], Row[Any]]:
-        found = find_rows(session, table, (*returned, *keys), keys, key_values)
+    def by_key(found: Iterable[Row[Any]]) -> dict[tuple[Any, ...], Row[Any]]:
         return {tuple(row[len(returned) :]): row for row in found}
 
-    stored = lookup(wanted)
+    stored = {} if absent else by_key(find_rows(session, table, columns, keys, wanted))
     committed = set(stored)
     missing = [row for key, row in sorted(wanted.items()) if key not in stored]
     if missing:
-        insert_many(session, table, missing, _unless_present(tuple(keys)))
-        stored.update(lookup([key for key in wanted if key not in stored]))
+        # The rows inserted come back; those another transaction inserted first are found.
+        inserted = insert_many(session, table, missing, _unless_present(columns, len(returned)))
+        stored.update(by_key(inserted))
+        others = [key for key in wanted if key not in stored]
+        if others:
+            stored.update(by_key(find_rows(session, table, columns, keys, others)))
     return stored, committed
 
 
@@ -309,10 +317,13 @@ def get_or_create_ids(
 
 
 @functools.cache
-def _unless_present(keys: tuple[str, ...]) -> Callable[[Any], Any]:
-    # One function per key, so that `insert_many` builds each statement once.
+def _unless_present(columns: tuple[str, ...], keys_from: int) -> Callable[[Any], Any]:
+    # One function per columns (those returned, then the key's from `keys_from` on), so that
+    # `insert_many` builds each statement once.
     def finish(stmt: Any) -> Any:
-        return stmt.on_conflict_do_nothing(index_elements=list(keys))
+        returning = [stmt.table.c[name] for name in columns]
+        keys = list(columns[keys_from:])
+        return stmt.on_conflict_do_nothing(index_elements=keys).returning(*returning)
 
     return finish
 

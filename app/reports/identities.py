@@ -104,7 +104,8 @@ def gpu_rows(
         for uuid, (node_pk, gpu_index, model) in sorted(placements.items())
         if uuid not in stored
     ]
-    found = get_or_create(session, GPUS, ("uuid",), rows, GPU_COLUMNS) if rows else {}
+    # `stored` was read in this transaction: the others are not there, or only just now.
+    found = get_or_create(session, GPUS, ("uuid",), rows, GPU_COLUMNS, absent=True) if rows else {}
     kept = {uuid: stored[uuid] for uuid in placements if uuid in stored}
     return {**kept, **{uuid: row for (uuid,), row in found.items()}}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 import zlib
 
@@ -12,7 +13,7 @@ import pytest
 
 from collectors.clock import NS_PER_S, FakeClock
 from collectors.metrics import CollectorMetrics
-from collectors.sender import Backoff, Sender
+from collectors.sender import Backoff, Sender, service_client
 from collectors.spool import Spool
 from tests.collectors.helpers import gpu_uuid
 from tests.collectors.service import free_port
@@ -150,3 +151,19 @@ def test_a_second_collector_on_the_same_gpus_is_dead_lettered_as_overlap(service
     assert first_metrics.reports_overlapping._value.get() == 0
     assert "counts GPU time the service has already counted" in caplog.text
     assert service.job_totals(cluster) == {"5": 120}
+
+
+def _local_port(client: httpx.Client, url: str) -> int:
+    response = client.get(url + "/healthz")
+    assert response.status_code == 200
+    return response.extensions["network_stream"].get_extra_info("client_addr")[1]
+
+
+@pytest.mark.slow
+def test_the_collector_keeps_its_connection_between_reports(service) -> None:
+    with service_client(10.0) as kept, httpx.Client(timeout=10.0) as default:
+        before = [_local_port(client, service.url) for client in (kept, default)]
+        time.sleep(6)  # past httpx's own keep-alive (5 s), after which it connects anew
+        after = [_local_port(client, service.url) for client in (kept, default)]
+    assert before[0] == after[0]
+    assert before[1] != after[1]
