@@ -2,6 +2,7 @@
 statement once known, and never an id from a transaction that was rolled back."""
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -67,8 +68,9 @@ def test_reports_arriving_while_one_is_stored_wait_to_go_together() -> None:
     first = submit_in_thread(coalescer, 1)
     assert store.entered.wait(10)
     second = submit_in_thread(coalescer, 2)  # queued behind the transaction in progress
-    while len(coalescer._queue) < 1:
-        pass
+    deadline = time.monotonic() + 10
+    while not coalescer._queue and time.monotonic() < deadline:
+        time.sleep(0.001)
     store.release.set()  # the second is handed the turn and gathers for 0.5 s
     later = [submit_in_thread(coalescer, seq) for seq in (3, 4)]
     for thread in (first, second, *later):

@@ -3,11 +3,12 @@
 Tokens are 256-bit random strings shown once; only their SHA-256 is stored, so a leaked
 database does not leak usable tokens, and lookup by hash needs no secret comparison.
 
-Each server process remembers the tokens it has seen valid, so that a report costs no
-database round trip for its token. What it remembers it forgets, all at once, as soon as it
-sees the token table change (a token revoked, created or deleted, by any process or by
-hand); it looks at most every `RECHECK` of the service's clock, in the first request after
-that. A revoked token therefore stops working everywhere within `RECHECK`.
+Each server process remembers the tokens it has found valid, so that a report costs no
+database round trip for its token. At most `RECHECK` of the service's clock after it last
+did, in the first request after that, it reads every token it remembers again and keeps
+only those still valid, as they now are (revoked, deleted, edited by hand: all seen). While
+that read is under way, other requests look their tokens up in the database. A revoked
+token therefore stops working everywhere within `RECHECK`.
 """
 
 import hashlib
@@ -20,12 +21,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.clock import Clock
 from app.core.db import SessionDep
 from app.core.errors import Forbidden, Unauthorized
+from app.core.upsert import find_rows
 from app.models import ApiToken
 
 TOKEN_PREFIX = "gpc_"
@@ -62,15 +64,14 @@ BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 @dataclass
 class KnownTokens:
-    """The valid tokens this process has looked up, by hash, for as long as the token
-    table's stamp (its rows, its revoked rows) stays as it was."""
+    """The valid tokens this process has looked up, by hash, as last read."""
 
     clock: Clock
     _known: dict[str, Principal] = field(default_factory=dict)
-    _stamp: tuple[int, int] | None = None
     _checked_at: datetime | None = None
-    _generation: int = 0  # bumped when the known are forgotten
+    _generation: int = 0  # bumped when what is known is read again
     _checking: threading.Lock = field(default_factory=threading.Lock)
+    _storing: threading.Lock = field(default_factory=threading.Lock)
 
     def remembered(self, credentials: HTTPAuthorizationCredentials | None) -> Principal | None:
         """Who presents these credentials, when known and no recheck is due: no database."""
@@ -86,11 +87,11 @@ class KnownTokens:
         """Who presents these credentials: a token that exists and is not revoked."""
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Unauthorized("missing bearer token in the Authorization header")
-        self._recheck(session)
         digest = hash_token(credentials.credentials)
-        known = self._known.get(digest)
-        if known is not None:
-            return known
+        if self._recheck(session):
+            known = self._known.get(digest)
+            if known is not None:
+                return known
         generation = self._generation
         row = session.execute(
             select(ApiToken.name, ApiToken.role, ApiToken.cluster).where(
@@ -100,32 +101,48 @@ class KnownTokens:
         if row is None:
             raise Unauthorized("unknown or revoked token")
         principal = Principal(name=row.name, role=row.role, cluster=row.cluster)
-        # Read before a change that was seen meanwhile: answered, but not remembered.
-        if generation == self._generation:
-            if len(self._known) >= REMEMBERED:
-                self._known = {}
-            self._known[digest] = principal
+        with self._storing:
+            # Read before a recheck that began meanwhile: answered, not remembered.
+            if generation == self._generation:
+                if len(self._known) >= REMEMBERED:
+                    self._known = {}
+                self._known[digest] = principal
         return principal
 
     def _due(self, now: datetime) -> bool:
         last = self._checked_at
         return last is None or not last <= now < last + RECHECK
 
-    def _recheck(self, session: Session) -> None:
+    def _recheck(self, session: Session) -> bool:
+        """Read what is known again if that is due; False while another request does (what
+        is known may then be stale: not to be used)."""
         now = self.clock()
         if not self._due(now):
-            return
-        if not self._checking.acquire(blocking=self._checked_at is None):
-            return  # another request is looking; until it has, what is known stands
+            return True
+        if not self._checking.acquire(blocking=False):
+            return False
         try:
-            stamp = session.execute(select(func.count(), func.count(ApiToken.revoked_at))).one()
-            if tuple(stamp) != self._stamp:
+            with self._storing:
                 self._generation += 1
-                self._known = {}
-                self._stamp = (stamp[0], stamp[1])
-            self._checked_at = now
+                digests = list(self._known)
+            rows = find_rows(
+                session,
+                ApiToken.__table__,  # type: ignore[arg-type]
+                ("token_sha256", "name", "role", "cluster", "revoked_at"),
+                ("token_sha256",),
+                [(digest,) for digest in digests],
+            )
+            valid = {
+                row.token_sha256: Principal(name=row.name, role=row.role, cluster=row.cluster)
+                for row in rows
+                if row.revoked_at is None
+            }
+            with self._storing:
+                self._known = valid
+                self._checked_at = now
         finally:
             self._checking.release()
+        return True
 
 
 def require_role(principal: Principal, *roles: str) -> Principal:

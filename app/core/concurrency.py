@@ -34,7 +34,9 @@ class DatabaseSlots:
             limiter = to_thread.current_default_thread_limiter()
             limiter.total_tokens = max(limiter.total_tokens, self.slots + 8)
         try:
-            await asyncio.wait_for(self._semaphore.acquire(), timeout=self.wait_seconds)
+            # A timer, not wait_for's task per request: most requests find a slot free.
+            async with asyncio.timeout(self.wait_seconds):
+                await self._semaphore.acquire()
         except TimeoutError:
             body = {
                 "error": "DatabaseUnavailable",

@@ -28,15 +28,9 @@ def create_db_engine(settings: Settings) -> Engine:
             max_overflow=settings.db_pool_size,
             pool_timeout=settings.db_pool_timeout_seconds,
             pool_pre_ping=True,
-            connect_args={
-                "connect_timeout": max(1, int(settings.db_pool_timeout_seconds)),
-                # Statements are prepared once per connection (psycopg), planned each time:
-                # a plan made once, when a table was small (a fleet's nodes and GPUs as they
-                # register), scans it whole until the next ANALYZE, a minute or more later.
-                "options": "-c plan_cache_mode=force_custom_plan",
-            },
+            connect_args={"connect_timeout": max(1, int(settings.db_pool_timeout_seconds))},
         )
-        event.listen(engine, "connect", _binary_arrays)
+        event.listen(engine, "connect", _configure_postgres)
         return engine
     engine = create_engine(
         url,
@@ -72,10 +66,16 @@ def create_db_engine(settings: Settings) -> Engine:
     return engine
 
 
-def _binary_arrays(dbapi_connection: Any, _record: Any) -> None:
+def _configure_postgres(dbapi_connection: Any, _record: Any) -> None:
     # Arrays carry a batch's rows (see app.core.upsert). As text, psycopg formats and quotes
     # each element in Python, 2 µs a timestamp; in binary, 0.1 µs.
     dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
+    # Statements are prepared once per connection (psycopg), planned each time: a plan made
+    # once, while a table was small (a fleet's nodes and GPUs as they register), scans it
+    # whole until the next ANALYZE, a minute or more later. (A SET, not a startup option,
+    # so that options in the database URL stay as they are.)
+    dbapi_connection.execute("SET plan_cache_mode = force_custom_plan")
+    dbapi_connection.commit()
 
 
 def create_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:

@@ -147,7 +147,8 @@ def update_rows(
     """Update each row of `table` whose `match` columns equal a tuple's first values, setting
     its `changes` columns to the tuple's last; returns how many rows changed. On PostgreSQL
     in one statement: the tuples travel as arrays, unnested by the server and joined to the
-    table by its index in their order (the order rows are locked in); elsewhere, executemany."""
+    table (by its index, in their order, for a few; a deadlock that another join order
+    brings is retried); elsewhere, executemany."""
     if not rows:
         return 0
     connection = session.connection()
