@@ -19,7 +19,8 @@ from app.models import Cluster, Job, Node
 from app.reports.coalesce import Coalescer
 from app.reports.schemas import ReportIn
 from app.reports.service import Stored
-from tests.support import SettableClock, entry, report
+from tests.conftest import make_token
+from tests.support import CLUSTER, SettableClock, entry, report, reset_database
 
 Auth = dict[str, dict[str, str]]
 SEEN = datetime(2025, 1, 6, 10, tzinfo=UTC)
@@ -179,3 +180,26 @@ def test_ids_of_a_rolled_back_transaction_are_not_reused(
     assert (second.status_code, third.status_code) == (201, 201), (second.text, third.text)
     assert db.execute(select(Node.name)).scalars().all() == ["node-new"]
     assert db.execute(select(Job.scheduler_job_id)).scalars().all() == ["job-new"]
+
+
+def test_ids_remembered_from_a_database_since_emptied_are_looked_up_again(
+    client: TestClient, db_url: str, db: Session
+) -> None:
+    """A database restored or emptied under a running server: what it remembered names no
+    row any more, and the report is stored all the same, with the ids as they now are."""
+    headers = {"Authorization": f"Bearer {make_token(db_url, 'collector', CLUSTER, 'before')}"}
+    for seq in (1, 2, 3):  # the second finds the ids committed, and they are remembered
+        response = client.post("/v1/reports", json=minute(seq), headers=headers)
+        assert response.status_code == 201, response.text
+    reset_database(db.get_bind())
+    # A new cluster first, so that the ids the service remembered now name other rows or none.
+    db.add(Cluster(name="another", created_at=SEEN))
+    db.commit()
+    headers = {"Authorization": f"Bearer {make_token(db_url, 'collector', CLUSTER, 'after')}"}
+
+    response = client.post("/v1/reports", json=minute(4), headers=headers)
+
+    assert response.status_code == 201, response.text
+    node = db.execute(select(Node.cluster_id, Cluster.name).join(Cluster)).one()
+    assert tuple(node) == (2, CLUSTER)
+    assert db.execute(select(Job.scheduler_job_id)).scalars().all() == ["7"]

@@ -1,5 +1,6 @@
 """Database engine and sessions for PostgreSQL (production) and SQLite (embedded default)."""
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
@@ -120,6 +121,13 @@ class RaceLost(Exception):
 
 def _retryable(exc: OperationalError | IntegrityError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def refers_to_nothing(exc: IntegrityError) -> bool:
+    """A foreign key that names no row (PostgreSQL's foreign_key_violation; SQLite's)."""
+    if getattr(exc.orig, "sqlstate", None) == "23503":
+        return True
+    return getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
 
 
 def commit_with_retry(session: Session, work: Callable[[], T], *, attempts: int = 3) -> T:

@@ -283,6 +283,13 @@ class KnownIds:
     def __init__(self) -> None:
         self._ids: dict[str, dict[tuple[Any, ...], int]] = defaultdict(dict)
 
+    def forget(self) -> bool:
+        """Forget every id (the database was restored or emptied under the process, say);
+        True when there was any to forget."""
+        known = any(self._ids.values())
+        self._ids = defaultdict(dict)
+        return known
+
     def get_or_create(
         self, session: Session, model: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]
     ) -> dict[tuple[Any, ...], int]:

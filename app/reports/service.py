@@ -8,9 +8,11 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
+from app.core.db import RaceLost, refers_to_nothing
 from app.core.errors import AppError, Conflict, InvalidInput
 from app.core.upsert import KnownIds, find_rows, insert_many, insert_rows
 from app.models import PruneMark, Report, Usage
@@ -69,6 +71,26 @@ def ingest_reports(
     stored, a duplicate of a stored report (a resend), or an error of its own (a report older
     than pruned raw usage; the same (node, seq) stored with other content; GPU time already
     counted, see app.reports.occupancy)."""
+    try:
+        return _ingest(
+            session, known_ids, reports=reports, received_at=received_at, tolerance=tolerance
+        )
+    except IntegrityError as exc:
+        # An id remembered from a database since restored or emptied: run again, looking
+        # every id up (commit_with_retry).
+        if refers_to_nothing(exc) and known_ids.forget():
+            raise RaceLost("a remembered id names no row") from exc
+        raise
+
+
+def _ingest(
+    session: Session,
+    known_ids: KnownIds,
+    *,
+    reports: Sequence[ReportIn],
+    received_at: datetime,
+    tolerance: Decimal,
+) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(reports)
     mark = session.connection().execute(PRUNE_MARK).scalar_one_or_none()
     pending: list[_Pending] = []
