@@ -1,11 +1,14 @@
 """Logging set up once at start-up: text or JSON lines, each with its request's id.
 
-Never logged: tokens (they travel in a header no log line reads) and request bodies.
+Never logged: tokens (they travel in a header no log line reads) and request bodies. What a
+client sends (a path, a model name) is logged with its control characters escaped, so that
+it cannot end a line and forge the next one: JSON escapes them itself, text lines here.
 """
 
 import contextvars
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +24,24 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
         return True
+
+
+# Whatever ends or rewrites a line in a terminal or a log shipper: C0, DEL, C1's NEL, and
+# Unicode's line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def escaped(text: str) -> str:
+    """`text` with each control character written as its Python escape (`\\n`, `\\x1b`)."""
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode(), text)
+
+
+class TextFormatter(logging.Formatter):
+    """One line a record: the message's control characters escaped (a traceback, which
+    follows on lines of its own, is left as it is)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escaped(super().formatMessage(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,7 +66,10 @@ def log_config(log_format: str, level: str) -> dict[str, Any]:
     formatter: dict[str, Any] = (
         {"()": JsonFormatter}
         if log_format == "json"
-        else {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
+        else {
+            "()": TextFormatter,
+            "fmt": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        }
     )
     return {
         "version": 1,
