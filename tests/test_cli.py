@@ -1,5 +1,8 @@
 """The `gpucost` command: tokens, migrations, and one clear line for a user's mistake."""
 
+import socket
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -142,3 +145,15 @@ def test_report_for_an_unknown_model_is_one_line(db_url: str) -> None:
 
     assert code == 1
     assert "no usage recorded for model 'nothing'" in err
+
+
+def test_serve_on_a_busy_port_is_one_line_before_any_migration(tmp_path: Path) -> None:
+    database = tmp_path / "never-created.db"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, _, err = gpucost("serve", "--port", str(port), url=f"sqlite:///{database}")
+
+    assert code == 1
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not database.exists()

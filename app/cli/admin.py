@@ -1,6 +1,7 @@
 """Running the service and administering it: serve, migrations, tokens."""
 
 import logging.config
+import socket
 from typing import Annotated
 
 import typer
@@ -12,6 +13,7 @@ from app.cli.common import (
     KEEP_ALIVE_SECONDS,
     database,
     err,
+    fail,
     in_transaction,
     load_settings,
 )
@@ -34,6 +36,7 @@ def serve(
     import uvicorn
 
     settings = load_settings()
+    _can_listen(host, port)
     config = log_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(config)
     with database(settings) as engine:
@@ -49,6 +52,20 @@ def serve(
         access_log=False,  # the service logs its own access lines, with request ids
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
+
+
+def _can_listen(host: str, port: int) -> None:
+    """One line and exit 1, before anything else is done, when the address is taken or
+    cannot be had (uvicorn would say so only after the migrations, with a traceback)."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 @db_cli.command("upgrade")
