@@ -152,6 +152,18 @@ def test_compose_pins_every_image_and_checks_the_api() -> None:
     assert {"demo"} == {p for s in services.values() for p in s.get("profiles", [])}
 
 
+def test_compose_publishes_on_localhost_unless_told_otherwise() -> None:
+    published = [
+        (name, port) for name, s in compose()["services"].items() for port in s.get("ports", [])
+    ]
+    assert {name for name, _ in published} == {"api", "prometheus", "grafana"}
+    for name, port in published:
+        host, inside = port.rsplit(":", 2)[0], port.rsplit(":", 2)[1:]
+        assert host == "${GPUCOST_BIND_ADDRESS:-127.0.0.1}", (name, port)
+        assert inside[0] == inside[1], (name, port)
+    assert "GPUCOST_BIND_ADDRESS=127.0.0.1" in (DEPLOY / "env.example").read_text()
+
+
 def strings_under(node: Any, key: str = "") -> list[tuple[str, str]]:
     if isinstance(node, dict):
         return [pair for k, v in node.items() for pair in strings_under(v, str(k))]
