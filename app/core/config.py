@@ -5,7 +5,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.timestamps import utc_instant
@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     metrics_max_stale_seconds: float = Field(default=120.0, ge=0)
     # A node (and its GPUs) or a job that reported within this window counts as reporting.
     metrics_reporting_window_seconds: int = Field(default=300, ge=1)
+    # When set, /metrics answers only `Authorization: Bearer <this>` (Prometheus'
+    # `authorization.credentials_file`); unset, it answers anyone who can reach it.
+    metrics_token: SecretStr | None = Field(default=None, min_length=16)
 
     @field_validator("earliest_report_start")
     @classmethod
