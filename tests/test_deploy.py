@@ -58,6 +58,26 @@ def test_promtool_accepts_the_scrape_config() -> None:
     assert f"{len(RULES)} rule files found" in result.stdout + result.stderr
 
 
+def test_the_commented_metrics_token_block_is_valid_once_uncommented(tmp_path: Path) -> None:
+    promtool = require_tool("promtool")
+    shutil.copytree(PROMETHEUS_CONFIG.parent, tmp_path / "prometheus")
+    config = tmp_path / "prometheus" / "prometheus.yml"
+    token = tmp_path / "gpucost-metrics.token"
+    token.write_text("scrape-3f9c2a7d41e8b6\n")
+    text = config.read_text()
+    block = "    # authorization:\n    #   type: Bearer\n    #   credentials_file: "
+    assert block in text
+    opened = text.replace(block, "    authorization:\n      type: Bearer\n      credentials_file: ")
+    config.write_text(opened.replace("/etc/prometheus/gpucost-metrics.token", str(token)))
+
+    result = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"credentials_file: {token}" in config.read_text()
+
+
 def test_promtool_accepts_the_recording_rules() -> None:
     promtool = require_tool("promtool")
     assert RULES
