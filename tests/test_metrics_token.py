@@ -35,3 +35,16 @@ def test_a_short_metrics_token_is_refused_at_start() -> None:
 
 def test_metrics_without_a_configured_token_answer_anyone(client: TestClient) -> None:
     assert client.get("/metrics").status_code == 200
+
+
+def test_an_empty_metrics_token_means_none() -> None:
+    assert Settings(database_url="sqlite://", metrics_token="").metrics_token is None
+
+
+def test_the_api_schema_names_the_metrics_token_not_an_api_token(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert schema["paths"]["/metrics"]["get"]["security"] == [{"MetricsToken": []}]
+    assert (
+        "GPUCOST_METRICS_TOKEN"
+        in schema["components"]["securitySchemes"]["MetricsToken"]["description"]
+    )

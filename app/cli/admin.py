@@ -57,15 +57,15 @@ def serve(
 def _can_listen(host: str, port: int) -> None:
     """One line and exit 1, before anything else is done, when the address is taken or
     cannot be had (uvicorn would say so only after the migrations, with a traceback)."""
+    # The socket uvicorn binds: IPv6 for an address with a colon, IPv4 otherwise.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
     try:
-        family, kind, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind) as probe:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-            probe.bind(address)
+            probe.bind((host, port))
     except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {shown}: {exc.strerror or exc}")
 
 
 @db_cli.command("upgrade")

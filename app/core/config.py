@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # `authorization.credentials_file`); unset, it answers anyone who can reach it.
     metrics_token: SecretStr | None = Field(default=None, min_length=16)
 
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `GPUCOST_METRICS_TOKEN=` (as compose leaves an unset variable): no token.
+        return None if value == "" else value
+
     @field_validator("earliest_report_start")
     @classmethod
     def _earliest_in_utc(cls, value: datetime) -> datetime:

@@ -26,9 +26,10 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-# Whatever ends or rewrites a line in a terminal or a log shipper: C0, DEL, C1's NEL, and
-# Unicode's line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+# Whatever ends or rewrites a line in a terminal or a log shipper: C0, DEL, C1, Unicode's
+# line and paragraph separators and bidirectional overrides; and the backslash, so that an
+# escape the client wrote cannot pass for one written here.
+_CONTROL = re.compile("[\\\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def escaped(text: str) -> str:

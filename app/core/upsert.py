@@ -1,6 +1,7 @@
 """Set-based get-or-create and upsert statements that work on PostgreSQL and SQLite alike."""
 
 import functools
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -282,13 +283,19 @@ class KnownIds:
 
     def __init__(self) -> None:
         self._ids: dict[str, dict[tuple[Any, ...], int]] = defaultdict(dict)
+        self._served = threading.local()  # whether this thread's work used a remembered id
 
-    def forget(self) -> bool:
-        """Forget every id (the database was restored or emptied under the process, say);
-        True when there was any to forget."""
-        known = any(self._ids.values())
+    def begin(self) -> None:
+        """A piece of work starts in this thread: none of its ids came from memory yet."""
+        self._served.any = False
+
+    def served(self) -> bool:
+        """Whether an id remembered, not looked up, went into this thread's work."""
+        return bool(getattr(self._served, "any", False))
+
+    def forget(self) -> None:
+        """Forget every id (the database was restored or emptied under the process, say)."""
         self._ids = defaultdict(dict)
-        return known
 
     def get_or_create(
         self, session: Session, model: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]
@@ -306,6 +313,7 @@ class KnownIds:
                 unknown.append(row)
             else:
                 ids[key] = pk
+                self._served.any = True
         if unknown:
             stored, committed = _get_or_create(session, table, keys, unknown, ("id",))
             if len(known) + len(committed) > self.LIMIT:

@@ -71,14 +71,17 @@ def ingest_reports(
     stored, a duplicate of a stored report (a resend), or an error of its own (a report older
     than pruned raw usage; the same (node, seq) stored with other content; GPU time already
     counted, see app.reports.occupancy)."""
+    known_ids.begin()
     try:
         return _ingest(
             session, known_ids, reports=reports, received_at=received_at, tolerance=tolerance
         )
     except IntegrityError as exc:
         # An id remembered from a database since restored or emptied: run again, looking
-        # every id up (commit_with_retry).
-        if refers_to_nothing(exc) and known_ids.forget():
+        # every id up (commit_with_retry). A key that names no row in work that used no
+        # remembered id is the error it is.
+        if refers_to_nothing(exc) and known_ids.served():
+            known_ids.forget()
             raise RaceLost("a remembered id names no row") from exc
         raise
 
