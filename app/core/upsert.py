@@ -4,6 +4,7 @@ import functools
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
@@ -24,8 +25,10 @@ from sqlalchemy import (
     values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
+
+from app.core.db import RaceLost, refers_to_nothing
 
 T = TypeVar("T")
 # Keys per look-up: far below both backends' limits on bound parameters in one statement.
@@ -285,17 +288,20 @@ class KnownIds:
         self._ids: dict[str, dict[tuple[Any, ...], int]] = defaultdict(dict)
         self._served = threading.local()  # whether this thread's work used a remembered id
 
-    def begin(self) -> None:
-        """A piece of work starts in this thread: none of its ids came from memory yet."""
+    @contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Work in this thread that takes its ids from here. A key that names no row, in work
+        that took a remembered id, is an id from a database since restored or emptied under
+        the process: every id is forgotten and `RaceLost` raised, so that the work, run
+        again (commit_with_retry), looks every id up. Other errors are what they are."""
         self._served.any = False
-
-    def served(self) -> bool:
-        """Whether an id remembered, not looked up, went into this thread's work."""
-        return bool(getattr(self._served, "any", False))
-
-    def forget(self) -> None:
-        """Forget every id (the database was restored or emptied under the process, say)."""
-        self._ids = defaultdict(dict)
+        try:
+            yield
+        except IntegrityError as exc:
+            if refers_to_nothing(exc) and self._served.any:
+                self._ids = defaultdict(dict)
+                raise RaceLost("a remembered id names no row") from exc
+            raise
 
     def get_or_create(
         self, session: Session, model: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]

@@ -8,11 +8,9 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
-from app.core.db import RaceLost, refers_to_nothing
 from app.core.errors import AppError, Conflict, InvalidInput
 from app.core.upsert import KnownIds, find_rows, insert_many, insert_rows
 from app.models import PruneMark, Report, Usage
@@ -71,55 +69,34 @@ def ingest_reports(
     stored, a duplicate of a stored report (a resend), or an error of its own (a report older
     than pruned raw usage; the same (node, seq) stored with other content; GPU time already
     counted, see app.reports.occupancy)."""
-    known_ids.begin()
-    try:
-        return _ingest(
-            session, known_ids, reports=reports, received_at=received_at, tolerance=tolerance
-        )
-    except IntegrityError as exc:
-        # An id remembered from a database since restored or emptied: run again, looking
-        # every id up (commit_with_retry). A key that names no row in work that used no
-        # remembered id is the error it is.
-        if refers_to_nothing(exc) and known_ids.served():
-            known_ids.forget()
-            raise RaceLost("a remembered id names no row") from exc
-        raise
-
-
-def _ingest(
-    session: Session,
-    known_ids: KnownIds,
-    *,
-    reports: Sequence[ReportIn],
-    received_at: datetime,
-    tolerance: Decimal,
-) -> list[Outcome]:
-    outcomes: list[Outcome | None] = [None] * len(reports)
-    mark = session.connection().execute(PRUNE_MARK).scalar_one_or_none()
-    pending: list[_Pending] = []
-    for index, report in enumerate(reports):
-        if mark is not None and report.start < mark:
-            outcomes[index] = InvalidInput(
-                "start",
-                f"{report.start.isoformat()} is before {mark.isoformat()}, where raw usage was "
-                "pruned: a report that old cannot be told from a resend",
-            )
-            continue
-        pending.append(_Pending(index, report, payload_digest(report)))
-    if pending:
-        _identify_nodes(session, known_ids, pending, seen=received_at)
-        new = _claim(session, pending, outcomes, received_at=received_at)
-        if new:
-            known = identities.stored_gpus(session, sorted(_named(new)))
-            new, ledger = _occupy(
-                session, new, known, outcomes, received_at=received_at, tolerance=tolerance
-            )
-        if new:
-            gpus = _identify_gpus(session, new, known, seen=received_at)
-            occupancy.record(session, ledger, gpus)
-            _store_usage(session, known_ids, new, gpus, received_at=received_at)
-    assert all(outcome is not None for outcome in outcomes)
-    return outcomes  # type: ignore[return-value]
+    # An id remembered from a database since restored or emptied: run again (KnownIds).
+    with known_ids.in_use():
+        outcomes: list[Outcome | None] = [None] * len(reports)
+        mark = session.connection().execute(PRUNE_MARK).scalar_one_or_none()
+        pending: list[_Pending] = []
+        for index, report in enumerate(reports):
+            if mark is not None and report.start < mark:
+                outcomes[index] = InvalidInput(
+                    "start",
+                    f"{report.start.isoformat()} is before {mark.isoformat()}, where raw usage was "
+                    "pruned: a report that old cannot be told from a resend",
+                )
+                continue
+            pending.append(_Pending(index, report, payload_digest(report)))
+        if pending:
+            _identify_nodes(session, known_ids, pending, seen=received_at)
+            new = _claim(session, pending, outcomes, received_at=received_at)
+            if new:
+                known = identities.stored_gpus(session, sorted(_named(new)))
+                new, ledger = _occupy(
+                    session, new, known, outcomes, received_at=received_at, tolerance=tolerance
+                )
+            if new:
+                gpus = _identify_gpus(session, new, known, seen=received_at)
+                occupancy.record(session, ledger, gpus)
+                _store_usage(session, known_ids, new, gpus, received_at=received_at)
+        assert all(outcome is not None for outcome in outcomes)
+        return outcomes  # type: ignore[return-value]
 
 
 def _identify_nodes(
