@@ -156,8 +156,7 @@ def update_rows(
     if not rows:
         return 0
     connection = session.connection()
-    names = [f"match_{c}" for c in match] + [f"set_{c}" for c in changes]
-    stmt = _update_statement(connection.dialect.name, table, tuple(match), tuple(changes))
+    stmt, names = _update_statement(connection.dialect.name, table, tuple(match), tuple(changes))
     if connection.dialect.name == "postgresql":
         arrays = zip(names, map(list, zip(*rows, strict=True)), strict=True)
         return connection.execute(stmt, dict(arrays)).rowcount
@@ -167,23 +166,24 @@ def update_rows(
 @functools.cache
 def _update_statement(
     dialect: str, table: Table, match: tuple[str, ...], changes: tuple[str, ...]
-) -> Any:
+) -> tuple[Any, list[str]]:
+    """The statement, and the names its values are bound by, in the tuples' order."""
     array = dialect == "postgresql"
-
-    def source(prefix: str, name: str) -> Any:
-        type_ = table.c[name].type
-        return bindparam(f"{prefix}_{name}", type_=postgresql.ARRAY(type_) if array else type_)
-
-    params = [source("match", c) for c in match] + [source("set", c) for c in changes]
+    columns = [*match, *changes]
+    names = [f"match_{c}" for c in match] + [f"set_{c}" for c in changes]
+    params: list[Any] = [
+        bindparam(name, type_=postgresql.ARRAY(table.c[c].type) if array else table.c[c].type)
+        for name, c in zip(names, columns, strict=True)
+    ]
     if array:
-        names = [f"match_{c}" for c in match] + [f"set_{c}" for c in changes]
         unnested = func.unnest(*params).table_valued(*names).render_derived(name="v")
         params = [unnested.c[name] for name in names]
-    return (
+    stmt = (
         update(table)
         .where(*(table.c[c] == param for c, param in zip(match, params, strict=False)))
         .values(dict(zip(changes, params[len(match) :], strict=True)))
     )
+    return stmt, names
 
 
 def as_is(stmt: Any) -> Any:
