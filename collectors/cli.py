@@ -48,6 +48,9 @@ def nvml_and_clock(config: Config) -> tuple[Any, Clock]:
         scenario = load_scenario(path)
     except (OSError, ValueError, KeyError) as error:
         raise UserError(f"cannot read the NVML scenario {path}: {error}") from None
+    if config.fake_clock == "system":
+        system = SystemClock()
+        return FakeNvml(scenario, system, origin_ns=system.monotonic_ns()), system
     clock = FakeClock(
         start_wall_ns=scenario.start_wall_ns,
         speed=scenario.speed,
@@ -139,6 +142,10 @@ ClusterOpt = Annotated[str | None, typer.Option(help="cluster name, as the token
 NodeOpt = Annotated[str | None, typer.Option(help="node name (default: short hostname)")]
 SpoolOpt = Annotated[Path | None, typer.Option(help="SQLite spool file")]
 NvmlOpt = Annotated[str | None, typer.Option(help="'real' or 'fake:SCENARIO_FILE'")]
+FakeClockOpt = Annotated[
+    str | None,
+    typer.Option(help="with fake:…, 'virtual' (the scenario's time) or 'system' (real time)"),
+]
 MappingOpt = Annotated[Path | None, typer.Option(help="job-mapping directory")]
 ProcOpt = Annotated[Path | None, typer.Option(help="proc file system root")]
 SampleOpt = Annotated[str | None, typer.Option(help="time between samples, e.g. 10s")]
@@ -162,6 +169,7 @@ def run(
     proc_root: ProcOpt = None,
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
     nvml: NvmlOpt = None,
+    fake_clock: FakeClockOpt = None,
     run_until: Annotated[str | None, typer.Option(help="stop at this monotonic time")] = None,
 ) -> None:
     """Sample, spool and send until SIGTERM."""
@@ -190,6 +198,7 @@ def once(
     mapping_dir: MappingOpt = None,
     proc_root: ProcOpt = None,
     nvml: NvmlOpt = None,
+    fake_clock: FakeClockOpt = None,
 ) -> None:
     """Take one sample and print the report it would give (nothing is spooled or sent)."""
     cfg = _config(dict(locals()))
@@ -213,6 +222,7 @@ def flush(
     cluster: ClusterOpt = None,
     spool: SpoolOpt = None,
     nvml: NvmlOpt = None,
+    fake_clock: FakeClockOpt = None,
 ) -> None:
     """Send the spool's backlog now, once; exit 1 if anything is left unsent."""
     cfg = _config(dict(locals()))

@@ -75,6 +75,8 @@ class Config:
     register_jobs: bool = True
     run_until: float | None = None
     fake_clock_state: Path | None = None
+    # The fake NVML's clock: "virtual" (the scenario's compressed time) or "system".
+    fake_clock: str = "virtual"
     log_level: str = "INFO"
 
     def require_delivery(self) -> None:
@@ -144,4 +146,6 @@ def load_config(
         raise ConfigError("batch-size must be between 1 and 1000")
     if not (config.nvml == "real" or config.nvml.startswith("fake:")):
         raise ConfigError(f"nvml: {config.nvml!r} is neither 'real' nor 'fake:SCENARIO_FILE'")
+    if config.fake_clock not in ("virtual", "system"):
+        raise ConfigError(f"fake-clock: {config.fake_clock!r} is neither 'virtual' nor 'system'")
     return config

@@ -39,14 +39,16 @@ class FakeDeviceHandle:
 class FakeNvml:
     """Module-like object: `FakeNvml(scenario, clock).nvmlDeviceGetCount()` and so on."""
 
-    def __init__(self, scenario: Scenario, clock: Clock) -> None:
+    def __init__(self, scenario: Scenario, clock: Clock, *, origin_ns: int = 0) -> None:
+        """Scenario time 0 is `origin_ns` on the clock's monotonic time."""
         self._scenario = scenario
         self._clock = clock
+        self._origin_ns = origin_ns
         self._initialized = 0
 
     # -- helpers ---------------------------------------------------------------------------
     def _now(self) -> Fraction:
-        return Fraction(self._clock.monotonic_ns(), NS_PER_S)
+        return Fraction(self._clock.monotonic_ns() - self._origin_ns, NS_PER_S)
 
     def _check_init(self) -> None:
         if self._initialized <= 0:

@@ -27,6 +27,7 @@ from tests.support import (
     drop_all_postgres,
     ensure_postgres_database,
     reset_database,
+    skip_or_fail,
 )
 
 POSTGRES_URL = os.environ.get(
@@ -39,10 +40,7 @@ def postgres_or_skip(url: str) -> None:
     try:
         ensure_postgres_database(url)
     except OperationalError as exc:
-        reason = f"PostgreSQL unreachable at {url}: {str(exc.orig).splitlines()[0]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail(f"PostgreSQL unreachable at {url}: {str(exc.orig).splitlines()[0]}")
 
 
 @pytest.fixture(scope="session")

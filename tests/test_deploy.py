@@ -1,15 +1,15 @@
 """The shipped deployment files: Prometheus config and rules, Grafana provisioning, compose."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.support import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -25,10 +25,7 @@ def require_tool(name: str) -> str:
     """The tool's path; a skip with the reason when it is missing, a failure under CI=true."""
     path = shutil.which(name)
     if path is None:
-        reason = f"{name} is not installed (Debian: apt-get install -y prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail(f"{name} is not installed (Debian: apt-get install -y prometheus)")
     return path
 
 

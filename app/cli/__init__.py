@@ -8,6 +8,7 @@ from app.cli.admin import db_cli, serve, token_cli
 from app.cli.demo import demo, simulate
 from app.cli.exports import export
 from app.cli.pricing import rate_cli, report
+from app.cli.reconcile import reconcile_cli
 
 cli = typer.Typer(help="gpucost: GPU-hour cost accounting.", no_args_is_help=True)
 cli.command()(serve)
@@ -18,6 +19,7 @@ cli.command()(simulate)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(rate_cli, name="rate")
+cli.add_typer(reconcile_cli, name="reconcile")
 
 
 def main() -> None:

@@ -93,6 +93,14 @@ def list_jobs(
     return read_jobs(session, page), total
 
 
+def jobs_active_between(
+    session: Session, *, cluster: str, start: datetime, end: datetime
+) -> list[JobRead]:
+    """The cluster's jobs with usage reported between `start` and `end`, with their totals."""
+    query = _filtered(cluster=cluster).where(Job.first_seen < end, Job.last_seen > start)
+    return read_jobs(session, query.order_by(Job.id))
+
+
 def _filtered(**filters: str | None) -> Select[Job]:
     query = select(Job).join(Cluster, Cluster.id == Job.cluster_id)
     columns: dict[str, Any] = {

@@ -6,7 +6,10 @@
 # (or a late epilog) never loses its mapping. Never fails the epilog: it would drain the node.
 set -u
 
-MAPPING_DIR="${GPUCOST_MAPPING_DIR:-/run/gpucost/jobs}"
+# The collector's `mapping_dir`, set as in slurm-prolog.sh (slurmd passes no environment):
+#   sed 's|^MAPPING_DIR=.*|MAPPING_DIR=/your/dir|' slurm-epilog.sh > /etc/slurm/epilog.d/50-gpucost
+MAPPING_DIR=/run/gpucost/jobs
+
 job="${SLURM_JOB_ID:-}"
 [ -n "$job" ] && [ -d "$MAPPING_DIR" ] || exit 0
 

@@ -5,13 +5,20 @@
 # Runs as root on the node before the job starts. One file per allocated GPU (by index, or by
 # GPU-/MIG- UUID when that is what the scheduler hands out) whose content is the job id. The
 # collector charges an allocated GPU to the job even when no process runs on it.
+#
+# SLURM_JOB_GPUS holds the node's own GPU indices for the whole job, whatever its steps ask:
+# an `srun` step sees SLURM_STEP_GPUS and, under ConstrainDevices=yes, a CUDA_VISIBLE_DEVICES
+# renumbered from 0, so neither is read here. Run this as Prolog, not as TaskProlog.
 set -eu
 
-MAPPING_DIR="${GPUCOST_MAPPING_DIR:-/run/gpucost/jobs}"
+# The collector's `mapping_dir`. slurmd gives the prolog an environment of its own (a variable
+# set for slurmd never reaches it), so the directory is set on this line; install with
+#   sed 's|^MAPPING_DIR=.*|MAPPING_DIR=/your/dir|' slurm-prolog.sh > /etc/slurm/prolog.d/50-gpucost
+MAPPING_DIR=/run/gpucost/jobs
+
 job="${SLURM_JOB_ID:?SLURM_JOB_ID is not set}"
-# SLURM_JOB_GPUS is what the prolog gets; CUDA_VISIBLE_DEVICES when run from a task prolog.
-gpus="${SLURM_JOB_GPUS:-${CUDA_VISIBLE_DEVICES:-}}"
-[ -n "$gpus" ] || exit 0
+gpus="${SLURM_JOB_GPUS:-}"
+[ -n "$gpus" ] || exit 0  # a job without GPUs
 
 mkdir -p "$MAPPING_DIR"
 for gpu in $(printf '%s' "$gpus" | tr ',' ' '); do

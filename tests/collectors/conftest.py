@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.collectors.helpers import Harness
+from tests.support import skip_or_fail
 
 
 @pytest.fixture
@@ -21,7 +22,6 @@ def harness(tmp_path: Path):
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory):
     """A real `gpucost serve` on a fresh PostgreSQL database, for the whole session."""
-    import os
 
     import psycopg
 
@@ -30,10 +30,7 @@ def service(tmp_path_factory: pytest.TempPathFactory):
     try:
         psycopg.connect(PG_ADMIN, connect_timeout=5).close()
     except psycopg.OperationalError as error:
-        reason = f"PostgreSQL unreachable at {PG_ADMIN}: {str(error).splitlines()[0]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail(f"PostgreSQL unreachable at {PG_ADMIN}: {str(error).splitlines()[0]}")
     server = Service(tmp_path_factory.mktemp("service"))
     yield server
     server.close()

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from datetime import datetime
 
 import httpx
 import pytest
@@ -92,6 +94,10 @@ def test_driver_not_loaded_stops_run_with_one_line(tmp_path):
         (
             ["--sample-interval", "fast"],
             "sample_interval: 'fast' is not a duration (like 10s, 1m, 500ms)",
+        ),
+        (
+            ["--fake-clock", "sometimes"],
+            "fake-clock: 'sometimes' is neither 'virtual' nor 'system'",
         ),
     ],
 )
@@ -182,3 +188,32 @@ def test_metrics_are_served_with_the_gpucost_prefix():
         "gpucost_collector_reports_sent_total",
     ):
         assert name in text
+
+
+def test_the_fake_nvml_on_the_system_clock_counts_scenario_time_from_the_start(tmp_path):
+    """With `--fake-clock system` a scenario's times are seconds since the collector started
+    (the virtual clock's would be its saved time): a process due in an hour is not there yet,
+    and the report is dated now, not at the scenario's `start_wall`."""
+    scenario = {
+        "start_wall": "2020-01-01T00:00:00Z",
+        "gpus": [gpu(0), gpu(1)],
+        "processes": [
+            process(4, 0, cgroup=slurm(77)),
+            process(5, 1, start=3600, cgroup=slurm(78)),
+        ],
+    }
+    (tmp_path / "sc.json").write_text(json.dumps(scenario))
+    from collectors.scenario import parse_scenario, write_fake_proc
+
+    write_fake_proc(parse_scenario(scenario), tmp_path / "proc")
+    before = time.time()
+    done = collector(
+        "once", "--cluster", "c1", "--nvml", f"fake:{tmp_path}/sc.json", "--fake-clock", "system",
+        "--proc-root", str(tmp_path / "proc"), "--mapping-dir", str(tmp_path / "jobs"),
+        "--spool", str(tmp_path / "s.db"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [(e["index"], e["job_id"]) for e in report["gpus"]] == [(0, "77"), (1, None)]
+    start = datetime.fromisoformat(report["start"]).timestamp()
+    assert before - 1 <= start <= time.time()

@@ -11,16 +11,15 @@ import collectors
 from collectors.attribution import Attributor
 from collectors.config import load_config
 from collectors.sampling import GpuReading, UnitReading
+from tests.slurm_cluster import install_slurm_script
 
 DEPLOY = Path(collectors.__file__).parent / "deploy"
 
 
 def slurm_script(name: str, mapping_dir: Path, **env: str) -> None:
-    subprocess.run(
-        ["sh", str(DEPLOY / name)],
-        env={"PATH": os.environ["PATH"], "GPUCOST_MAPPING_DIR": str(mapping_dir), **env},
-        check=True,
-    )
+    """The script installed as the docs say, run as slurmd runs it: with only Slurm's variables."""
+    installed = install_slurm_script(name, mapping_dir.parent / name, mapping_dir)
+    subprocess.run([str(installed)], env={"PATH": os.environ["PATH"], **env}, check=True)
 
 
 def reading(index: int) -> GpuReading:
@@ -32,7 +31,9 @@ def reading(index: int) -> GpuReading:
 def test_prolog_maps_the_jobs_gpus_and_epilog_removes_only_its_own(tmp_path):
     jobs = tmp_path / "jobs"
     slurm_script("slurm-prolog.sh", jobs, SLURM_JOB_ID="41", SLURM_JOB_GPUS="0,1")
-    slurm_script("slurm-prolog.sh", jobs, SLURM_JOB_ID="42", CUDA_VISIBLE_DEVICES="1,2,../x")
+    slurm_script("slurm-prolog.sh", jobs, SLURM_JOB_ID="42", SLURM_JOB_GPUS="1,2,../x")
+    # A step's renumbered CUDA_VISIBLE_DEVICES is not the node's indices: never read.
+    slurm_script("slurm-prolog.sh", jobs, SLURM_JOB_ID="43", CUDA_VISIBLE_DEVICES="0")
     assert sorted(p.name for p in jobs.iterdir()) == ["0", "1", "2"]
     attributor = Attributor(mapping_dir=jobs, proc_root=tmp_path / "proc")
     shares = attributor.attribute((reading(0), reading(1), reading(2), reading(3))).shares

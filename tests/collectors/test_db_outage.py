@@ -19,7 +19,7 @@ import pytest
 
 from tests.collectors.service import Service
 from tests.collectors.test_collector_e2e import Node, check
-from tests.support import free_port
+from tests.support import free_port, skip_or_fail
 
 OUTAGE_S = 30
 
@@ -85,10 +85,7 @@ class PrivatePostgres:
 def private_postgres() -> Iterator[PrivatePostgres]:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found or os.geteuid() != 0 or shutil.which("runuser") is None:
-        reason = "needs PostgreSQL's server binaries and root (to run them as postgres)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail("needs PostgreSQL's server binaries and root (to run them as postgres)")
     server = PrivatePostgres(Path(found[-1]).parent)
     server.start()
     yield server

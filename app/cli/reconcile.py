@@ -1,0 +1,154 @@
+"""`gpucost reconcile slurm`: measured GPU time beside Slurm's accounting, job by job."""
+
+import sys
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.cli.common import database, fail, load_settings
+from app.core.clock import utc_now
+from app.core.db import create_session_factory
+from app.core.errors import AppError
+from app.core.timestamps import utc_instant
+from app.core.units import plain
+from app.exports.csvout import cell, record, text
+from app.jobs.service import jobs_active_between
+from app.reconcile.slurm import (
+    SACCT_COMMAND,
+    Line,
+    Rules,
+    parse_sacct,
+    reconcile,
+    run_sacct,
+)
+
+reconcile_cli = typer.Typer(
+    help="Compare measured GPU time with a scheduler's accounting.", no_args_is_help=True
+)
+# Exit status when some job's figures differ beyond the tolerance (errors exit 1).
+DIFFERENCES_EXIT = 3
+_COLUMNS = (
+    "job", "name", "state", "gpus", "slurm_gpu_seconds", "gpucost_gpu_seconds",
+    "busy_gpu_seconds", "difference", "verdict",
+)  # fmt: skip
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _instant(value: str, flag: str) -> datetime:
+    try:
+        return utc_instant(datetime.fromisoformat(value))
+    except ValueError as exc:
+        fail(f"{flag} {value!r}: {exc if 'must be' in str(exc) else 'not a date or time'}")
+
+
+def _figure(value: object) -> str:
+    return "" if value is None else plain(value)  # type: ignore[arg-type]
+
+
+def _cells(line: Line) -> list[str]:
+    return [
+        line.job_id,
+        line.name or "",
+        line.state or "",
+        "" if line.gpus is None else str(line.gpus),
+        _figure(line.slurm_gpu_seconds),
+        _figure(line.gpucost_gpu_seconds),
+        _figure(line.busy_gpu_seconds),
+        _figure(line.difference),
+        line.verdict.value,
+    ]
+
+
+def _print(lines: list[Line], output: Format) -> None:
+    if output is Format.json:
+        typer.echo("[" + ",\n".join(line.model_dump_json() for line in lines) + "]")
+    elif output is Format.csv:
+        sys.stdout.write(record(cell(name) for name in _COLUMNS))
+        for line in lines:
+            cells = _cells(line)
+            sys.stdout.write(record([cell(cells[0]), text(cells[1]), *map(cell, cells[2:])]))
+    else:
+        table = Table(
+            "job", "name", "state", "GPUs", "Slurm", "gpucost", "busy", "difference", "verdict",
+            title="GPU-seconds: Slurm's allocation, gpucost's measurement",
+        )  # fmt: skip
+        for line in lines:
+            table.add_row(*_cells(line))
+        Console(soft_wrap=True).print(table)
+
+
+@reconcile_cli.command("slurm", epilog=f"A file for --sacct-file: {SACCT_COMMAND}")
+def reconcile_slurm(
+    cluster: Annotated[str, typer.Option(help="The cluster, as its collectors report it.")],
+    start: Annotated[
+        str, typer.Option("--from", help="Jobs that ran from this UTC date or time on.")
+    ],
+    end: Annotated[
+        str | None, typer.Option("--to", help="…and before this one (default: now).")
+    ] = None,
+    sacct_file: Annotated[
+        Path | None,
+        typer.Option(help="Read sacct's output from this file instead of running sacct."),
+    ] = None,
+    tolerance: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Seconds per GPU a job's figures may differ (about one sample interval)."
+        ),
+    ] = 15,
+    settle: Annotated[
+        int,
+        typer.Option(min=0, help="Seconds after a job ends before its last report is due."),
+    ] = 300,
+    output: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
+) -> None:
+    """Per job: Slurm's allocated GPU-seconds, the GPU-seconds measured, and why they differ.
+
+    Exits 3 when a job differs beyond the tolerance or is known to one side only."""
+    now = utc_now()
+    rules = Rules(
+        start=_instant(start, "--from"),
+        end=_instant(end, "--to") if end else now,
+        now=now,
+        tolerance_s=tolerance,
+        settle_s=settle,
+    )
+    if rules.end <= rules.start:
+        fail("--to must be after --from")
+    settings = load_settings()
+    try:
+        if sacct_file is None:
+            raw = run_sacct(rules.start, rules.end)
+        else:
+            raw = sacct_file.read_text(encoding="utf-8", errors="replace")
+        slurm = parse_sacct(raw)
+        with (
+            database(settings) as engine,
+            create_session_factory(engine, read_only=True)() as session,
+        ):
+            measured = jobs_active_between(
+                session, cluster=cluster, start=rules.start, end=rules.end
+            )
+    except AppError as exc:
+        fail(exc.message)
+    except OSError as exc:
+        fail(f"cannot read {sacct_file}: {exc.strerror}")
+    lines = reconcile(slurm, measured, rules)
+    _print(lines, output)
+    failing = [line for line in lines if line.verdict.fails]
+    typer.echo(
+        f"{len(lines)} jobs with GPU time, {len(failing)} beyond tolerance ({tolerance} s per GPU)",
+        err=True,
+    )
+    if failing:
+        raise typer.Exit(DIFFERENCES_EXIT)
