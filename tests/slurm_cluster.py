@@ -17,7 +17,8 @@ import collectors
 from tests.support import free_port, skip_or_fail
 
 DEPLOY = Path(collectors.__file__).parent / "deploy"
-DAEMONS = ("munged", "slurmdbd", "slurmctld", "slurmd", "sbatch", "sacct", "scancel", "mysql")
+TOOLS = ("munged", "munge", "unmunge", "slurmdbd", "slurmctld", "slurmd", "sbatch", "sacct",
+         "scancel", "squeue", "sinfo", "mysql")  # fmt: skip
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")  # where Slurm's auth/munge looks for it
 # The GPU devices' character major (NVIDIA's), as `mknod /dev/nvidiaN c 195 N` makes them.
 NVIDIA_MAJOR = 195
@@ -39,7 +40,7 @@ def install_slurm_script(name: str, target: Path, mapping_dir: Path) -> Path:
 
 def require_slurm() -> None:
     """Skip (fail under CI=true) where this machine cannot run a Slurm of its own."""
-    missing = [name for name in DAEMONS if shutil.which(name) is None]
+    missing = [name for name in TOOLS if shutil.which(name) is None]
     if missing:
         skip_or_fail(
             f"{', '.join(missing)} not installed (Debian: apt-get install -y slurmctld slurmd "
@@ -47,11 +48,9 @@ def require_slurm() -> None:
         )
     if os.geteuid() != 0:
         skip_or_fail("a Slurm of its own needs root (its daemons, prolog and device files)")
-    probe = subprocess.run(
-        ["mysql", "-uroot", "-h127.0.0.1", "-e", "SELECT 1"], capture_output=True, text=True
-    )
+    probe = subprocess.run(["mysql", "-uroot", "-e", "SELECT 1"], capture_output=True, text=True)
     if probe.returncode != 0:
-        skip_or_fail(f"MariaDB unreachable as root on 127.0.0.1: {probe.stderr.strip()}")
+        skip_or_fail(f"MariaDB unreachable as root on its socket: {probe.stderr.strip()}")
 
 
 class SlurmCluster:
@@ -65,7 +64,6 @@ class SlurmCluster:
         self.conf = root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf), "TZ": "UTC"}
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.own_munged = False
         self._write_files(mapping_dir, gpus)
 
     def _write_files(self, mapping_dir: Path, gpus: int) -> None:
@@ -101,6 +99,8 @@ class SlurmCluster:
             "GresTypes": "gpu",
             # More CPUs than the machine has, so that GPUs, not cores, limit what runs at once.
             "SlurmdParameters": "config_overrides",
+            # The prolog runs when the job is allocated, as docs/slurm.md asks.
+            "PrologFlags": "Alloc",
             "Prolog": prolog,
             "Epilog": epilog,
             "AccountingStorageType": "accounting_storage/slurmdbd",
@@ -124,17 +124,17 @@ class SlurmCluster:
             "AuthType=auth/munge\nDbdAddr=127.0.0.1\nDbdHost=localhost\n"
             f"DbdPort={dbd}\nSlurmUser=root\nPidFile={self.root}/slurmdbd.pid\n"
             f"LogFile={self.root}/slurmdbd.log\nStorageType=accounting_storage/mysql\n"
-            "StorageHost=127.0.0.1\nStoragePort=3306\nStorageUser=root\n"
+            "StorageHost=localhost\nStorageUser=root\n"  # MariaDB's socket, as root
             f"StorageLoc={self.database}\n"
         )
         dbd_conf.chmod(0o600)
 
     # -- running it ------------------------------------------------------------------------
     def _daemon(self, *command: str) -> None:
-        log = (self.root / f"{command[0]}.out").open("ab")
-        self.processes.append(
-            subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        )
+        with (self.root / f"{command[0]}.out").open("ab") as log:
+            self.processes.append(
+                subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            )
 
     def _munge_works(self) -> bool:
         encoded = subprocess.run(["munge", "-n"], capture_output=True)
@@ -145,7 +145,9 @@ class SlurmCluster:
         )
 
     def start(self) -> None:
-        if not self._munge_works():  # else share the munged that is already up
+        # Slurm's daemons reach munged on its system socket only: a munged already up there is
+        # shared (one of ours is stopped with the rest, so two clusters at once cannot be).
+        if not self._munge_works():
             key = self.root / "munge.key"
             key.write_bytes(os.urandom(1024))
             key.chmod(0o400)
@@ -155,7 +157,6 @@ class SlurmCluster:
                 f"--socket={MUNGE_SOCKET}", f"--pid-file={self.root}/munged.pid",
                 f"--log-file={self.root}/munged.log", f"--seed-file={self.root}/munged.seed",
             )  # fmt: skip
-            self.own_munged = True
             self.wait_until(self._munge_works, "munged answers", 20)
         self._daemon("slurmdbd", "-D")
         self.wait_until(
@@ -166,10 +167,14 @@ class SlurmCluster:
         self.wait_until(lambda: self.node_state() == "idle", "the node is idle", 60)
 
     def stop(self) -> None:
-        """Cancel every job, stop the daemons, drop the accounting database."""
+        """Cancel every job and wait for them to go, stop the daemons, drop the database."""
         if self.processes:
             subprocess.run(["scancel", "--full", "--user=root"],
                            env=self.env, capture_output=True)  # fmt: skip
+            try:
+                self.wait_until(lambda: not self._queued(), "every job has gone", 60)
+            except RuntimeError:
+                pass  # stopped all the same: slurmd takes its job steps down with it
         for process in reversed(self.processes):
             process.terminate()
         for process in reversed(self.processes):
@@ -180,7 +185,13 @@ class SlurmCluster:
                 process.wait()
         self.processes.clear()
         drop = f"DROP DATABASE IF EXISTS {self.database}"
-        subprocess.run(["mysql", "-uroot", "-h127.0.0.1", "-e", drop], capture_output=True)
+        subprocess.run(["mysql", "-uroot", "-e", drop], capture_output=True)
+
+    def _queued(self) -> bool:
+        try:
+            return bool(self.command("squeue", "--noheader", "--format=%i").strip())
+        except RuntimeError:
+            return False
 
     def setting(self, key: str) -> str:
         for line in self.conf.read_text().splitlines():

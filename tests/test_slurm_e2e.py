@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from app.reconcile.slurm import SACCT_FIELDS, parse_sacct
+from app.reconcile.sacct import SACCT_FIELDS, parse_sacct
 from tests.collectors.helpers import gpu
 from tests.collectors.service import BIN, Service
 from tests.slurm_cluster import SlurmCluster, require_slurm
@@ -157,7 +157,12 @@ def test_each_jobs_gpu_seconds_match_slurms_accounting(
         time.sleep(3 * SAMPLE_S)  # a sample after the last epilog, then a clean stop
     finally:
         collector.send_signal(signal.SIGTERM)
-        assert collector.wait(timeout=60) == 0
+        try:
+            stopped = collector.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            collector.kill()
+            stopped = collector.wait()
+    assert stopped == 0, (tmp_path / "collector.log").read_text()[-2000:]
 
     table = reconcile(service, slurm, "--from", began)
     (tmp_path / "reconcile.txt").write_text(table.stdout)
@@ -192,12 +197,12 @@ def test_each_jobs_gpu_seconds_match_slurms_accounting(
 
     # The same from sacct's output in a file, as an operator would feed it from elsewhere.
     sacct = slurm.command(
-        "sacct", "--allusers", "--allocations", "--parsable2", "--starttime", began,
+        "sacct", "--allusers", "--allocations", "--duplicates", "--parsable2", "--starttime", began,
         "--format", ",".join(SACCT_FIELDS),
     )  # fmt: skip
     (tmp_path / "sacct.txt").write_text(sacct)
     # The job asking for all eight GPUs waited for the concurrent ones to end.
-    spans = {job.job_id: (job.start, job.end) for job in parse_sacct(sacct)}
+    spans = {job.job_id: (job.start, job.end) for job in parse_sacct(text=sacct)}
     concurrent = ("two-gpus", "three-gpus", "cancelled", "srun-step")
     assert all(spans[jobs["queued"]][0] >= spans[jobs[r]][1] for r in concurrent), spans
     from_file = reconcile(

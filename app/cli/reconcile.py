@@ -17,15 +17,9 @@ from app.core.errors import AppError
 from app.core.timestamps import utc_instant
 from app.core.units import plain
 from app.exports.csvout import cell, record, text
-from app.jobs.service import jobs_active_between
-from app.reconcile.slurm import (
-    SACCT_COMMAND,
-    Line,
-    Rules,
-    parse_sacct,
-    reconcile,
-    run_sacct,
-)
+from app.reconcile import service
+from app.reconcile.sacct import SACCT_COMMAND, parse_sacct, run_sacct
+from app.reconcile.schemas import ReconcileLine
 
 reconcile_cli = typer.Typer(
     help="Compare measured GPU time with a scheduler's accounting.", no_args_is_help=True
@@ -34,7 +28,7 @@ reconcile_cli = typer.Typer(
 DIFFERENCES_EXIT = 3
 _COLUMNS = (
     "job", "name", "state", "gpus", "slurm_gpu_seconds", "gpucost_gpu_seconds",
-    "busy_gpu_seconds", "difference", "verdict",
+    "busy_gpu_seconds", "difference", "verdict", "fails",
 )  # fmt: skip
 
 
@@ -55,7 +49,7 @@ def _figure(value: object) -> str:
     return "" if value is None else plain(value)  # type: ignore[arg-type]
 
 
-def _cells(line: Line) -> list[str]:
+def _cells(line: ReconcileLine) -> list[str]:
     return [
         line.job_id,
         line.name or "",
@@ -66,10 +60,11 @@ def _cells(line: Line) -> list[str]:
         _figure(line.busy_gpu_seconds),
         _figure(line.difference),
         line.verdict.value,
+        "yes" if line.fails else "no",
     ]
 
 
-def _print(lines: list[Line], output: Format) -> None:
+def _print(lines: list[ReconcileLine], output: Format) -> None:
     if output is Format.json:
         typer.echo("[" + ",\n".join(line.model_dump_json() for line in lines) + "]")
     elif output is Format.csv:
@@ -80,15 +75,19 @@ def _print(lines: list[Line], output: Format) -> None:
     else:
         table = Table(
             "job", "name", "state", "GPUs", "Slurm", "gpucost", "busy", "difference", "verdict",
+            "fails",
             title="GPU-seconds: Slurm's allocation, gpucost's measurement",
         )  # fmt: skip
         for line in lines:
             table.add_row(*_cells(line))
-        Console(soft_wrap=True).print(table)
+        console = Console()
+        if not console.is_terminal:
+            console.width = 160  # a file or a pipe gets every column in full
+        console.print(table)
 
 
 @reconcile_cli.command("slurm", epilog=f"A file for --sacct-file: {SACCT_COMMAND}")
-def reconcile_slurm(
+def slurm(
     cluster: Annotated[str, typer.Option(help="The cluster, as its collectors report it.")],
     start: Annotated[
         str, typer.Option("--from", help="Jobs that ran from this UTC date or time on.")
@@ -114,9 +113,10 @@ def reconcile_slurm(
 ) -> None:
     """Per job: Slurm's allocated GPU-seconds, the GPU-seconds measured, and why they differ.
 
-    Exits 3 when a job differs beyond the tolerance or is known to one side only."""
+    Exits 3 when a job's figures differ beyond the tolerance and nothing explains it (a job
+    still running, a report not yet due, the period's edge); 1 on an error."""
     now = utc_now()
-    rules = Rules(
+    rules = service.Rules(
         start=_instant(start, "--from"),
         end=_instant(end, "--to") if end else now,
         now=now,
@@ -128,26 +128,23 @@ def reconcile_slurm(
     settings = load_settings()
     try:
         if sacct_file is None:
-            raw = run_sacct(rules.start, rules.end)
+            raw = run_sacct(start=rules.start, end=rules.end)
         else:
             raw = sacct_file.read_text(encoding="utf-8", errors="replace")
-        slurm = parse_sacct(raw)
+        jobs = parse_sacct(text=raw)
         with (
             database(settings) as engine,
             create_session_factory(engine, read_only=True)() as session,
         ):
-            measured = jobs_active_between(
-                session, cluster=cluster, start=rules.start, end=rules.end
-            )
+            lines = service.reconcile_slurm(session, cluster=cluster, slurm=jobs, rules=rules)
     except AppError as exc:
         fail(exc.message)
     except OSError as exc:
-        fail(f"cannot read {sacct_file}: {exc.strerror}")
-    lines = reconcile(slurm, measured, rules)
+        fail(f"cannot read the sacct file {sacct_file}: {exc.strerror}")
     _print(lines, output)
-    failing = [line for line in lines if line.verdict.fails]
+    failing = sum(line.fails for line in lines)
     typer.echo(
-        f"{len(lines)} jobs with GPU time, {len(failing)} beyond tolerance ({tolerance} s per GPU)",
+        f"{len(lines)} jobs with GPU time, {failing} beyond tolerance ({tolerance} s per GPU)",
         err=True,
     )
     if failing:

@@ -77,3 +77,14 @@ class JobList(BaseModel):
     limit: int
     offset: int
     total: int
+
+
+class JobUsage(BaseModel):
+    """A job's measured totals, for comparing with a scheduler's accounting."""
+
+    job_id: str
+    name: str | None
+    first_seen: datetime
+    last_seen: datetime
+    gpu_seconds: Decimal
+    busy_gpu_seconds: Decimal

@@ -12,7 +12,7 @@ from app.core.errors import NotFound
 from app.core.sums import exact_sum
 from app.core.unique import insert_unless_present
 from app.core.upsert import get_or_create_ids
-from app.jobs.schemas import JobRead, JobUpdate
+from app.jobs.schemas import JobRead, JobUpdate, JobUsage
 from app.models import Cluster, HourlyUsage, Job
 
 MICRO = Decimal(1_000_000)
@@ -93,12 +93,36 @@ def list_jobs(
     return read_jobs(session, page), total
 
 
-def jobs_active_between(
+def job_usage_between(
     session: Session, *, cluster: str, start: datetime, end: datetime
-) -> list[JobRead]:
-    """The cluster's jobs with usage reported between `start` and `end`, with their totals."""
-    query = _filtered(cluster=cluster).where(Job.first_seen < end, Job.last_seen > start)
-    return read_jobs(session, query.order_by(Job.id))
+) -> list[JobUsage]:
+    """The cluster's jobs with usage reported between `start` and `end`, with their totals
+    (all of their usage, also outside that span)."""
+    rows = session.execute(
+        select(
+            Job.scheduler_job_id,
+            Job.name,
+            Job.first_seen,
+            Job.last_seen,
+            exact_sum(HourlyUsage.gpu_us).label("gpu_us"),
+            exact_sum(HourlyUsage.busy_us).label("busy_us"),
+        )
+        .join(Cluster, Cluster.id == Job.cluster_id)
+        .join(HourlyUsage, HourlyUsage.job_id == Job.id)
+        .where(Cluster.name == cluster, Job.first_seen < end, Job.last_seen > start)
+        .group_by(Job.id, Job.scheduler_job_id, Job.name, Job.first_seen, Job.last_seen)
+    )
+    return [
+        JobUsage(
+            job_id=row.scheduler_job_id,
+            name=row.name,
+            first_seen=row.first_seen,
+            last_seen=row.last_seen,
+            gpu_seconds=Decimal(int(row.gpu_us)) / MICRO,
+            busy_gpu_seconds=Decimal(int(row.busy_us)) / MICRO,
+        )
+        for row in rows
+    ]
 
 
 def _filtered(**filters: str | None) -> Select[Job]:

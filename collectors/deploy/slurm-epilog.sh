@@ -9,6 +9,9 @@ set -u
 # The collector's `mapping_dir`, set as in slurm-prolog.sh (slurmd passes no environment):
 #   sed 's|^MAPPING_DIR=.*|MAPPING_DIR=/your/dir|' slurm-epilog.sh > /etc/slurm/epilog.d/50-gpucost
 MAPPING_DIR=/run/gpucost/jobs
+case "$MAPPING_DIR" in
+    /*[!A-Za-z0-9/._-]* | [!/]*) exit 0 ;;  # the prolog says so, and fails
+esac
 
 job="${SLURM_JOB_ID:-}"
 [ -n "$job" ] && [ -d "$MAPPING_DIR" ] || exit 0

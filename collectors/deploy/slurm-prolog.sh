@@ -15,6 +15,11 @@ set -eu
 # set for slurmd never reaches it), so the directory is set on this line; install with
 #   sed 's|^MAPPING_DIR=.*|MAPPING_DIR=/your/dir|' slurm-prolog.sh > /etc/slurm/prolog.d/50-gpucost
 MAPPING_DIR=/run/gpucost/jobs
+case "$MAPPING_DIR" in
+    /*[!A-Za-z0-9/._-]* | [!/]*)
+        echo "gpucost prolog: MAPPING_DIR must be an absolute path of letters, digits and /._-" >&2
+        exit 1 ;;
+esac
 
 job="${SLURM_JOB_ID:?SLURM_JOB_ID is not set}"
 gpus="${SLURM_JOB_GPUS:-}"

@@ -57,3 +57,20 @@ def test_the_systemd_unit_runs_the_collector_and_stops_it_with_sigterm():
     unit = (DEPLOY / "gpucost-collector.service").read_text()
     assert "ExecStart=/opt/gpucost/bin/gpucost-collector run --config" in unit
     assert "KillSignal=SIGTERM" in unit and "Restart=always" in unit
+
+
+def test_a_mapping_dir_that_is_not_a_plain_absolute_path_fails_the_prolog_only(tmp_path):
+    """The prolog refuses it (the node drains: an admin sees it at once); the epilog never
+    fails."""
+    for bad in (tmp_path / "a&b", Path("relative/jobs")):
+        prolog = install_slurm_script("slurm-prolog.sh", tmp_path / "prolog", bad)
+        done = subprocess.run(
+            [str(prolog)], env={"PATH": os.environ["PATH"], "SLURM_JOB_ID": "1",
+                                "SLURM_JOB_GPUS": "0"}, capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 1
+        assert "MAPPING_DIR must be an absolute path" in done.stderr
+        epilog = install_slurm_script("slurm-epilog.sh", tmp_path / "epilog", bad)
+        ran = subprocess.run([str(epilog)], env={"SLURM_JOB_ID": "1", "PATH": os.environ["PATH"]})
+        assert ran.returncode == 0
+    assert not (tmp_path / "a&b").exists()
