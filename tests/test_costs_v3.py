@@ -139,11 +139,18 @@ def test_every_route_and_export_shows_the_v3_phases_exactly(
         figures = per_phase[name] = []
         for row in csv.DictReader(io.StringIO(response.text)):
             figures.append(
-                (row.get("phase") or json.loads(row["Tags"])["phase"], row[hours], row[cost])
+                (
+                    row.get("phase") or json.loads(row["Tags"])["gpucost/phase"],
+                    row[hours],
+                    row[cost],
+                )
             )
-    # Each month's rows, with nothing to round, read exactly as the usage was.
+    # Each month's rows, with nothing to round, read exactly as the usage was: whole figures
+    # (the FOCUS export writes every number of a column with that column's decimals).
+    assert all("." not in hours and "." not in cost for _, hours, cost in per_phase["costs.csv"])
     assert all(
-        "." not in hours and "." not in cost for f in per_phase.values() for _, hours, cost in f
+        hours.endswith(".000000000") and cost.endswith(".000000000")
+        for _, hours, cost in per_phase["focus.csv"]
     )
     for figures in per_phase.values():
         summed = {phase: (sum(Decimal(h) for p, h, _ in figures if p == phase),

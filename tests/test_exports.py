@@ -91,7 +91,13 @@ def usage(client: TestClient, auth: Auth) -> None:
     assert client.post("/v1/rates", json=rate, headers=auth["admin"]).status_code == 201
     client.put(
         f"/v1/jobs/{CLUSTER}/7",
-        json={"model": "llama", "phase": "pretrain", "team": "red", "user": "ada"},
+        json={
+            "model": "llama",
+            "phase": "pretrain",
+            "team": "red",
+            "user": "ada",
+            "labels": {"cost-center": "cc-42", "project": "=HYPERLINK(1)"},
+        },
         headers=auth["admin"],
     )
     send(
@@ -152,11 +158,17 @@ def test_focus_row_fields(client: TestClient, auth: Auth, usage: None) -> None:
             "ResourceId",
             "SubAccountName",
             "SkuId",
+            "RegionName",
+            "SkuMeter",
+            "SkuPriceId",
+            "ChargeFrequency",
+            "InvoiceId",
+            "ServiceSubcategory",
         )
     } == {
-        "BilledCost": "2.1",
-        "PricingQuantity": "1",
-        "ListUnitPrice": "2.1",
+        "BilledCost": "2.100000000",
+        "PricingQuantity": "1.000000000",
+        "ListUnitPrice": "2.100000",
         "ChargePeriodStart": "2025-01-05T10:00:00Z",
         "ChargePeriodEnd": "2025-01-05T11:00:00Z",
         "BillingPeriodStart": "2025-01-01T00:00:00Z",
@@ -165,19 +177,33 @@ def test_focus_row_fields(client: TestClient, auth: Auth, usage: None) -> None:
         "ResourceId": f"{CLUSTER}/7",
         "SubAccountName": "red",
         "SkuId": "NVIDIA H800",
+        "RegionName": CLUSTER,
+        "SkuMeter": "GPU Time",
+        "SkuPriceId": "NVIDIA H800:2.100000:card",
+        "ChargeFrequency": "Usage-Based",
+        "InvoiceId": "gpucost:2025-01",  # January's invoice, provisional while it is open
+        "ServiceSubcategory": "Machine Learning",
     }
+    # gpucost's own tags carry its prefix; the job's labels are the users' own (unprefixed),
+    # as they are: inside JSON a formula is not a cell.
     assert json.loads(job_row["Tags"]) == {
-        "job_id": "7",
-        "model": "llama",
-        "phase": "pre-training",
-        "team": "red",
-        "user": "ada",
+        "gpucost/job_id": "7",
+        "gpucost/model": "llama",
+        "gpucost/phase": "pre-training",
+        "gpucost/team": "red",
+        "gpucost/user": "ada",
+        "cost-center": "cc-42",
+        "project": "=HYPERLINK(1)",
+    }
+    assert json.loads(job_row["SkuPriceDetails"]) == {
+        "x_GpuModel": "NVIDIA H800",
+        "x_PriceSource": "card",
     }
     idle = next(r for r in rows if r["ResourceType"] == "Idle GPU Capacity")
     assert (idle["ResourceId"], idle["SubAccountName"], idle["BilledCost"]) == (
-        f"{CLUSTER}/idle",
+        f"{CLUSTER}/idle/NVIDIA H800",
         "(idle)",
-        "2.1",
+        "2.100000000",
     )
 
 

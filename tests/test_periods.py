@@ -125,9 +125,9 @@ def test_closed_month_stays_byte_for_byte_and_corrections_add_up(
     }
     # What moved where: red's booked $2 taken back, blue charged at the restated rate.
     assert sorted((r["SubAccountName"], r["BilledCost"]) for r in corrections) == [
-        ("blue", "2.5"),
-        ("blue", "2.5"),
-        ("red", "-2"),
+        ("blue", "2.500000000"),
+        ("blue", "2.500000000"),
+        ("red", "-2.000000000"),
     ]
     usage = [r for r in february if r["ChargeClass"] == ""]
     assert (
@@ -173,7 +173,7 @@ def test_corrections_are_booked_once_when_their_month_closes(
     )
     march = [r for r in rows(focus(client, auth, MARCH)) if r["ChargeClass"] == "Correction"]
     assert [(r["ChargePeriodStart"], r["BilledCost"]) for r in march] == [
-        ("2025-01-21T00:00:00Z", "1")
+        ("2025-01-21T00:00:00Z", "1.000000000")
     ]
 
     january = client.get("/v1/periods/2025-01", headers=auth["viewer"]).json()

@@ -12,7 +12,7 @@ from app.cli.common import database, fail, load_settings
 from app.core.db import create_session_factory
 from app.core.errors import AppError
 from app.exports.lines import month_start, next_month
-from app.exports.service import check_bounds, csv_chunks
+from app.exports.service import check_bounds, csv_chunks, parquet_chunks
 from app.periods.service import parse_month
 
 
@@ -21,12 +21,20 @@ def export(
     month: Annotated[str, typer.Option(help="The billing month, e.g. 2025-01.")],
     granularity: Annotated[str, typer.Option(help="focus only: hour, day or month.")] = "day",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write.")] = None,
+    file_format: Annotated[
+        str, typer.Option("--format", help="csv, or parquet (focus only, with -o).")
+    ] = "csv",
 ) -> None:
-    """Write a month's FOCUS 1.2 export or cost summary as CSV (to stdout without -o)."""
+    """Write a month's FOCUS 1.2 export (CSV or Parquet) or cost summary (CSV); to stdout
+    without -o."""
     if kind not in ("focus", "costs"):
         fail(f"export what? 'focus' or 'costs', not '{kind}'")
     if granularity not in ("hour", "day", "month"):
         fail(f"--granularity must be hour, day or month, not '{granularity}'")
+    if file_format not in ("csv", "parquet"):
+        fail(f"--format must be csv or parquet, not '{file_format}'")
+    if file_format == "parquet" and (kind != "focus" or output is None):
+        fail("--format parquet is for the focus export, written to a file (-o FILE)")
     settings = load_settings()
     try:
         first = parse_month(month)
@@ -36,31 +44,35 @@ def export(
     step = granularity if kind == "focus" else "month"
     check_bounds(start, end, step)
     with database(settings) as engine, create_session_factory(engine, read_only=True)() as session:
-        chunks = csv_chunks(
+        if file_format == "parquet" and output is not None:  # (parquet without -o: refused)
+            chunks: Iterator[str | bytes] = parquet_chunks(
+                session, start=start, end=end, granularity=granularity, settings=settings
+            )
+            _write_with_progress(chunks, output)
+            return
+        text = csv_chunks(
             session, kind=kind, start=start, end=end, granularity=granularity, settings=settings
         )
         if output is None:
-            for chunk in chunks:
+            for chunk in text:
                 sys.stdout.write(chunk)
             return
-        _write_with_progress(chunks, output)
+        _write_with_progress(text, output)
 
 
-def _write_with_progress(chunks: Iterator[str], output: Path) -> None:
+def _write_with_progress(chunks: Iterator[str] | Iterator[str | bytes], output: Path) -> None:
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[size]}"),
     )
-    with (
-        output.open("w", encoding="utf-8", newline="") as file,
-        Progress(*columns, transient=True) as progress,
-    ):
+    with output.open("wb") as file, Progress(*columns, transient=True) as progress:
         task = progress.add_task(f"writing {output}", total=None, size="0 B")
         written = 0
         for chunk in chunks:
-            file.write(chunk)
-            written += len(chunk)
+            data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+            file.write(data)
+            written += len(data)
             progress.update(task, size=f"{written / 1e6:.1f} MB")
     typer.echo(f"wrote {output} ({written:,} bytes)", err=True)

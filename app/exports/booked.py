@@ -31,7 +31,8 @@ def booked_lines(
     )
     keys = [
         charge, line.cluster, line.job_id, line.job_name, line.model, line.phase, line.team,
-        line.user_name, line.gpu_model, line.micro_usd_per_gpu_hour, line.default_rate,
+        line.user_name, line.labels, line.gpu_model, line.micro_usd_per_gpu_hour,
+        line.default_rate,
     ]  # fmt: skip
     query = (
         select(*keys, *(exact_sum(getattr(line, name)) for name in BOOKED))
@@ -55,7 +56,7 @@ def booked_lines(
     for row in session.connection().execute(query):
         yield Line(
             charge_of(row[0]), kind, row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-            row[8], int(row[9]), bool(row[10]), int(row[11]) * PARTS_PER_NANO,
-            int(row[12]) * PARTS_PER_NANO, int(row[13]) * PARTS_PER_NANO,
-            int(row[14]) * PARTS_PER_NANO, _parts(row[15]),
+            row[8], row[9], int(row[10]), bool(row[11]), int(row[12]) * PARTS_PER_NANO,
+            int(row[13]) * PARTS_PER_NANO, int(row[14]) * PARTS_PER_NANO,
+            int(row[15]) * PARTS_PER_NANO, _parts(row[16]),
         )  # fmt: skip

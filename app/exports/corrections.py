@@ -67,7 +67,7 @@ def pending_corrections(session: Session, *, default_micro_usd: int) -> list[Lin
         if not any(figures):
             continue
         parts: Any = key
-        charge, cluster, job_id, model, phase, team, user, gpu_model, rate, default = parts
+        charge, cluster, job_id, model, phase, team, user, labels, gpu_model, rate, default = parts
         gpu, busy, energy, cost = ((figure or 0) * PARTS_PER_NANO for figure in figures[:4])
         energy_cost = None if figures[4] is None else figures[4] * PARTS_PER_NANO
         corrections.append(
@@ -81,6 +81,7 @@ def pending_corrections(session: Session, *, default_micro_usd: int) -> list[Lin
                 phase,
                 team,
                 user,
+                labels,
                 gpu_model,
                 rate,
                 default,

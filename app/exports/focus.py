@@ -1,66 +1,93 @@
 """FOCUS 1.2 rows for GPU usage: one per charge period, job (or idle capacity), GPU model
-and price, with the 21 mandatory columns and the conditional ones that fit GPU time.
+and price, with every column of the specification that applies to metered GPU time.
 
 A row's cost (`BilledCost`, `EffectiveCost`) and GPU-hours (`PricingQuantity`) are shown
 to nine decimals, carried from row to row within a billing month (`units.Carried`): each
 row is within a billionth of its exact value, and a month's rows add up to the month's exact
 total as the cost API shows it. `ListCost` and `ContractedCost` are the row's quantity times
-its one price, exactly (up to 15 decimals), as FOCUS requires.
+its one price, exactly (15 decimals), as FOCUS requires. Every number has its column's fixed
+number of decimals, so that a reader infers one decimal type per column.
+
+Rows come as lists of field values (None for null), the same for every file format: the CSV
+writer neutralises and escapes them, the Parquet writer types them (`FIELD_TYPES`).
 """
 
 import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 from app.core.config import Settings
 from app.core.units import Carried
-from app.exports.csvout import cell, fixed, micro, nano, record, text
 from app.exports.lines import Line, month_start, next_month
+from app.jobs.schemas import GPUCOST_TAG_PREFIX
 
-COLUMNS = (
+# (column, type): "text" and "json" are strings (a JSON object's text for "json"), "time" an
+# instant in UTC, "decimal:N" an exact decimal with N places.
+FIELD_TYPES = (
     # Mandatory in FOCUS 1.2.
-    "BilledCost",
-    "BillingAccountId",
-    "BillingAccountName",
-    "BillingCurrency",
-    "BillingPeriodEnd",
-    "BillingPeriodStart",
-    "ChargeCategory",
-    "ChargeClass",
-    "ChargeDescription",
-    "ChargePeriodEnd",
-    "ChargePeriodStart",
-    "ContractedCost",
-    "EffectiveCost",
-    "InvoiceIssuerName",
-    "ListCost",
-    "PricingQuantity",
-    "PricingUnit",
-    "ProviderName",
-    "PublisherName",
-    "ServiceCategory",
-    "ServiceName",
+    ("BilledCost", "decimal:9"),
+    ("BillingAccountId", "text"),
+    ("BillingAccountName", "text"),
+    ("BillingCurrency", "text"),
+    ("BillingPeriodEnd", "time"),
+    ("BillingPeriodStart", "time"),
+    ("ChargeCategory", "text"),
+    ("ChargeClass", "text"),
+    ("ChargeDescription", "text"),
+    ("ChargePeriodEnd", "time"),
+    ("ChargePeriodStart", "time"),
+    ("ContractedCost", "decimal:15"),
+    ("EffectiveCost", "decimal:9"),
+    ("InvoiceIssuerName", "text"),
+    ("ListCost", "decimal:15"),
+    ("PricingQuantity", "decimal:9"),
+    ("PricingUnit", "text"),
+    ("ProviderName", "text"),
+    ("PublisherName", "text"),
+    ("ServiceCategory", "text"),
+    ("ServiceName", "text"),
     # Conditional columns that apply to metered GPU time.
-    "ConsumedQuantity",
-    "ConsumedUnit",
-    "ContractedUnitPrice",
-    "ListUnitPrice",
-    "RegionId",
-    "ResourceId",
-    "ResourceName",
-    "ResourceType",
-    "SkuId",
-    "SkuPriceId",
-    "SubAccountId",
-    "SubAccountName",
-    "Tags",
+    ("ConsumedQuantity", "decimal:9"),
+    ("ConsumedUnit", "text"),
+    ("ContractedUnitPrice", "decimal:6"),
+    ("ListUnitPrice", "decimal:6"),
+    ("RegionId", "text"),
+    ("ResourceId", "text"),
+    ("ResourceName", "text"),
+    ("ResourceType", "text"),
+    ("SkuId", "text"),
+    ("SkuPriceId", "text"),
+    ("SubAccountId", "text"),
+    ("SubAccountName", "text"),
+    ("Tags", "json"),
+    ("RegionName", "text"),
+    ("SkuMeter", "text"),
+    ("SkuPriceDetails", "json"),
+    # Recommended.
+    ("ChargeFrequency", "text"),
+    ("InvoiceId", "text"),
+    ("ServiceSubcategory", "text"),
 )
+COLUMNS = tuple(name for name, _ in FIELD_TYPES)
 UNIT = "GPU-Hours"
 IDLE_RESOURCE = "Idle GPU Capacity"
+SERVICE_CATEGORY = "AI and Machine Learning"
+SERVICE_SUBCATEGORY = "Machine Learning"  # FOCUS: creating, training and deploying ML models
+SKU_METER = "GPU Time"
+
+Field = str | None
 
 
 def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def scaled(value: int, places: int) -> str:
+    """An integer of 10^-places as a decimal with exactly `places` decimals:
+    (2_500_000_000, 9) -> `2.500000000`, (-5, 9) -> `-0.000000005`."""
+    whole, fraction = divmod(abs(value), 10**places)
+    return f"{'-' if value < 0 else ''}{whole}.{fraction:0{places}d}"
 
 
 def charge_end(start: datetime, granularity: str) -> datetime:
@@ -71,81 +98,108 @@ def charge_end(start: datetime, granularity: str) -> datetime:
     return month_start(next_month(f"{start.year:04d}-{start.month:02d}"))
 
 
-def focus_rows(
-    lines: Iterable[tuple[str, Line]], *, granularity: str, settings: Settings
-) -> Iterator[str]:
-    """One FOCUS record (a CSV line) per (billing month, line).
+def invoice_id(settings: Settings, month: str) -> str:
+    """The invoice a billing month's charges go on: provisional while the month is open (FOCUS
+    lets it be made before the invoice is issued), so that closing a month changes no byte of
+    its export."""
+    return f"{settings.billing_account_id}:{month}"
 
-    Columns that depend only on the month, the hour or the job are formatted once and
+
+def focus_rows(
+    lines: Iterable[tuple[str, Line]],
+    *,
+    granularity: str,
+    settings: Settings,
+) -> Iterator[list[Field]]:
+    """One FOCUS row (field values in `COLUMNS` order) per (billing month, line).
+
+    Fields that depend only on the month, the hour, the job or the price are made once and
     reused: a year's hourly export repeats each of them thousands of times.
     """
-    account = [text(settings.billing_account_id), text(settings.billing_account_name), "USD"]
-    middle = [text(settings.invoice_issuer_name)]
-    parties = [text(settings.provider_name), text(settings.publisher_name)]
-    service = [text("AI and Machine Learning"), text(settings.service_name)]
-    billing: dict[str, list[str]] = {}
-    charges: dict[datetime, list[str]] = {}
-    jobs: dict[tuple[str | None, ...], tuple[str, list[str], list[str], str]] = {}
-    prices: dict[tuple[str, int, bool], tuple[str, str]] = {}
+    account: list[Field] = [settings.billing_account_id, settings.billing_account_name, "USD"]
+    parties: list[Field] = [settings.provider_name, settings.publisher_name]
+    service: list[Field] = [SERVICE_CATEGORY, settings.service_name]
+    billing: dict[str, tuple[list[Field], list[Field]]] = {}
+    charges: dict[datetime, list[Field]] = {}
+    jobs: dict[tuple[Any, ...], tuple[Field, list[Field], list[Field], Field]] = {}
+    prices: dict[tuple[str, int, bool], tuple[Field, Field, Field]] = {}
     carried: dict[str, tuple[Carried, Carried]] = {}
     for month, line in lines:
         period = billing.get(month)
         if period is None:
-            period = billing[month] = [iso(month_start(next_month(month))), iso(month_start(month))]
+            period = billing[month] = (
+                [iso(month_start(next_month(month))), iso(month_start(month))],
+                ["Usage-Based", invoice_id(settings, month), SERVICE_SUBCATEGORY],
+            )
             carried[month] = (Carried(), Carried())
         charge = charges.get(line.charge_start)
         if charge is None:
             end = charge_end(line.charge_start, granularity)
             charge = charges[line.charge_start] = [iso(end), iso(line.charge_start)]
         job_key = (line.cluster, line.job_id, line.job_name, line.model, line.phase, line.team,
-                   line.user, line.gpu_model)  # fmt: skip
+                   line.user, line.labels, line.gpu_model)  # fmt: skip
         job = jobs.get(job_key)
         if job is None:
-            job = jobs[job_key] = _job_columns(line)
+            job = jobs[job_key] = _job_fields(line)
         price_key = (line.gpu_model, line.rate, line.default_rate)
         price = prices.get(price_key)
         if price is None:
-            rate = micro(line.rate)
-            source = "default" if line.default_rate else "card"
-            price = prices[price_key] = (rate, text(f"{line.gpu_model}:{rate}:{source}"))
+            price = prices[price_key] = _price_fields(line)
         description, resource, sub_account, tags = job
         costs, quantities = carried[month]
-        cost = nano(costs.nano(line.cost_parts))
+        cost = scaled(costs.nano(line.cost_parts), 9)
         hours = quantities.nano(line.gpu_parts)
-        quantity = nano(hours)
-        list_cost = fixed(hours * line.rate, 15)  # billionths x millionths
-        correction = "Correction" if line.kind == "correction" else ""
-        yield record([
-            cost, *account, *period, "Usage", correction, description, *charge, list_cost, cost,
-            *middle, list_cost, quantity, UNIT, *parties, *service, quantity, UNIT, price[0],
-            price[0], *resource, price[1], *sub_account, tags,
-        ])  # fmt: skip
+        quantity = scaled(hours, 9)
+        list_cost = scaled(hours * line.rate, 15)  # billionths x millionths
+        correction = "Correction" if line.kind == "correction" else None
+        rate, price_id, price_details = price
+        yield [
+            cost, *account, *period[0], "Usage", correction, description, *charge, list_cost,
+            cost, settings.invoice_issuer_name, list_cost, quantity, UNIT, *parties, *service,
+            quantity, UNIT, rate, rate, *resource, price_id, *sub_account, tags, line.cluster,
+            SKU_METER, price_details, *period[1],
+        ]  # fmt: skip
 
 
-def _job_columns(line: Line) -> tuple[str, list[str], list[str], str]:
-    """Description, resource columns (RegionId to SkuId), team columns and tags of a job."""
+def _price_fields(line: Line) -> tuple[Field, Field, Field]:
+    """The unit price, the price's id and its details (FOCUS key-value JSON)."""
+    rate = scaled(line.rate, 6)
+    source = "default" if line.default_rate else "card"
+    details = {"x_GpuModel": line.gpu_model, "x_PriceSource": source}
+    return rate, f"{line.gpu_model}:{rate}:{source}", json.dumps(details, sort_keys=True)
+
+
+def _job_fields(line: Line) -> tuple[Field, list[Field], list[Field], Field]:
+    """Description, resource fields (RegionId to SkuId), team fields and tags of a job."""
     idle = line.job_id is None
     where = f"{line.gpu_model} on {line.cluster}"
     description = (
         f"Idle {where}" if idle else f"{where} for job {line.job_id} ({line.model}, {line.phase})"
     )
-    resource = [
-        text(line.cluster),
-        text(f"{line.cluster}/{'idle' if idle else line.job_id}"),
-        text(IDLE_RESOURCE if idle else (line.job_name or line.job_id)),
+    resource: list[Field] = [
+        line.cluster,
+        # Idle capacity is one resource per GPU model of a cluster.
+        f"{line.cluster}/idle/{line.gpu_model}" if idle else f"{line.cluster}/{line.job_id}",
+        IDLE_RESOURCE if idle else (line.job_name or line.job_id),
         IDLE_RESOURCE if idle else "Job",
-        text(line.gpu_model),
+        line.gpu_model,
     ]
-    tags = {
+    own = {
         "job_id": line.job_id,
         "model": line.model,
         "phase": line.phase,
         "team": line.team,
         "user": line.user,
     }
+    # gpucost's own tags carry its prefix; the job's labels, the one user-defined tag scheme,
+    # carry none (FOCUS Tags).
+    tags = {
+        **json.loads(line.labels),
+        **{GPUCOST_TAG_PREFIX + key: value for key, value in own.items()},
+    }
     return (
-        text(description),
+        description,
         resource,
-        [text(line.team), text(line.team)],
-        cell(json.dumps(tags, sort_keys=True, separators=(",", ":"))),
+        [line.team, line.team],
+        json.dumps(tags, sort_keys=True, separators=(",", ":")),
     )

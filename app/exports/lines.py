@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Text, cast, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from app.core.sums import exact_sum
@@ -39,7 +39,11 @@ BOOKED = ("gpu_nano_hours", "busy_nano_hours", "energy_nano_kwh", "cost_nano", "
 UNIT_PARTS = 1_000_000
 # What makes two lines the same charge, apart from when: a re-labelled job or a restated
 # price is a different line, so a correction shows what moved from where to where.
-KEY = ("cluster", "job_id", "model", "phase", "team", "user", "gpu_model", "rate", "default_rate")
+KEY = ("cluster", "job_id", "model", "phase", "team", "user", "labels", "gpu_model", "rate",
+       "default_rate")  # fmt: skip
+# A job's own labels (`PUT /v1/jobs`) as the text of their JSON object, "{}" for none (and for
+# idle capacity). Inline constant: PostgreSQL matches GROUP BY expressions by their text.
+LABELS_TEXT = func.coalesce(cast(Job.labels, Text), literal_column("'{}'", Text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,7 @@ class Line:
     phase: str
     team: str
     user: str
+    labels: str  # the job's labels, a JSON object's text
     gpu_model: str
     rate: int  # micro-USD per GPU-hour
     default_rate: bool
@@ -145,11 +150,11 @@ def _summed_key(line: Line) -> tuple[Any, ...]:
 
 def _live_line(row: Any) -> Line:
     """A line from a row: its keys, rate, default, energy rate, then the summed integers."""
-    rate, energy_rate = int(row[9]), row[11]
-    gpu_us, busy_us, energy_mj = int(row[12]), int(row[13]), int(row[14])
+    rate, energy_rate = int(row[10]), row[12]
+    gpu_us, busy_us, energy_mj = int(row[13]), int(row[14]), int(row[15])
     return Line(
         charge_of(row[0]), "usage", row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-        row[8], rate, bool(row[10]), gpu_us * UNIT_PARTS, busy_us * UNIT_PARTS,
+        row[8], row[9], rate, bool(row[11]), gpu_us * UNIT_PARTS, busy_us * UNIT_PARTS,
         energy_mj * UNIT_PARTS, gpu_us * rate,
         None if energy_rate is None else energy_mj * int(energy_rate),
     )  # fmt: skip
@@ -176,6 +181,7 @@ def _hourly_atoms(
         Job.scheduler_job_id,
         Job.name,
         *(label(name, job) for name in ("model", "phase", "team", "user")),
+        LABELS_TEXT,
         HourlyUsage.gpu_model,
         prices.rate,
         prices.defaulted,
@@ -214,6 +220,7 @@ def _summed_atoms(
         Job.scheduler_job_id,
         Job.name,
         *labels,
+        LABELS_TEXT,
         p.gpu_model,
         *price_columns(priced),
     ]

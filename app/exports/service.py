@@ -14,7 +14,7 @@ from app.core.units import micro_from_usd
 from app.exports import focus
 from app.exports.booked import booked_lines
 from app.exports.corrections import pending_corrections
-from app.exports.csvout import stream_csv
+from app.exports.csvout import stream_csv, typed_records
 from app.exports.lines import (
     KEY,
     Line,
@@ -25,6 +25,7 @@ from app.exports.lines import (
     next_month,
     plus,
 )
+from app.exports.parquet import stream_parquet
 from app.exports.summary import SUMMARY_COLUMNS, cost_rows
 
 # Corrections booked in a month may point at any earlier hour.
@@ -106,6 +107,25 @@ def coarsen(lines: list[Line], granularity: str) -> list[Line]:
     return list(merged.values())
 
 
+def _lines(
+    session: Session, *, start: datetime, end: datetime, granularity: str, settings: Settings
+) -> Iterator[tuple[str, Line]]:
+    return export_lines(
+        session,
+        start=start,
+        end=end,
+        granularity=granularity,
+        default_micro_usd=micro_from_usd(settings.default_rate_usd),
+    )
+
+
+def _focus_rows(
+    session: Session, *, start: datetime, end: datetime, granularity: str, settings: Settings
+) -> Iterator[list[focus.Field]]:
+    lines = _lines(session, start=start, end=end, granularity=granularity, settings=settings)
+    return focus.focus_rows(lines, granularity=granularity, settings=settings)
+
+
 def csv_chunks(
     session: Session,
     *,
@@ -117,16 +137,19 @@ def csv_chunks(
 ) -> Iterator[str]:
     """The text of the FOCUS export (`focus`) or of the cost summary (`costs`, by month),
     in chunks, read from `session` as the caller takes them."""
-    step = granularity if kind == "focus" else "month"
-    lines = export_lines(
-        session,
-        start=start,
-        end=end,
-        granularity=step,
-        default_micro_usd=micro_from_usd(settings.default_rate_usd),
-    )
     if kind == "focus":
-        return stream_csv(
-            focus.COLUMNS, focus.focus_rows(lines, granularity=step, settings=settings)
+        rows = _focus_rows(
+            session, start=start, end=end, granularity=granularity, settings=settings
         )
+        return stream_csv(focus.COLUMNS, typed_records(focus.FIELD_TYPES, rows))
+    lines = _lines(session, start=start, end=end, granularity="month", settings=settings)
     return stream_csv(SUMMARY_COLUMNS, cost_rows(lines))
+
+
+def parquet_chunks(
+    session: Session, *, start: datetime, end: datetime, granularity: str, settings: Settings
+) -> Iterator[bytes]:
+    """The FOCUS export as a Parquet file, a row group at a time, read from `session` as the
+    caller takes it."""
+    rows = _focus_rows(session, start=start, end=end, granularity=granularity, settings=settings)
+    return stream_parquet(focus.FIELD_TYPES, rows)

@@ -27,8 +27,21 @@ Text = Annotated[
     StringConstraints(min_length=1, max_length=128, strip_whitespace=True, pattern=PRINTABLE),
     AfterValidator(_not_reserved),
 ]
+# Keys of the tags gpucost itself exports beside a job's labels (FOCUS `Tags`) start with
+# this; a label may not, so that the two never collide.
+GPUCOST_TAG_PREFIX = "gpucost/"
+
+
+def _not_gpucost_tag(key: str) -> str:
+    if key.lower().startswith(GPUCOST_TAG_PREFIX):
+        raise ValueError(f"label keys starting with '{GPUCOST_TAG_PREFIX}' are gpucost's own")
+    return key
+
+
 LabelKey = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$")
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$"),
+    AfterValidator(_not_gpucost_tag),
 ]
 LabelValue = Annotated[str, StringConstraints(max_length=256, pattern=PRINTABLE)]
 MAX_LABELS = 64

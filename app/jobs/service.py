@@ -57,7 +57,11 @@ def upsert_job(
     given = changes.model_dump(exclude_unset=True)
     old = {field: getattr(job, column) for field, column in _FIELDS.items() if field in given}
     for field, value in given.items():
-        setattr(job, _FIELDS[field], value if field != "labels" else (value or {}))
+        # Labels are kept in key order, so that equal labels are equal JSON text (exports
+        # group and compare jobs by it).
+        setattr(
+            job, _FIELDS[field], value if field != "labels" else dict(sorted((value or {}).items()))
+        )
     new = {field: getattr(job, column) for field, column in _FIELDS.items() if field in given}
     if created or old != new:
         job.updated_at = now

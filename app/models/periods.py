@@ -7,7 +7,7 @@ lines alone, so nothing that happens later changes what was booked.
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Index, String
+from sqlalchemy import BigInteger, Boolean, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigIntPK, UTCDateTime
@@ -41,6 +41,8 @@ class PeriodLine(Base):
     phase: Mapped[str] = mapped_column(String(128))
     team: Mapped[str] = mapped_column(String(128))
     user_name: Mapped[str] = mapped_column(String(128))
+    # The job's labels when booked, the text of a JSON object ("{}" for none).
+    labels: Mapped[str] = mapped_column(Text, server_default="{}")
     gpu_model: Mapped[str] = mapped_column(String(128))
     micro_usd_per_gpu_hour: Mapped[int] = mapped_column(BigInteger)
     default_rate: Mapped[bool] = mapped_column(Boolean)

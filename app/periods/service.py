@@ -139,6 +139,7 @@ def _row(month: str, line: Line) -> dict[str, object]:
         "phase": line.phase,
         "team": line.team,
         "user_name": line.user,
+        "labels": line.labels,
         "gpu_model": line.gpu_model,
         "micro_usd_per_gpu_hour": line.rate,
         "default_rate": line.default_rate,
