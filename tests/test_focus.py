@@ -166,6 +166,34 @@ def test_parquet_has_the_csvs_rows_as_exact_decimals_and_real_names(
     assert (billed, hours) == (Decimal(costs["cost_usd"]), Decimal(costs["gpu_hours"]))
 
 
+def test_closing_a_month_changes_no_byte_of_either_file_and_empty_is_valid(
+    client: TestClient, auth: Auth, clock: SettableClock
+) -> None:
+    clock.moment = datetime(2025, 3, 15, tzinfo=UTC)
+    job = {"labels": LABELS, "name": "@nightly-eval"}
+    client.put(f"/v1/jobs/{CLUSTER}/7", json=job, headers=auth["admin"])
+    send(client, auth, 1, "2025-01-10T10:00:00Z", "2025-01-10T11:00:00Z",
+         entry(0, job_id="7", gpu_seconds=1800), entry(1, job_id=None))  # fmt: skip
+    params = {**JANUARY, "granularity": "hour"}
+
+    def both() -> tuple[bytes, bytes]:
+        files = tuple(
+            client.get(f"/v1/exports/focus.{kind}", params=params, headers=auth["viewer"]).content
+            for kind in ("csv", "parquet")
+        )
+        return files[0], files[1]
+
+    before = both()
+    assert client.post("/v1/periods/2025-01/close", headers=auth["admin"]).status_code == 200
+    assert both() == before
+
+    empty = {"from": "2024-01-01T00:00:00Z", "to": "2024-02-01T00:00:00Z", "granularity": "day"}
+    response = client.get("/v1/exports/focus.parquet", params=empty, headers=auth["viewer"])
+    table = pq.read_table(io.BytesIO(response.content))
+    assert (response.status_code, table.num_rows) == (200, 0)
+    assert table.column_names == next(csv.reader(io.StringIO(before[0].decode())))
+
+
 def test_the_cli_writes_parquet_to_a_file(
     client: TestClient, auth: Auth, books: None, db_url: str, tmp_path: Path
 ) -> None:
@@ -220,14 +248,16 @@ def test_months_closed_before_labels_were_booked_keep_todays_labels(
     migrate.downgrade(scratch_engine, "0009")
     with scratch_engine.begin() as conn:  # labels as 0009 stored them: in the order given
         value = "CAST(:l AS json)" if scratch_engine.dialect.name == "postgresql" else ":l"
-        conn.execute(text(f"UPDATE jobs SET labels = {value}"), {"l": json.dumps(LABELS)})
+        legacy = {**LABELS, "GPUcost/team": "blue"}  # a key under the prefix now reserved
+        conn.execute(text(f"UPDATE jobs SET labels = {value}"), {"l": json.dumps(legacy)})
     migrate.upgrade(scratch_engine)
 
+    expected = json.dumps(dict(sorted({**LABELS, "x-GPUcost/team": "blue"}.items())))
     with scratch_engine.connect() as conn:
         booked = conn.execute(text("SELECT labels FROM period_lines WHERE job_id = '7'")).all()
         stored = conn.execute(text("SELECT CAST(labels AS TEXT) FROM jobs")).scalar_one()
-    assert [r[0] for r in booked] == [json.dumps(dict(sorted(LABELS.items())))]
-    assert stored == json.dumps(dict(sorted(LABELS.items())))
+    assert [r[0] for r in booked] == [expected]
+    assert stored == expected
     with TestClient(create_app(Settings(database_url=url), clock=clock)) as client:
         both = rows(focus_csv(client, auth, BOTH))
     assert [r["ChargeClass"] for r in both] == [""]

@@ -62,9 +62,8 @@ def january(client: TestClient, auth: Auth, clock: SettableClock) -> None:
         "effective_from": "2025-01-01T00:00:00Z",
     }
     client.post("/v1/rates", json=rate, headers=auth["admin"])
-    client.put(
-        f"/v1/jobs/{CLUSTER}/7", json={"model": "llama", "team": "red"}, headers=auth["admin"]
-    )
+    job = {"model": "llama", "team": "red", "labels": {"cost-center": "cc-42"}}
+    client.put(f"/v1/jobs/{CLUSTER}/7", json=job, headers=auth["admin"])
     send(
         client,
         auth,

@@ -1,7 +1,6 @@
 """Writing CSV that spreadsheets cannot mistake for formulas, a chunk at a time."""
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 # OWASP's list: a cell starting with one of these may be run as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -58,26 +57,3 @@ def stream_csv(header: Sequence[str], lines: Iterable[str]) -> Iterator[str]:
             yield "".join(batch)
             batch.clear()
     yield "".join(batch)
-
-
-def typed_records(
-    fields: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]]
-) -> Iterator[str]:
-    """CSV records of rows of field values typed as `fields` declares them: "text" cells
-    neutralised (`text`), "json" cells escaped, numbers and instants as they are, None empty."""
-    texts = [i for i, (_, kind) in enumerate(fields) if kind == "text"]
-    objects = [i for i, (_, kind) in enumerate(fields) if kind == "json"]
-    shown: dict[str, str] = {}  # a job's or a price's text recurs on many rows
-    for row in rows:
-        cells = ["" if value is None else value for value in row]
-        for i in texts:
-            value = cells[i]
-            escaped = shown.get(value)
-            if escaped is None:
-                if len(shown) > 100_000:
-                    shown.clear()
-                escaped = shown[value] = text(value)
-            cells[i] = escaped
-        for i in objects:
-            cells[i] = cell(cells[i])
-        yield record(cells)

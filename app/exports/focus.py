@@ -8,12 +8,13 @@ total as the cost API shows it. `ListCost` and `ContractedCost` are the row's qu
 its one price, exactly (15 decimals), as FOCUS requires. Every number has its column's fixed
 number of decimals, so that a reader infers one decimal type per column.
 
-Rows come as lists of field values (None for null), the same for every file format: the CSV
-writer neutralises and escapes them, the Parquet writer types them (`FIELD_TYPES`).
+Rows are lists of fields as a file's `Writing` writes them: the CSV's neutralised and escaped
+text, or values as they are (None for null) that the Parquet writer types (`FIELD_TYPES`).
 """
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -76,8 +77,6 @@ SERVICE_CATEGORY = "AI and Machine Learning"
 SERVICE_SUBCATEGORY = "Machine Learning"  # FOCUS: creating, training and deploying ML models
 SKU_METER = "GPU Time"
 
-Field = str | None
-
 
 def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -105,31 +104,54 @@ def invoice_id(settings: Settings, month: str) -> str:
     return f"{settings.billing_account_id}:{month}"
 
 
+@dataclass(frozen=True)
+class Writing:
+    """How a file writes a text field, a JSON field and a null: applied once to each field
+    that recurs (a job's, a price's, a month's), never per row."""
+
+    text: Callable[[str], Any]
+    json: Callable[[str], Any]
+    null: Any
+
+
+def _same(value: str) -> str:
+    return value
+
+
+# Parquet keeps values as they are; the CSV writer neutralises and escapes them.
+AS_VALUES = Writing(text=_same, json=_same, null=None)
+
+
 def focus_rows(
-    lines: Iterable[tuple[str, Line]],
-    *,
-    granularity: str,
-    settings: Settings,
-) -> Iterator[list[Field]]:
-    """One FOCUS row (field values in `COLUMNS` order) per (billing month, line).
+    lines: Iterable[tuple[str, Line]], *, granularity: str, settings: Settings, writing: Writing
+) -> Iterator[list[Any]]:
+    """One FOCUS row (fields in `COLUMNS` order, as `writing` writes them) per (billing
+    month, line).
 
     Fields that depend only on the month, the hour, the job or the price are made once and
     reused: a year's hourly export repeats each of them thousands of times.
     """
-    account: list[Field] = [settings.billing_account_id, settings.billing_account_name, "USD"]
-    parties: list[Field] = [settings.provider_name, settings.publisher_name]
-    service: list[Field] = [SERVICE_CATEGORY, settings.service_name]
-    billing: dict[str, tuple[list[Field], list[Field]]] = {}
-    charges: dict[datetime, list[Field]] = {}
-    jobs: dict[tuple[Any, ...], tuple[Field, list[Field], list[Field], Field]] = {}
-    prices: dict[tuple[str, int, bool], tuple[Field, Field, Field]] = {}
+    text = writing.text
+    constant = [
+        [text(settings.billing_account_id), text(settings.billing_account_name), "USD"],
+        [text(settings.invoice_issuer_name)],
+        [text(settings.provider_name), text(settings.publisher_name)],
+        [text(SERVICE_CATEGORY), text(settings.service_name)],
+    ]
+    account, issuer, parties, service = constant
+    unit, usage, meter = text(UNIT), text("Usage"), text(SKU_METER)
+    charge_class = {"usage": writing.null, "correction": text("Correction")}
+    billing: dict[str, tuple[list[Any], list[Any]]] = {}
+    charges: dict[datetime, list[Any]] = {}
+    jobs: dict[tuple[Any, ...], list[Any]] = {}
+    prices: dict[tuple[str, int, bool], tuple[Any, Any, Any]] = {}
     carried: dict[str, tuple[Carried, Carried]] = {}
     for month, line in lines:
         period = billing.get(month)
         if period is None:
             period = billing[month] = (
                 [iso(month_start(next_month(month))), iso(month_start(month))],
-                ["Usage-Based", invoice_id(settings, month), SERVICE_SUBCATEGORY],
+                [text("Usage-Based"), text(invoice_id(settings, month)), text(SERVICE_SUBCATEGORY)],
             )
             carried[month] = (Carried(), Carried())
         charge = charges.get(line.charge_start)
@@ -140,50 +162,45 @@ def focus_rows(
                    line.user, line.labels, line.gpu_model)  # fmt: skip
         job = jobs.get(job_key)
         if job is None:
-            job = jobs[job_key] = _job_fields(line)
+            job = jobs[job_key] = _job_fields(line, writing)
         price_key = (line.gpu_model, line.rate, line.default_rate)
         price = prices.get(price_key)
         if price is None:
-            price = prices[price_key] = _price_fields(line)
-        description, resource, sub_account, tags = job
+            price = prices[price_key] = _price_fields(line, writing)
+        description, region, resource_id, resource_name, resource_type, sku, team, tags = job
         costs, quantities = carried[month]
         cost = scaled(costs.nano(line.cost_parts), 9)
         hours = quantities.nano(line.gpu_parts)
         quantity = scaled(hours, 9)
         list_cost = scaled(hours * line.rate, 15)  # billionths x millionths
-        correction = "Correction" if line.kind == "correction" else None
         rate, price_id, price_details = price
         yield [
-            cost, *account, *period[0], "Usage", correction, description, *charge, list_cost,
-            cost, settings.invoice_issuer_name, list_cost, quantity, UNIT, *parties, *service,
-            quantity, UNIT, rate, rate, *resource, price_id, *sub_account, tags, line.cluster,
-            SKU_METER, price_details, *period[1],
+            cost, *account, *period[0], usage, charge_class[line.kind], description, *charge,
+            list_cost, cost, *issuer, list_cost, quantity, unit, *parties, *service, quantity,
+            unit, rate, rate, region, resource_id, resource_name, resource_type, sku, price_id,
+            team, team, tags, region, meter, price_details, *period[1],
         ]  # fmt: skip
 
 
-def _price_fields(line: Line) -> tuple[Field, Field, Field]:
+def _price_fields(line: Line, writing: Writing) -> tuple[str, Any, Any]:
     """The unit price, the price's id and its details (FOCUS key-value JSON)."""
     rate = scaled(line.rate, 6)
     source = "default" if line.default_rate else "card"
     details = {"x_GpuModel": line.gpu_model, "x_PriceSource": source}
-    return rate, f"{line.gpu_model}:{rate}:{source}", json.dumps(details, sort_keys=True)
+    return (
+        rate,
+        writing.text(f"{line.gpu_model}:{rate}:{source}"),
+        writing.json(json.dumps(details, sort_keys=True)),
+    )
 
 
-def _job_fields(line: Line) -> tuple[Field, list[Field], list[Field], Field]:
-    """Description, resource fields (RegionId to SkuId), team fields and tags of a job."""
+def _job_fields(line: Line, writing: Writing) -> list[Any]:
+    """A job's description, region, resource id, name and type, SKU, team and tags."""
     idle = line.job_id is None
     where = f"{line.gpu_model} on {line.cluster}"
     description = (
         f"Idle {where}" if idle else f"{where} for job {line.job_id} ({line.model}, {line.phase})"
     )
-    resource: list[Field] = [
-        line.cluster,
-        # Idle capacity is one resource per GPU model of a cluster.
-        f"{line.cluster}/idle/{line.gpu_model}" if idle else f"{line.cluster}/{line.job_id}",
-        IDLE_RESOURCE if idle else (line.job_name or line.job_id),
-        IDLE_RESOURCE if idle else "Job",
-        line.gpu_model,
-    ]
     own = {
         "job_id": line.job_id,
         "model": line.model,
@@ -197,9 +214,15 @@ def _job_fields(line: Line) -> tuple[Field, list[Field], list[Field], Field]:
         **json.loads(line.labels),
         **{GPUCOST_TAG_PREFIX + key: value for key, value in own.items()},
     }
-    return (
-        description,
-        resource,
-        [line.team, line.team],
-        json.dumps(tags, sort_keys=True, separators=(",", ":")),
-    )
+    text = writing.text
+    return [
+        text(description),
+        text(line.cluster),
+        # Idle capacity is one resource per GPU model of a cluster.
+        text(f"{line.cluster}/idle/{line.gpu_model}" if idle else f"{line.cluster}/{line.job_id}"),
+        text(IDLE_RESOURCE if idle else (line.job_name or str(line.job_id))),
+        text(IDLE_RESOURCE if idle else "Job"),
+        text(line.gpu_model),
+        text(line.team),
+        writing.json(json.dumps(tags, sort_keys=True, separators=(",", ":"))),
+    ]

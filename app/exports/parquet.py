@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-ROW_GROUP_ROWS = 50_000
+# Rows a row group holds, and the server holds while writing one.
+ROW_GROUP_ROWS = 10_000
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _UTC_MILLIS = pa.timestamp("ms", tz="UTC")  # what Parquet keeps of whole seconds
 

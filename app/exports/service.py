@@ -4,6 +4,7 @@ and the corrections billed in the first open month."""
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -14,7 +15,7 @@ from app.core.units import micro_from_usd
 from app.exports import focus
 from app.exports.booked import booked_lines
 from app.exports.corrections import pending_corrections
-from app.exports.csvout import stream_csv, typed_records
+from app.exports.csvout import cell, record, stream_csv, text
 from app.exports.lines import (
     KEY,
     Line,
@@ -25,7 +26,6 @@ from app.exports.lines import (
     next_month,
     plus,
 )
-from app.exports.parquet import stream_parquet
 from app.exports.summary import SUMMARY_COLUMNS, cost_rows
 
 # Corrections booked in a month may point at any earlier hour.
@@ -119,11 +119,21 @@ def _lines(
     )
 
 
+# The CSV's fields: text neutralised against spreadsheet formulas and escaped, JSON escaped.
+CSV_FIELDS = focus.Writing(text=text, json=cell, null="")
+
+
 def _focus_rows(
-    session: Session, *, start: datetime, end: datetime, granularity: str, settings: Settings
-) -> Iterator[list[focus.Field]]:
+    session: Session,
+    *,
+    start: datetime,
+    end: datetime,
+    granularity: str,
+    settings: Settings,
+    writing: focus.Writing,
+) -> Iterator[list[Any]]:
     lines = _lines(session, start=start, end=end, granularity=granularity, settings=settings)
-    return focus.focus_rows(lines, granularity=granularity, settings=settings)
+    return focus.focus_rows(lines, granularity=granularity, settings=settings, writing=writing)
 
 
 def csv_chunks(
@@ -139,9 +149,14 @@ def csv_chunks(
     in chunks, read from `session` as the caller takes them."""
     if kind == "focus":
         rows = _focus_rows(
-            session, start=start, end=end, granularity=granularity, settings=settings
+            session,
+            start=start,
+            end=end,
+            granularity=granularity,
+            settings=settings,
+            writing=CSV_FIELDS,
         )
-        return stream_csv(focus.COLUMNS, typed_records(focus.FIELD_TYPES, rows))
+        return stream_csv(focus.COLUMNS, (record(row) for row in rows))
     lines = _lines(session, start=start, end=end, granularity="month", settings=settings)
     return stream_csv(SUMMARY_COLUMNS, cost_rows(lines))
 
@@ -151,5 +166,14 @@ def parquet_chunks(
 ) -> Iterator[bytes]:
     """The FOCUS export as a Parquet file, a row group at a time, read from `session` as the
     caller takes it."""
-    rows = _focus_rows(session, start=start, end=end, granularity=granularity, settings=settings)
+    from app.exports.parquet import stream_parquet  # pyarrow: loaded by the first Parquet export
+
+    rows = _focus_rows(
+        session,
+        start=start,
+        end=end,
+        granularity=granularity,
+        settings=settings,
+        writing=focus.AS_VALUES,
+    )
     return stream_parquet(focus.FIELD_TYPES, rows)

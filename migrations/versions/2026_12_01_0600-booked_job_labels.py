@@ -1,7 +1,9 @@
 """Booked job labels: a closed month keeps the labels its jobs had, for the export's Tags.
 
 Months closed before this revision get their jobs' labels as they are now: the best record
-there is, and what keeps corrections from reading every labelled job as re-labelled.
+there is, and what keeps corrections from reading every labelled job as re-labelled. Jobs'
+labels are rewritten in key order (equal labels, equal text), and a label key under gpucost's
+own tag prefix, `gpucost/`, which labels may no longer take, becomes `x-gpucost/…`.
 
 Revision ID: 0010
 Revises: 0009
@@ -31,6 +33,11 @@ def _sort_job_labels() -> None:
         labels = json.loads(text) if text else {}
         if not isinstance(labels, dict):
             labels = {}
+        # Keys under gpucost's own tag prefix, now refused, move out of its way.
+        labels = {
+            f"x-{key}" if key.lower().startswith("gpucost/") else key: value
+            for key, value in labels.items()
+        }
         ordered = json.dumps(dict(sorted(labels.items())))
         if ordered != text:
             bind.execute(
@@ -43,16 +50,16 @@ def upgrade() -> None:
     _sort_job_labels()
     with op.batch_alter_table("period_lines") as batch:
         batch.add_column(sa.Column("labels", sa.Text(), nullable=False, server_default="{}"))
+    labelled = """
+        SELECT CAST(jobs.labels AS TEXT)
+        FROM jobs JOIN clusters ON clusters.id = jobs.cluster_id
+        WHERE clusters.name = period_lines.cluster AND jobs.scheduler_job_id = period_lines.job_id
+          AND CAST(jobs.labels AS TEXT) <> '{}'
+    """
+    # Only the lines of labelled jobs are written: the rest keep the default.
     op.execute(
-        """
-        UPDATE period_lines SET labels = COALESCE((
-            SELECT CAST(jobs.labels AS TEXT)
-            FROM jobs JOIN clusters ON clusters.id = jobs.cluster_id
-            WHERE clusters.name = period_lines.cluster
-              AND jobs.scheduler_job_id = period_lines.job_id
-        ), '{}')
-        WHERE job_id IS NOT NULL
-        """
+        f"UPDATE period_lines SET labels = ({labelled}) "
+        f"WHERE job_id IS NOT NULL AND EXISTS ({labelled})"
     )
 
 
