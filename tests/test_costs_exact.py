@@ -85,7 +85,10 @@ def test_three_thirds_of_an_hour_cost_one_hour_exactly_everywhere(
 
     for granularity in ("day", "month"):
         (row,) = csv_rows(client, auth, "focus.csv", granularity=granularity, **MONTH)
-        assert (row["PricingQuantity"], row["BilledCost"], row["ListCost"]) == ("1", "2.35", "2.35")
+        # Every FOCUS number with its column's decimals (9; 15 for ListCost).
+        assert (row["PricingQuantity"], row["BilledCost"], row["ListCost"]) == (
+            "1.000000000", "2.350000000", "2.350000000000000"
+        )  # fmt: skip
     hourly = csv_rows(client, auth, "focus.csv", granularity="hour", **MONTH)
     # Each third within a billionth of its exact value; together exactly one hour.
     assert [r["PricingQuantity"] for r in hourly] == ["0.333333333", "0.333333334", "0.333333333"]
@@ -154,7 +157,10 @@ def test_sums_past_2_to_the_63_read_back_exactly(
     assert model["total"]["peak_gpus"] == exact(HUGE, 3_600_000_000)
 
     (row,) = csv_rows(client, auth, "focus.csv", granularity="month", **MONTH)
-    assert (row["PricingQuantity"], row["BilledCost"]) == (hours, cost)
+    assert (Decimal(row["PricingQuantity"]), Decimal(row["BilledCost"])) == (
+        Decimal(hours),
+        Decimal(cost),
+    )
     assert Decimal(row["ListCost"]) == Decimal(hours) * 2
     hourly = csv_rows(client, auth, "focus.csv", granularity="hour", **MONTH)
     assert sum(Decimal(r["BilledCost"]) for r in hourly) == Decimal(cost)

@@ -11,7 +11,7 @@ half up, the `*_nano` properties), and are read back exactly as booked.
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, Text, cast, func, literal_column, select
@@ -29,7 +29,7 @@ from app.costs.query import (
     price_columns,
     priced_usage,
 )
-from app.models import Cluster, HourlyUsage, Job, Period
+from app.models import Cluster, HourlyUsage, Job, Period, PeriodLine
 
 GRANULARITIES = ("hour", "day", "month")
 FIGURES = ("gpu_parts", "busy_parts", "kwh_parts", "cost_parts", "energy_cost_parts")
@@ -238,6 +238,26 @@ def _summed_atoms(
         )
     )
     return query
+
+
+def months_with_lines(
+    session: Session, *, start: datetime, end: datetime, also: str | None
+) -> tuple[str, str] | None:
+    """The first and the last month from `start` to `end` with usage or booked lines (or the
+    month `also`), or None: an export visits those and the months between, never the empty
+    years around them."""
+    live = session.execute(
+        select(func.min(HourlyUsage.hour), func.max(HourlyUsage.hour)).where(*in_period(start, end))
+    ).one()
+    last = month_of(end - timedelta(hours=1))  # `end` is a whole hour, exclusive
+    booked = session.execute(
+        select(func.min(PeriodLine.billing_month), func.max(PeriodLine.billing_month)).where(
+            PeriodLine.billing_month >= month_of(start), PeriodLine.billing_month <= last
+        )
+    ).one()
+    months = [month_of(charge_of(hour)) for hour in live if hour is not None]
+    months += [month for month in (*booked, also) if month is not None]
+    return (min(months), max(months)) if months else None
 
 
 def closed_months(session: Session) -> list[str]:

@@ -3,7 +3,7 @@ and the corrections billed in the first open month."""
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -23,6 +23,7 @@ from app.exports.lines import (
     live_lines,
     month_of,
     month_start,
+    months_with_lines,
     next_month,
     plus,
 )
@@ -33,10 +34,19 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FAR = datetime(9999, 1, 1, tzinfo=UTC)
 
 
+# How long an export's range may be at each granularity: a bound on the work one request can
+# ask for (a year of hourly rows of a 2,048-GPU fleet is over a million rows).
+MAX_RANGE_DAYS = {"hour": 400, "day": 4000, "month": None}
+
+
 def check_bounds(start: datetime, end: datetime, granularity: str) -> None:
-    """Whole charge periods only: `from` and `to` on hours, days or months as asked."""
+    """Whole charge periods only: `from` and `to` on hours, days or months as asked, at most
+    `MAX_RANGE_DAYS` apart."""
     if end <= start:
         raise InvalidInput("to", "must be after from")
+    days = MAX_RANGE_DAYS[granularity]
+    if days is not None and end - start > timedelta(days=days):
+        raise InvalidInput("to", f"at most {days} days after from at {granularity} granularity")
     for name, moment in (("from", start), ("to", end)):
         check_whole_hour(name, moment)
         if granularity in ("day", "month") and moment.hour != 0:
@@ -55,8 +65,12 @@ def export_lines(
     """
     closed = closed_months(session)
     first_open = next_month(closed[-1]) if closed else None
-    month = month_of(start)
-    while month_start(month) < end:
+    billed_here = first_open if first_open and start <= month_start(first_open) < end else None
+    span = months_with_lines(session, start=start, end=end, also=billed_here)
+    if span is None:
+        return
+    month = max(month_of(start), span[0])
+    while month <= span[1] and month_start(month) < end:
         lower, upper = max(start, month_start(month)), min(end, month_start(next_month(month)))
         bills_month = start <= month_start(month) < end
         if month in closed:
