@@ -112,18 +112,18 @@ def export_once(
             timeout=600,
         ) as response:
             response.raise_for_status()
+            size, lines = 0, -1  # the CSV's header
             for chunk in response.iter_bytes():
                 if first_byte_s is None:
                     first_byte_s = time.perf_counter() - started
-                file.write(chunk)
+                size += len(chunk)
+                if file_format == "csv":
+                    lines += chunk.count(b"\n")  # no field holds a newline
+                else:
+                    file.write(chunk)  # counted from its footer, once whole
         seconds = time.perf_counter() - started
         peak_mb = peak_rss_mb(server.process.pid)
-        size = file.tell()
-        file.seek(0)
-        if file_format == "csv":
-            rows = sum(block.count(b"\n") for block in iter(lambda: file.read(1 << 20), b"")) - 1
-        else:
-            rows = pq.ParquetFile(file).metadata.num_rows
+        rows = lines if file_format == "csv" else pq.ParquetFile(file).metadata.num_rows
     return {
         "rows": rows,
         "seconds": round(seconds, 2),
