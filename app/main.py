@@ -15,7 +15,7 @@ from app.core.concurrency import DatabaseSlots
 from app.core.config import Settings, get_settings
 from app.core.db import create_db_engine, create_session_factory
 from app.core.errors import ERROR_RESPONSES, install_error_handlers
-from app.core.limits import BodySizeLimit
+from app.core.limits import RequestBody
 from app.core.migrate import head_revision
 from app.core.requests import RequestId
 from app.core.upsert import KnownIds
@@ -81,12 +81,17 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
         gather=settings.ingest_gather_seconds,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         DatabaseSlots,
         # The pool's connections and as many again on overflow (see create_db_engine).
         slots=2 * settings.db_pool_size,
         wait_seconds=settings.db_pool_timeout_seconds,
+    )
+    # Outside the slots: a body is read whole before its request waits for one.
+    app.add_middleware(
+        RequestBody,
+        max_body_bytes=settings.max_body_bytes,
+        read_seconds=settings.body_read_seconds,
     )
     # Outermost: every line logged while serving a request carries its id.
     app.add_middleware(RequestId)
