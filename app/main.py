@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
         RequestBody,
         max_body_bytes=settings.max_body_bytes,
         read_seconds=settings.body_read_seconds,
+        buffer_bytes=settings.body_buffer_bytes,
     )
     # Outermost: every line logged while serving a request carries its id.
     app.add_middleware(RequestId)

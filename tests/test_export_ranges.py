@@ -72,7 +72,7 @@ def test_each_granularity_has_its_longest_range(
     assert days is not None
     start = "2000-01-01T00:00:00Z"
     at_limit = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(days=days)
-    past = at_limit + timedelta(days=1)
+    past = at_limit + timedelta(hours=1 if granularity == "hour" else 24)
     ok = export(client, auth, "focus.csv", granularity=granularity,
                 **{"from": start, "to": at_limit.strftime("%Y-%m-%dT%H:%M:%SZ")})  # fmt: skip
     refused = export(client, auth, "focus.parquet", granularity=granularity,

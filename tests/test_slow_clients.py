@@ -1,6 +1,7 @@
 """Slow senders cannot shut the API out: a real server whose database slots are fewer than the
 clients dripping a body a byte at a time, without a token, still answers ingest, reads and
-`/readyz` at once, and answers each slow sender 408 when its body's time is up."""
+`/readyz` at once, and answers each slow sender 408 when its body's time is up. Bodies held at
+once are bounded, and a client that leaves mid-body is logged 499, not as a server error."""
 
 import socket
 import threading
@@ -25,6 +26,7 @@ def slow_senders(url: str, count: int) -> Iterator[list[bytes]]:
     host, port = url.removeprefix("http://").split(":")
     answers: list[bytes] = [b""] * count
     stop = threading.Event()
+    connected = threading.Barrier(count + 1)
 
     def drip(i: int) -> None:
         with socket.create_connection((host, int(port)), timeout=30) as sock:
@@ -32,6 +34,7 @@ def slow_senders(url: str, count: int) -> Iterator[list[bytes]]:
                 b"POST /v1/reports HTTP/1.1\r\nHost: gpucost\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100000\r\n\r\n{"
             )
+            connected.wait(timeout=10)
             sock.settimeout(0.2)
             while not stop.is_set():
                 try:
@@ -53,7 +56,8 @@ def slow_senders(url: str, count: int) -> Iterator[list[bytes]]:
     threads = [threading.Thread(target=drip, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)  # every slow sender connected and started
+    connected.wait(timeout=10)  # every sender has sent its headers
+    time.sleep(0.5)  # and the server has read their headers
     try:
         yield answers
     finally:
@@ -92,3 +96,37 @@ def test_slow_unauthenticated_senders_hold_no_database_slot(db_url: str, log_dir
     for answer in answers:
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
         assert b"the request body did not arrive within 8 s" in answer
+
+
+def raw_request(url: str, head: bytes, body: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(head + body)
+    return sock
+
+
+def test_bodies_held_at_once_are_bounded_and_a_client_leaving_is_499(
+    db_url: str, log_dir: Path
+) -> None:
+    env = {"GPUCOST_MAX_BODY_BYTES": "1024", "GPUCOST_BODY_BUFFER_BYTES": "1024",
+           "GPUCOST_BODY_READ_SECONDS": "20"}  # fmt: skip
+    head = b"POST /v1/reports HTTP/1.1\r\nHost: gpucost\r\nContent-Length: 1000\r\n\r\n"
+    with running_server(db_url, log_dir, env=env) as server:
+        holding = raw_request(server.url, head, b"{" + b" " * 599)  # 600 of its 1000 bytes
+        time.sleep(0.5)
+        second = raw_request(server.url, head, b"{" + b" " * 599)
+        answer = second.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:300]
+        assert b"Retry-After" in answer or b"retry-after" in answer
+        second.close()
+        holding.close()  # leaves mid-body
+        metrics = ""
+        for _ in range(50):
+            metrics = httpx.get(f"{server.url}/metrics").text
+            if 'status="499"' in metrics:
+                break
+            time.sleep(0.1)
+        # Counted as the client's leaving, not as a server error.
+        reports = [line for line in metrics.splitlines() if 'route="/v1/reports"' in line]
+        assert any('status="499"' in line for line in reports), reports
+        assert not any('status="500"' in line for line in metrics.splitlines()), metrics[-2000:]

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # How long a request's body may take to arrive, before the request takes a database slot.
     body_read_seconds: float = Field(default=30.0, gt=0)
+    # Request bodies one server process holds at once (at least one of the largest).
+    body_buffer_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_batch_reports: int = Field(default=1000, ge=1)
     max_gpus_per_report: int = Field(default=1024, ge=1)
     max_report_interval_seconds: int = Field(default=3600, ge=1)

@@ -48,6 +48,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The token's role or cluster may not do this"},
     404: {"model": ErrorBody, "description": "Not found"},
     409: {"model": ErrorBody, "description": "Conflicts with what is stored"},
+    408: {"model": ErrorBody, "description": "Request body not received in the configured time"},
     413: {"model": ErrorBody, "description": "Request body over the configured size"},
     422: {"model": ValidationErrorBody, "description": "A field breaks a rule; each is named"},
     503: {"model": ErrorBody, "description": "The database cannot be reached; retry"},

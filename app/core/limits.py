@@ -5,6 +5,7 @@ A declared Content-Length over the limit is answered at once; a body sent withou
 that has not arrived within `read_seconds` is answered 408. Only then does the request go
 on to wait for a database slot (`concurrency.DatabaseSlots`), so a client that sends slowly,
 authenticated or not, holds a connection of its own and nothing that other requests need.
+The bodies held at once, read or being read, are bounded too (`buffer_bytes`; 503 beyond).
 """
 
 import asyncio
@@ -13,12 +14,26 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# nginx's status for a request whose client closed the connection before it was answered.
+CLIENT_CLOSED = 499
+_GONE = "gpucost.client_gone"
+
+
+def unanswered_status(scope: Scope) -> int:
+    """The status to record for a request that got no answer: 499 when its client went away
+    while sending the body, else 500 (the app failed before answering)."""
+    return CLIENT_CLOSED if scope.get(_GONE) else 500
+
 
 class RequestBody:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, read_seconds: float) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, read_seconds: float, buffer_bytes: int
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.read_seconds = read_seconds
+        self.buffer_bytes = max(buffer_bytes, max_body_bytes)
+        self._held = 0  # bytes of bodies held by this process's requests now
 
     def _too_large(self, size: str) -> JSONResponse:
         detail = f"request body of {size} bytes exceeds the limit of {self.max_body_bytes} bytes"
@@ -34,26 +49,38 @@ class RequestBody:
             await self._too_large(declared)(scope, receive, send)
             return
         parts: list[bytes] = []
+        try:
+            await self._read_and_serve(scope, receive, send, parts)
+        finally:
+            self._held -= sum(len(part) for part in parts)
+
+    async def _read_and_serve(
+        self, scope: Scope, receive: Receive, send: Send, parts: list[bytes]
+    ) -> None:
         received = 0
         try:
             async with asyncio.timeout(self.read_seconds):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        return  # the client has gone: nothing to answer
+                        scope[_GONE] = True  # nothing to answer; recorded as 499
+                        return
                     part = message.get("body", b"")
                     received += len(part)
                     if received > self.max_body_bytes:
                         await self._too_large(f"over {self.max_body_bytes}")(scope, receive, send)
                         return
+                    if self._held + len(part) > self.buffer_bytes:
+                        await _answer(scope, receive, send, 503, "TooBusy",
+                                      "too many request bodies at once; retry")  # fmt: skip
+                        return
+                    self._held += len(part)
                     parts.append(part)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
             detail = f"the request body did not arrive within {self.read_seconds:g} s"
-            body = {"error": "RequestTimeout", "detail": detail}
-            response = JSONResponse(body, status_code=408, headers={"Connection": "close"})
-            await response(scope, receive, send)
+            await _answer(scope, receive, send, 408, "RequestTimeout", detail)
             return
         whole: Message | None = {
             "type": "http.request",
@@ -69,3 +96,11 @@ class RequestBody:
             return await receive()  # after the body: a disconnect, when it comes
 
         await self.app(scope, replay, send)
+
+
+async def _answer(
+    scope: Scope, receive: Receive, send: Send, status: int, error: str, detail: str
+) -> None:
+    headers = {"Connection": "close", **({"Retry-After": "5"} if status == 503 else {})}
+    response = JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+    await response(scope, receive, send)

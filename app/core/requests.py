@@ -9,6 +9,7 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.limits import unanswered_status
 from app.core.logging import request_id
 
 log = logging.getLogger("gpucost.access")
@@ -27,7 +28,7 @@ class RequestId:
         rid = given if _SANE.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
         started = time.perf_counter()
-        status = 500
+        status = 0
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -39,6 +40,7 @@ class RequestId:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            status = status or unanswered_status(scope)
             # The path only: a query string can hold what a caller did not mean to log.
             log.info(
                 "%s %s %s",

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.limits import unanswered_status
 from app.metrics.service import ServiceMetrics
 
 UNMATCHED = "(unmatched)"
@@ -46,7 +47,7 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # what the client gets if the app raises before answering
+        status = 0
 
         async def send_and_watch(message: Message) -> None:
             nonlocal status
@@ -57,6 +58,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_watch)
         finally:
+            status = status or unanswered_status(scope)
             method, route = scope["method"], self.templates(scope)
             self.metrics.observe_request(
                 method=method, route=route, status=status, seconds=time.perf_counter() - started
