@@ -44,7 +44,11 @@ class RequestBody:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
+        if not declared and "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body (a GET, a probe): nothing to read
+            return
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._too_large(declared)(scope, receive, send)
             return
