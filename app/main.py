@@ -9,11 +9,11 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.audit.router import router as audit_router
-from app.core.auth import KnownTokens
+from app.core.auth import Authenticate, KnownTokens
 from app.core.clock import Clock, utc_now
 from app.core.concurrency import DatabaseSlots
 from app.core.config import Settings, get_settings
-from app.core.db import create_db_engine, create_session_factory
+from app.core.db import SIDE_CONNECTIONS, create_db_engine, create_session_factory
 from app.core.errors import ERROR_RESPONSES, install_error_handlers
 from app.core.limits import RequestBody
 from app.core.migrate import head_revision
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     """Build the service for the given settings (the environment's by default)."""
     settings = settings or get_settings()
     engine = create_db_engine(settings)
+    side_engine = create_db_engine(settings, side=True)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         engine.dispose()
+        side_engine.dispose()
 
     app = FastAPI(
         title="gpucost",
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.state.settings = settings
     app.state.clock = clock
     app.state.engine = engine
+    app.state.side_engine = side_engine
     app.state.session_factory = create_session_factory(engine)
     app.state.read_session_factory = create_session_factory(engine, read_only=True)
     app.state.schema_head = head_revision()
@@ -93,6 +96,14 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
         max_body_bytes=settings.max_body_bytes,
         read_seconds=settings.body_read_seconds,
         buffer_bytes=settings.body_buffer_bytes,
+    )
+    # Outside both: who sends a request is settled before its body is read.
+    app.add_middleware(
+        Authenticate,
+        known=app.state.known_tokens,
+        sessions=create_session_factory(side_engine, read_only=True),
+        lookups=SIDE_CONNECTIONS - 1,  # one left for /readyz
+        wait_seconds=settings.db_pool_timeout_seconds,
     )
     # Outermost: every line logged while serving a request carries its id.
     app.add_middleware(RequestId)

@@ -291,7 +291,7 @@ def test_no_series_is_labelled_by_job(client: TestClient, auth: Auth, clock: Set
     exposition = client.get("/metrics").text
 
     label_names = {name for _, labels in parse(exposition) for name, _ in labels}
-    assert not label_names & {"job", "job_id", "scheduler_job_id", "user"}
+    assert not label_names & {"job", "job_id", "scheduler_job_id", "user", "node", "instance"}
     for job_id in (*JOBS, "77"):
         assert f'"{job_id}"' not in exposition and f"/{job_id}" not in exposition
 
@@ -313,12 +313,8 @@ def test_fleet_state_reporting_nodes_gpus_and_running_jobs(
 
     samples = scrape(client)
 
-    assert series(samples, "gpucost_node_last_report_age_seconds", ("cluster", "node")) == {
-        (CLUSTER, "node-017"): 400.0,
-        (CLUSTER, "node-018"): 400.0,
-        (CLUSTER, "node-019"): 0.0,
-    }
     assert series(samples, "gpucost_nodes_reporting", ("cluster",)) == {(CLUSTER,): 1.0}
+    assert series(samples, "gpucost_nodes_silent", ("cluster",)) == {(CLUSTER,): 2.0}
     assert series(samples, "gpucost_gpus_reporting", FLEET) == {
         (CLUSTER, "NVIDIA H800"): 1.0,
         (CLUSTER, A100): 0.0,
@@ -329,6 +325,39 @@ def test_fleet_state_reporting_nodes_gpus_and_running_jobs(
         (CLUSTER, "m2"): 0.0,
         (CLUSTER, "(unattributed)"): 0.0,
     }
+
+
+def test_silent_nodes_are_counted_per_cluster_listed_by_name_and_retired_after_a_week(
+    client: TestClient, auth: Auth, clock: SettableClock
+) -> None:
+    seed_usage(client, auth, live_end=clock())
+    received = clock()  # when the service got every report
+    silent = lambda: series(scrape(client), "gpucost_nodes_silent", ("cluster",))  # noqa: E731
+    listed = lambda **params: client.get(  # noqa: E731
+        "/v1/nodes", params=params, headers=auth["viewer"]
+    ).json()
+
+    clock.moment = received + timedelta(seconds=301)
+    assert silent() == {(CLUSTER,): 3.0}
+    assert listed(silent_for=301) == {
+        "nodes": [
+            {"cluster": CLUSTER, "node": node, "first_seen": received.isoformat().replace(
+                "+00:00", "Z"), "last_report_at": received.isoformat().replace("+00:00", "Z"),
+             "silent_seconds": 301, "gpus": gpus}
+            for node, gpus in (("node-017", 4), ("node-018", 1), ("node-019", 1))
+        ],
+        "truncated": False,
+    }  # fmt: skip
+    assert listed(silent_for=302) == {"nodes": [], "truncated": False}
+    assert [n["node"] for n in listed(limit=2)["nodes"]] == ["node-017", "node-018"]
+    assert listed(limit=2)["truncated"] is True
+    assert listed(cluster="elsewhere") == {"nodes": [], "truncated": False}
+
+    clock.moment = received + timedelta(days=7, seconds=1)
+    assert silent() == {(CLUSTER,): 0.0}  # retired: no longer counted, still listed
+    assert len(listed(silent_for=7 * 86400)["nodes"]) == 3
+    refused = client.get("/v1/nodes", params={"silent_for": -1}, headers=auth["viewer"])
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "silent_for"
 
 
 def test_requests_are_counted_by_route_template_and_status(

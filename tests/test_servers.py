@@ -116,14 +116,18 @@ def test_a_revoked_token_is_refused_by_every_server_after_the_recheck_delay(
     assert answers == [401, 401]
 
 
-def test_server_refuses_an_oversized_body_without_reading_it(db_url: str, log_dir: Path) -> None:
+def test_server_refuses_an_oversized_body_without_reading_it(
+    db_url: str, tokens: dict[str, str], log_dir: Path
+) -> None:
+    authorization = f"Authorization: Bearer {tokens['collector']}\r\n".encode()
     with running_server(db_url, log_dir, env={"GPUCOST_MAX_BODY_BYTES": "65536"}) as server:
         port = int(server.url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             # Claim 1 GiB, send only the headers: the answer must not wait for the body.
             sock.sendall(
                 b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 1073741824\r\n\r\n"
+                + authorization
+                + b"Content-Length: 1073741824\r\n\r\n"
             )
             answer = b""
             while chunk := sock.recv(4096):  # the server closes the connection after answering

@@ -1,7 +1,8 @@
 """Slow senders cannot shut the API out: a real server whose database slots are fewer than the
-clients dripping a body a byte at a time, without a token, still answers ingest, reads and
-`/readyz` at once, and answers each slow sender 408 when its body's time is up. Bodies held at
-once are bounded, and a client that leaves mid-body is logged 499, not as a server error."""
+clients dripping a body a byte at a time still answers ingest, reads and `/readyz` at once,
+answers each slow sender with a token 408 when its body's time is up, and each without one
+401 before reading its body. Bodies held at once are bounded, and a client that leaves
+mid-body is logged 499, not as a server error."""
 
 import socket
 import threading
@@ -20,19 +21,22 @@ READ_SECONDS = 8
 
 
 @contextmanager
-def slow_senders(url: str, count: int) -> Iterator[list[bytes]]:
+def slow_senders(url: str, count: int, token: str | None = None) -> Iterator[list[bytes]]:
     """`count` connections that each declare a 100,000-byte report and send a byte every
-    0.2 s, with no token; what each got back, once the block ends."""
+    0.2 s, with `token` or none; what each got back, once the block ends."""
     host, port = url.removeprefix("http://").split(":")
     answers: list[bytes] = [b""] * count
     stop = threading.Event()
     connected = threading.Barrier(count + 1)
 
+    authorization = f"Authorization: Bearer {token}\r\n".encode() if token else b""
+
     def drip(i: int) -> None:
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             sock.sendall(
                 b"POST /v1/reports HTTP/1.1\r\nHost: gpucost\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 100000\r\n\r\n{"
+                + authorization
+                + b"Content-Length: 100000\r\n\r\n{"
             )
             connected.wait(timeout=10)
             sock.settimeout(0.2)
@@ -67,8 +71,9 @@ def slow_senders(url: str, count: int) -> Iterator[list[bytes]]:
         stop.set()
 
 
-def test_slow_unauthenticated_senders_hold_no_database_slot(db_url: str, log_dir: Path) -> None:
+def test_slow_senders_hold_no_database_slot(db_url: str, log_dir: Path) -> None:
     collector = token_on(db_url, "collector", cluster=CLUSTER, name="slow-collector")
+    dripping = token_on(db_url, "collector", cluster=CLUSTER, name="dripping-collector")
     viewer = token_on(db_url, "viewer", name="slow-viewer")
     env = {
         "GPUCOST_DB_POOL_SIZE": "1",
@@ -78,7 +83,8 @@ def test_slow_unauthenticated_senders_hold_no_database_slot(db_url: str, log_dir
     with (
         running_server(db_url, log_dir, env=env) as server,
         httpx.Client(base_url=server.url, timeout=10) as client,
-        slow_senders(server.url, SLOW) as answers,
+        slow_senders(server.url, SLOW, dripping) as answers,
+        slow_senders(server.url, SLOW) as strangers,
     ):
         body = report(1, gpus=[entry(0)])
         posted = client.post(
@@ -91,8 +97,12 @@ def test_slow_unauthenticated_senders_hold_no_database_slot(db_url: str, log_dir
             read.text,
             ready.text,
         )
-        # All three answered while every slow sender was still sending.
+        # All three answered while every slow sender with a token was still sending; those
+        # without one were refused as soon as their headers arrived, their bodies unread.
         assert not any(answers)
+        for answer in strangers:
+            assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+            assert b"connection: close" in answer.lower()
     for answer in answers:
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
         assert b"the request body did not arrive within 8 s" in answer
@@ -108,9 +118,13 @@ def raw_request(url: str, head: bytes, body: bytes) -> socket.socket:
 def test_bodies_held_at_once_are_bounded_and_a_client_leaving_is_499(
     db_url: str, log_dir: Path
 ) -> None:
+    collector = token_on(db_url, "collector", cluster=CLUSTER, name="holding-collector")
     env = {"GPUCOST_MAX_BODY_BYTES": "1024", "GPUCOST_BODY_BUFFER_BYTES": "1024",
            "GPUCOST_BODY_READ_SECONDS": "20"}  # fmt: skip
-    head = b"POST /v1/reports HTTP/1.1\r\nHost: gpucost\r\nContent-Length: 1000\r\n\r\n"
+    head = (
+        b"POST /v1/reports HTTP/1.1\r\nHost: gpucost\r\nContent-Length: 1000\r\n"
+        + f"Authorization: Bearer {collector}\r\n\r\n".encode()
+    )
     with running_server(db_url, log_dir, env=env) as server:
         holding = raw_request(server.url, head, b"{" + b" " * 599)  # 600 of its 1000 bytes
         time.sleep(0.5)

@@ -9,8 +9,12 @@ did, in the first request after that, it reads every token it remembers again an
 only those still valid, as they now are (revoked, deleted, edited by hand: all seen). While
 that read is under way, other requests look their tokens up in the database. A revoked
 token therefore stops working everywhere within `RECHECK`.
+
+`Authenticate` settles who sends a request before anything else is spent on it; routes state
+the role they need with `AdminAuth`, `ViewerAuth`, `CollectorAuth` or `JobWriterAuth`.
 """
 
+import asyncio
 import hashlib
 import secrets
 import threading
@@ -21,18 +25,23 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.clock import Clock
-from app.core.db import SessionDep
-from app.core.errors import Forbidden, Unauthorized
+from app.core.errors import AppError, DatabaseUnavailable, Forbidden, Unauthorized, error_response
 from app.core.upsert import find_rows
 from app.models import ApiToken
 
 TOKEN_PREFIX = "gpc_"
 RECHECK = timedelta(seconds=1)
 REMEMBERED = 10_000  # distinct valid tokens a process keeps before it starts over
+PRINCIPAL = "gpucost.principal"  # where Authenticate leaves who sent a request
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `gpucost token create`")
 
@@ -151,34 +160,82 @@ def require_role(principal: Principal, *roles: str) -> Principal:
     return principal
 
 
-def authenticate(request: Request, session: SessionDep, credentials: BearerDep) -> Principal:
-    known: KnownTokens = request.app.state.known_tokens
-    return known.principal(session, credentials)
+class Authenticate:
+    """ASGI middleware: who sends each `/v1/` request, settled before its body is read and
+    before it waits for a database slot (`concurrency.DatabaseSlots`).
+
+    A request without a valid token is answered 401 at once and costs the service no slot. A
+    remembered token costs nothing; another is looked up on a few connections of their own
+    (`lookups` at once, each waiting at most `wait_seconds`), so that a burst of unknown
+    tokens delays only other lookups.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        known: KnownTokens,
+        sessions: sessionmaker[Session],
+        lookups: int,
+        wait_seconds: float,
+    ) -> None:
+        self.app = app
+        self.known = known
+        self.sessions = sessions
+        self.lookups = lookups
+        self.wait_seconds = wait_seconds
+        self._semaphore: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        scheme, token = get_authorization_scheme_param(headers.get("authorization"))
+        credentials = (
+            HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if token else None
+        )
+        try:
+            principal = self.known.remembered(credentials) or await self._look_up(credentials)
+        except AppError as exc:
+            response = error_response(exc)
+            if "content-length" in headers or "transfer-encoding" in headers:
+                response.headers["Connection"] = "close"  # its body is left unread
+            await response(scope, receive, send)
+            return
+        scope[PRINCIPAL] = principal
+        await self.app(scope, receive, send)
+
+    async def _look_up(self, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthorized("missing bearer token in the Authorization header")
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.lookups)  # on the serving loop
+        try:
+            async with asyncio.timeout(self.wait_seconds):
+                await self._semaphore.acquire()
+        except TimeoutError:
+            raise DatabaseUnavailable("too busy: no token lookup finished in time; retry") from None
+        try:
+            return await run_in_threadpool(self._principal, credentials)
+        except (OperationalError, PoolTimeoutError):
+            raise DatabaseUnavailable("the database cannot be reached; retry") from None
+        finally:
+            self._semaphore.release()
+
+    def _principal(self, credentials: HTTPAuthorizationCredentials) -> Principal:
+        with self.sessions() as session:
+            return self.known.principal(session, credentials)
 
 
-def _collector_alone(
-    request: Request, credentials: HTTPAuthorizationCredentials | None
-) -> Principal:
-    known: KnownTokens = request.app.state.known_tokens
-    with request.app.state.read_session_factory() as session:
-        return require_role(known.principal(session, credentials), "collector")
-
-
-async def _collector(request: Request, credentials: BearerDep) -> Principal:
-    known: KnownTokens = request.app.state.known_tokens
-    principal = known.remembered(credentials)
-    if principal is not None:
-        return require_role(principal, "collector")
-    return await run_in_threadpool(_collector_alone, request, credentials)
-
-
-# A collector, checked in a read-only session of its own when not remembered (one thread
-# hand-off, no write lock on SQLite), for a route that opens no request session.
-CollectorOnly = Annotated[Principal, Depends(_collector)]
+async def _principal(request: Request, _credentials: BearerDep) -> Principal:
+    # The bearer dependency documents the scheme in the API description; the token itself
+    # was checked by Authenticate before the request got this far.
+    principal: Principal = request.scope[PRINCIPAL]
+    return principal
 
 
 def _require(*roles: str):  # type: ignore[no-untyped-def]
-    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         return require_role(principal, *roles)
 
     return dependency

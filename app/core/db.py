@@ -1,4 +1,11 @@
-"""Database engine and sessions for PostgreSQL (production) and SQLite (embedded default)."""
+"""Database engines and sessions for PostgreSQL (production) and SQLite (embedded default).
+
+Two engines: the main one, whose pool the requests admitted by `concurrency.DatabaseSlots`
+share, and a side one of `SIDE_CONNECTIONS`, for what must never wait behind requests (token
+lookups in `auth.Authenticate`, the readiness probe). Sessions come from two factories on the
+main engine: read-only ones for every GET and for exports (they never take SQLite's write
+lock), and read-write ones for everything else; `SessionDep` picks by the request's method.
+"""
 
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -15,18 +22,23 @@ from app.core.config import Settings
 from app.core.sums import register_sqlite
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SIDE_CONNECTIONS = 3
 READ_ONLY = "gpucost_read_only"
 T = TypeVar("T")
 
 
-def create_db_engine(settings: Settings) -> Engine:
-    """Build the engine for the configured URL; SQLite gets WAL, foreign keys and write locks."""
+def create_db_engine(settings: Settings, *, side: bool = False) -> Engine:
+    """Build the engine for the configured URL; SQLite gets WAL, foreign keys and write locks.
+
+    `side`: the small engine of `SIDE_CONNECTIONS`, none on overflow, that only reads."""
     url = make_url(settings.database_url)
+    pool_size = SIDE_CONNECTIONS if side else settings.db_pool_size
+    max_overflow = 0 if side else settings.db_pool_size
     if url.get_backend_name() != "sqlite":
         engine = create_engine(
             url,
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_pool_size,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
             pool_timeout=settings.db_pool_timeout_seconds,
             pool_pre_ping=True,
             connect_args={"connect_timeout": max(1, int(settings.db_pool_timeout_seconds))},
@@ -35,8 +47,8 @@ def create_db_engine(settings: Settings) -> Engine:
         return engine
     engine = create_engine(
         url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
@@ -59,7 +71,7 @@ def create_db_engine(settings: Settings) -> Engine:
         # "database is locked" when another writer got there first; taking the write
         # lock at BEGIN makes it wait for busy_timeout instead. Long reads (exports)
         # say they will not write, and then leave writers alone.
-        if connection.get_execution_options().get(READ_ONLY):
+        if side or connection.get_execution_options().get(READ_ONLY):
             connection.exec_driver_sql("BEGIN")
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -85,9 +97,16 @@ def create_session_factory(engine: Engine, *, read_only: bool = False) -> sessio
     return sessionmaker(bind, expire_on_commit=False)
 
 
+READS = ("GET", "HEAD")
+
+
 def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the route succeeds, rolled back if not."""
-    factory: sessionmaker[Session] = request.app.state.session_factory
+    """One transaction per request: committed when the route succeeds, rolled back if not;
+    read-only for a GET."""
+    state = request.app.state
+    factory: sessionmaker[Session] = (
+        state.read_session_factory if request.method in READS else state.session_factory
+    )
     with factory() as session:
         try:
             yield session

@@ -102,7 +102,9 @@ class InvalidInput(AppError):
         }
 
 
-class ServiceUnavailable(AppError):
+class DatabaseUnavailable(AppError):
+    """The database cannot serve the request now; the client should retry."""
+
     status = 503
 
 
@@ -125,10 +127,19 @@ def validation_body(errors: Iterable[Any]) -> dict[str, Any]:
     }
 
 
+def error_response(exc: AppError) -> JSONResponse:
+    """The answer to an application error, wherever it is raised (a route or a middleware)."""
+    headers = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.status == 503:
+        headers["Retry-After"] = "5"
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
 async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+    return error_response(exc)
 
 
 async def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
@@ -160,8 +171,7 @@ async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", type(exc).__name__)
-    body = {"error": "DatabaseUnavailable", "detail": "the database cannot be reached; retry"}
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+    return error_response(DatabaseUnavailable("the database cannot be reached; retry"))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -3,8 +3,9 @@
 A declared Content-Length over the limit is answered at once; a body sent without one
 (chunked) is counted as it streams in and refused the moment it passes the limit. A body
 that has not arrived within `read_seconds` is answered 408. Only then does the request go
-on to wait for a database slot (`concurrency.DatabaseSlots`), so a client that sends slowly,
-authenticated or not, holds a connection of its own and nothing that other requests need.
+on to wait for a database slot (`concurrency.DatabaseSlots`), so a client that sends slowly
+holds a connection of its own and nothing that other requests need. (A client without a
+valid token never gets this far: `auth.Authenticate` answers it first.)
 The bodies held at once, read or being read, are bounded too (`buffer_bytes`; 503 beyond).
 """
 

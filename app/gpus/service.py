@@ -1,14 +1,17 @@
-"""Reading a GPU's record and its history of placements."""
+"""Reading the fleet: a GPU's record and its history of placements; the nodes."""
 
-from sqlalchemy import select
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
-from app.gpus.schemas import GpuRead, PlacementRead
+from app.gpus.schemas import GpuRead, NodeList, NodeRead, PlacementRead
 from app.models import Cluster, Gpu, GpuPlacement, Node
 
 # A GPU moves seldom; a history longer than this shows its latest moves.
 MAX_HISTORY = 1000
+MAX_NODES = 10_000  # nodes listed at most in one answer
 
 
 def read_gpu(session: Session, *, uuid: str) -> GpuRead:
@@ -43,3 +46,33 @@ def read_gpu(session: Session, *, uuid: str) -> GpuRead:
         index=gpu.gpu_index,
         history=history,
     )
+
+
+def list_nodes(
+    session: Session, *, now: datetime, cluster: str | None, silent_for: int | None, limit: int
+) -> NodeList:
+    """The nodes (of `cluster`, silent for at least `silent_for` s), longest silent first."""
+    gpus = select(func.count(Gpu.id)).where(Gpu.node_id == Node.id).scalar_subquery()
+    query = (
+        select(Cluster.name, Node.name, Node.first_seen, Node.last_report_at, gpus)
+        .join(Cluster, Cluster.id == Node.cluster_id)
+        .order_by(Node.last_report_at, Cluster.name, Node.name)
+        .limit(limit + 1)
+    )
+    if cluster is not None:
+        query = query.where(Cluster.name == cluster)
+    if silent_for is not None:
+        query = query.where(Node.last_report_at <= now - timedelta(seconds=silent_for))
+    rows = session.execute(query).all()
+    nodes = [
+        NodeRead(
+            cluster=cluster_name,
+            node=node,
+            first_seen=first_seen,
+            last_report_at=last_report_at,
+            silent_seconds=max(0, int((now - last_report_at).total_seconds())),
+            gpus=count,
+        )
+        for cluster_name, node, first_seen, last_report_at, count in rows[:limit]
+    ]
+    return NodeList(nodes=nodes, truncated=len(rows) > limit)

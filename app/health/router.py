@@ -13,7 +13,7 @@ router = APIRouter(tags=["health"], route_class=DecimalJsonRoute)
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process is alive."""
     return {"status": "ok"}
 
@@ -22,10 +22,11 @@ def healthz() -> dict[str, str]:
     "/readyz", responses={503: {"description": "Database unreachable or schema not at head"}}
 )
 def readyz(request: Request) -> Any:
-    """The database answers and its schema is at the migration head."""
+    """The database answers and its schema is at the migration head (asked on a connection
+    of the probe's own: never behind requests)."""
     head = request.app.state.schema_head
     try:
-        current = current_revision(request.app.state.engine)
+        current = current_revision(request.app.state.side_engine)
     except SQLAlchemyError as exc:
         detail = f"database unreachable: {type(exc).__name__}"
         return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)

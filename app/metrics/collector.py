@@ -85,27 +85,35 @@ def _attributed_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield month
 
 
+# A node silent for longer is taken as retired: no longer counted as silent (GET /v1/nodes
+# still lists it).
+RETIRED_AFTER_S = 7 * 86400
+
+
 def _fleet_families(snapshot: Snapshot, *, now: datetime, window_s: int) -> Iterator[Metric]:
-    age = GaugeMetricFamily(
-        "gpucost_node_last_report_age_seconds",
-        "Seconds since the service last received a report from the node",
-        labels=("cluster", "node"),
-    )
+    # Per cluster, never per node: a series per node name would grow with every name a
+    # collector ever sent. Which nodes are silent: GET /v1/nodes?silent_for=...
     nodes: dict[str, int] = defaultdict(int)
+    silent: dict[str, int] = defaultdict(int)
     gpus: dict[tuple[str, str], int] = defaultdict(int)
-    for node in sorted(snapshot.nodes, key=lambda n: (n.cluster, n.node)):
-        seconds = max(0.0, (now - node.last_report_at).total_seconds())
-        age.add_metric((node.cluster, node.node), seconds)
+    for node in snapshot.nodes:
+        seconds = (now - node.last_report_at).total_seconds()
         reporting = seconds <= window_s
         nodes[node.cluster] += reporting
+        silent[node.cluster] += not reporting and seconds <= RETIRED_AFTER_S
         for gpu_model, count in node.gpus.items():
             gpus[(node.cluster, gpu_model)] += count if reporting else 0
-    yield age
     yield _gauge(
         "gpucost_nodes_reporting",
         f"Nodes that reported within the last {window_s} s",
         ("cluster",),
         [((cluster,), count) for cluster, count in sorted(nodes.items())],
+    )
+    yield _gauge(
+        "gpucost_nodes_silent",
+        f"Nodes that reported within the last {RETIRED_AFTER_S} s, but not the last {window_s} s",
+        ("cluster",),
+        [((cluster,), count) for cluster, count in sorted(silent.items())],
     )
     yield _gauge(
         "gpucost_gpus_reporting",

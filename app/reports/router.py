@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import State
 
-from app.core.auth import CollectorAuth, CollectorOnly, Principal
+from app.core.auth import CollectorAuth, Principal
 from app.core.clock import Clock, ClockDep
 from app.core.config import Settings
 from app.core.db import SessionDep, SettingsDep, commit_with_retry
@@ -87,11 +87,11 @@ def _store_one(state: State, principal: Principal, report: ReportIn) -> Stored:
     },
 )
 async def post_report(
-    report: ReportIn, principal: CollectorOnly, request: Request, response: Response
+    report: ReportIn, principal: CollectorAuth, request: Request, response: Response
 ) -> ReportOutcome:
     """Store one collector report; 201 when new, 200 with `duplicate: true` for a resend."""
-    # The busiest route: two thread hand-offs (the token, then checks and storing), not one
-    # per dependency, and no request session held while it waits for its turn to store.
+    # The busiest route: one thread hand-off (checks and storing), not one per dependency,
+    # and no request session held while it waits for its turn to store.
     stored = await run_in_threadpool(_store_one, request.app.state, principal, report)
     if stored.duplicate:
         response.status_code = 200
