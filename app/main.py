@@ -1,5 +1,6 @@
 """The FastAPI application factory."""
 
+import asyncio
 import gc
 import sys
 from collections.abc import AsyncIterator
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.state.clock = clock
     app.state.engine = engine
     app.state.side_engine = side_engine
+    app.state.readiness = asyncio.Lock()  # one /readyz check at a time (see app.health)
     app.state.session_factory = create_session_factory(engine)
     app.state.read_session_factory = create_session_factory(engine, read_only=True)
     app.state.schema_head = head_revision()

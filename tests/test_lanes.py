@@ -70,6 +70,33 @@ def in_flight(requests: list[Callable[[], httpx.Response]]) -> tuple[list[Any], 
     return answers, wait
 
 
+def lock_waiters(db_url: str, count: int) -> None:
+    """Wait until `count` sessions of the test database wait on a lock (PostgreSQL)."""
+    engine = create_engine(db_url)
+    with engine.connect() as connection:
+        for _ in range(200):
+            waiting = connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            ).scalar_one()
+            if waiting >= count:
+                break
+            connection.rollback()
+            threading.Event().wait(0.05)
+    engine.dispose()
+    assert waiting == count, waiting
+
+
+def answered(answers: list[Any], count: int) -> None:
+    """Wait until `count` of the answers have come."""
+    for _ in range(200):
+        if sum(answer is not None for answer in answers) >= count:
+            return
+        threading.Event().wait(0.05)
+
+
 def post_report(url: str, token: str, seq: int, node: str) -> Callable[[], httpx.Response]:
     body = report(seq, node=node, gpus=[entry(seq % 8, job_id=f"lane-{seq}")])
     return lambda: httpx.post(
@@ -89,7 +116,12 @@ def test_no_token_and_the_probes_need_no_slot(db_url: str, log_dir: Path) -> Non
             stuck, wait = in_flight(
                 [post_report(server.url, collector, seq, f"node-{seq}") for seq in (2, 3)]
             )
+            if db_url.startswith("postgresql"):
+                lock_waiters(db_url, 1)  # the two are stored together (group commit)
             threading.Event().wait(1)  # both are inside, waiting on the lock
+            # A third finds no slot: both are held.
+            control, wait_control = in_flight([post_report(server.url, collector, 4, "node-4")])
+            answered(control, 1)
             strangers = [
                 httpx.post(f"{server.url}/v1/reports", json=report(9), headers=headers)
                 for headers in [{}, {"Authorization": "Bearer gpc_not-a-token"}] * 5
@@ -97,6 +129,8 @@ def test_no_token_and_the_probes_need_no_slot(db_url: str, log_dir: Path) -> Non
             probes = [httpx.get(f"{server.url}{path}") for path in ("/readyz", "/healthz")]
             assert stuck == [None, None]  # still waiting: every answer above came meanwhile
         wait()
+        wait_control()
+        assert control == [503]
         assert [r.status_code for r in strangers] == [401] * 10, strangers[0].text
         assert [r.status_code for r in probes] == [200, 200], probes[0].text
     assert stuck == [201, 201]
@@ -124,9 +158,9 @@ def test_reads_and_exports_leave_collectors_their_slots(db_url: str, log_dir: Pa
         # Four slots: people's requests may hold two, exports one of those.
         with database_held(db_url, "rates"):
             exported, wait_exports = in_flight(exports)
-            threading.Event().wait(0.5)  # one export in the database, two waiting for its lane
+            lock_waiters(db_url, 1)  # one export in the database, two waiting for its lane
             read, wait_reads = in_flight(reads)
-            threading.Event().wait(0.5)  # one read in the database, three waiting for theirs
+            lock_waiters(db_url, 2)  # one read in the database, three waiting for theirs
             posted = [post_report(url, collector, seq, f"node-{seq}")() for seq in (2, 3, 4)]
             # Those that found their lane full wait for it, then are told to retry.
             for _ in range(100):
@@ -143,6 +177,7 @@ def test_reads_and_exports_leave_collectors_their_slots(db_url: str, log_dir: Pa
 
 
 READS = [
+    "/v1/nodes",
     "/v1/jobs",
     f"/v1/jobs/{CLUSTER}/91234",
     "/v1/gpus/GPU-00000000-0000-0000-0000-000000000000",
@@ -186,7 +221,7 @@ def test_lanes_bound_each_kind_of_request() -> None:
         inside.append(scope["path"])
         await release.wait()
 
-    async def run() -> list[int]:
+    async def run() -> tuple[list[int], list[int]]:
         slots = DatabaseSlots(app, slots=8, wait_seconds=0.2)
         answered: list[int] = []
 
@@ -204,15 +239,17 @@ def test_lanes_bound_each_kind_of_request() -> None:
         await asyncio.sleep(0.5)
         release.set()
         await asyncio.gather(*tasks)
-        return answered
+        assert slots._semaphores is not None
+        return answered, [semaphore._value for semaphore in slots._semaphores]
 
-    answered = asyncio.run(run())
+    answered, semaphores = asyncio.run(run())
     # In at once: 2 exports and 2 reads (people's 4), and 4 reports (the 8 slots' rest).
     assert sorted(inside[:8]) == sorted(["/v1/exports/focus.csv"] * 2 + ["/v1/costs"] * 2
                                         + ["/v1/reports"] * 4)  # fmt: skip
     # One export and two reads waited past the limit for their lane; the two reports
     # beyond the slots too.
     assert sorted(answered) == [503] * 5
+    assert semaphores == [2, 4, 8]  # every one given back, those that timed out included
 
 
 async def _nothing() -> dict[str, Any]:

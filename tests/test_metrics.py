@@ -337,9 +337,13 @@ def test_silent_nodes_are_counted_per_cluster_listed_by_name_and_retired_after_a
         "/v1/nodes", params=params, headers=auth["viewer"]
     ).json()
 
+    clock.moment = received + timedelta(seconds=300)  # the window's last second: reporting
+    assert silent() == {(CLUSTER,): 0.0}
+    assert listed(silent_for=300) == {"nodes": [], "truncated": False}
+
     clock.moment = received + timedelta(seconds=301)
     assert silent() == {(CLUSTER,): 3.0}
-    assert listed(silent_for=301) == {
+    assert listed(silent_for=300) == {
         "nodes": [
             {"cluster": CLUSTER, "node": node, "first_seen": received.isoformat().replace(
                 "+00:00", "Z"), "last_report_at": received.isoformat().replace("+00:00", "Z"),
@@ -348,7 +352,7 @@ def test_silent_nodes_are_counted_per_cluster_listed_by_name_and_retired_after_a
         ],
         "truncated": False,
     }  # fmt: skip
-    assert listed(silent_for=302) == {"nodes": [], "truncated": False}
+    assert listed(silent_for=301) == {"nodes": [], "truncated": False}
     assert [n["node"] for n in listed(limit=2)["nodes"]] == ["node-017", "node-018"]
     assert listed(limit=2)["truncated"] is True
     assert listed(cluster="elsewhere") == {"nodes": [], "truncated": False}

@@ -21,7 +21,9 @@ READ_SECONDS = 8
 
 
 @contextmanager
-def slow_senders(url: str, count: int, token: str | None = None) -> Iterator[list[bytes]]:
+def slow_senders(
+    url: str, count: int, token: str | None = None, path: str = "/v1/reports"
+) -> Iterator[list[bytes]]:
     """`count` connections that each declare a 100,000-byte report and send a byte every
     0.2 s, with `token` or none; what each got back, once the block ends."""
     host, port = url.removeprefix("http://").split(":")
@@ -34,7 +36,8 @@ def slow_senders(url: str, count: int, token: str | None = None) -> Iterator[lis
     def drip(i: int) -> None:
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             sock.sendall(
-                b"POST /v1/reports HTTP/1.1\r\nHost: gpucost\r\nContent-Type: application/json\r\n"
+                f"POST {path} HTTP/1.1\r\nHost: gpucost\r\n".encode()
+                + b"Content-Type: application/json\r\n"
                 + authorization
                 + b"Content-Length: 100000\r\n\r\n{"
             )
@@ -85,6 +88,7 @@ def test_slow_senders_hold_no_database_slot(db_url: str, log_dir: Path) -> None:
         httpx.Client(base_url=server.url, timeout=10) as client,
         slow_senders(server.url, SLOW, dripping) as answers,
         slow_senders(server.url, SLOW) as strangers,
+        slow_senders(server.url, SLOW, path="/v2/anything") as lost,
     ):
         body = report(1, gpus=[entry(0)])
         posted = client.post(
@@ -103,6 +107,9 @@ def test_slow_senders_hold_no_database_slot(db_url: str, log_dir: Path) -> None:
         for answer in strangers:
             assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
             assert b"connection: close" in answer.lower()
+        # Outside the API no body is read: a path that matches nothing is answered at once.
+        for answer in lost:
+            assert answer.startswith(b"HTTP/1.1 404 "), answer[:200]
     for answer in answers:
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
         assert b"the request body did not arrive within 8 s" in answer

@@ -42,6 +42,15 @@ TOKEN_PREFIX = "gpc_"
 RECHECK = timedelta(seconds=1)
 REMEMBERED = 10_000  # distinct valid tokens a process keeps before it starts over
 PRINCIPAL = "gpucost.principal"  # where Authenticate leaves who sent a request
+API = "/v1/"  # every route under it needs a token; no route outside it reads a body
+
+
+def route_path(scope: Scope) -> str:
+    """The path the routes see: the request's, less the prefix it is served under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `gpucost token create`")
 
@@ -58,6 +67,13 @@ class Principal:
             raise Forbidden(
                 f"token '{self.name}' is bound to cluster '{self.cluster}', not '{cluster}'"
             )
+
+
+def principal_of(scope: Scope) -> Principal | None:
+    """Who sent the request, as `Authenticate` found; None for a request outside the API
+    (a probe, `/metrics`, the API documents, a path that matches no route)."""
+    principal: Principal | None = scope.get(PRINCIPAL)
+    return principal
 
 
 def new_token() -> str:
@@ -186,7 +202,7 @@ class Authenticate:
         self._semaphore: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not route_path(scope).startswith(API):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
@@ -230,7 +246,9 @@ class Authenticate:
 async def _principal(request: Request, _credentials: BearerDep) -> Principal:
     # The bearer dependency documents the scheme in the API description; the token itself
     # was checked by Authenticate before the request got this far.
-    principal: Principal = request.scope[PRINCIPAL]
+    principal = principal_of(request.scope)
+    if principal is None:  # a route outside API that asks for a token: none can have one
+        raise Unauthorized("missing bearer token in the Authorization header")
     return principal
 
 

@@ -12,7 +12,9 @@ Requests come in three lanes, by who sends them (`auth.Authenticate` has settled
 - people's requests (admin and viewer tokens) at most half of them;
 - exports, a share of people's, at most half of that.
 So a burst of downloads slows downloads, a burst of reads slows reads, and collectors always
-find at least half the slots free of both. The probes and `/metrics` take no slot.
+find at least half the slots free of both (with 2 slots, one for people, exports included).
+A request without a principal (a probe, `/metrics`, the API documents, a path that matches
+no route) takes no slot: none of them uses a pooled connection on the request's path.
 """
 
 import asyncio
@@ -20,11 +22,9 @@ import asyncio
 from anyio import to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.core.auth import PRINCIPAL, Principal
+from app.core.auth import principal_of, route_path
 from app.core.errors import DatabaseUnavailable, error_response
 
-# Routes that never wait for a slot: they use no pooled connection on the request's path.
-_FREE = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
 EXPORTS = "/v1/exports"
 
 
@@ -42,7 +42,7 @@ class DatabaseSlots:
         self._semaphores: tuple[asyncio.Semaphore, asyncio.Semaphore, asyncio.Semaphore] | None
         self._semaphores = None
 
-    def _lanes(self, scope: Scope) -> list[asyncio.Semaphore]:
+    def _lanes(self, scope: Scope, role: str) -> list[asyncio.Semaphore]:
         """The semaphores this request takes, in order: its lane's, then a slot."""
         if self._semaphores is None:
             # Created on the serving loop; the worker threads must outnumber the slots.
@@ -55,15 +55,15 @@ class DatabaseSlots:
             limiter = to_thread.current_default_thread_limiter()
             limiter.total_tokens = max(limiter.total_tokens, self.slots + 8)
         exports, people, slots = self._semaphores
-        principal: Principal | None = scope.get(PRINCIPAL)
-        if principal is not None and principal.role == "collector":
+        if role == "collector":
             return [slots]
-        if scope["path"].startswith(EXPORTS):
+        if route_path(scope).startswith(EXPORTS):
             return [exports, people, slots]
         return [people, slots]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(_FREE):
+        principal = principal_of(scope) if scope["type"] == "http" else None
+        if principal is None:
             await self.app(scope, receive, send)
             return
         held: list[asyncio.Semaphore] = []
@@ -71,7 +71,7 @@ class DatabaseSlots:
             try:
                 # A timer, not wait_for's task per request: most requests find a slot free.
                 async with asyncio.timeout(self.wait_seconds):
-                    for semaphore in self._lanes(scope):
+                    for semaphore in self._lanes(scope, principal.role):
                         await semaphore.acquire()
                         held.append(semaphore)
             except TimeoutError:

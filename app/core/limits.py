@@ -4,8 +4,9 @@ A declared Content-Length over the limit is answered at once; a body sent withou
 (chunked) is counted as it streams in and refused the moment it passes the limit. A body
 that has not arrived within `read_seconds` is answered 408. Only then does the request go
 on to wait for a database slot (`concurrency.DatabaseSlots`), so a client that sends slowly
-holds a connection of its own and nothing that other requests need. (A client without a
-valid token never gets this far: `auth.Authenticate` answers it first.)
+holds a connection of its own and nothing that other requests need. Only requests to the
+API, whose token `auth.Authenticate` has checked, have their bodies read: a client without a
+valid token is answered before, and no route outside the API reads a body.
 The bodies held at once, read or being read, are bounded too (`buffer_bytes`; 503 beyond).
 """
 
@@ -14,6 +15,8 @@ import asyncio
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.auth import principal_of
 
 # nginx's status for a request whose client closed the connection before it was answered.
 CLIENT_CLOSED = 499
@@ -42,8 +45,8 @@ class RequestBody:
         return JSONResponse(body, status_code=413, headers={"Connection": "close"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or principal_of(scope) is None:
+            await self.app(scope, receive, send)  # outside the API: its body stays unread
             return
         headers = Headers(scope=scope)
         declared = headers.get("content-length", "")

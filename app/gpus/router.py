@@ -24,7 +24,11 @@ def get_nodes(
     cluster: Annotated[str | None, Query(max_length=128, pattern=NAME_PATTERN)] = None,
     silent_for: Annotated[
         int | None,
-        Query(ge=0, le=10**9, description="Only nodes whose last report is this many seconds old"),
+        Query(
+            ge=0,
+            le=10**9,
+            description="Only nodes whose last report is more than this many seconds old",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_NODES)] = MAX_NODES,
 ) -> NodeList:

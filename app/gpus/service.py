@@ -51,7 +51,8 @@ def read_gpu(session: Session, *, uuid: str) -> GpuRead:
 def list_nodes(
     session: Session, *, now: datetime, cluster: str | None, silent_for: int | None, limit: int
 ) -> NodeList:
-    """The nodes (of `cluster`, silent for at least `silent_for` s), longest silent first."""
+    """The nodes (of `cluster`, silent for more than `silent_for` s: as /metrics counts a
+    node not reporting), longest silent first."""
     gpus = select(func.count(Gpu.id)).where(Gpu.node_id == Node.id).scalar_subquery()
     query = (
         select(Cluster.name, Node.name, Node.first_seen, Node.last_report_at, gpus)
@@ -62,7 +63,7 @@ def list_nodes(
     if cluster is not None:
         query = query.where(Cluster.name == cluster)
     if silent_for is not None:
-        query = query.where(Node.last_report_at <= now - timedelta(seconds=silent_for))
+        query = query.where(Node.last_report_at < now - timedelta(seconds=silent_for))
     rows = session.execute(query).all()
     nodes = [
         NodeRead(

@@ -3,8 +3,10 @@
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import State
 
 from app.core.migrate import current_revision
 from app.core.numbers import DecimalJsonRoute
@@ -21,12 +23,18 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz", responses={503: {"description": "Database unreachable or schema not at head"}}
 )
-def readyz(request: Request) -> Any:
-    """The database answers and its schema is at the migration head (asked on a connection
-    of the probe's own: never behind requests)."""
-    head = request.app.state.schema_head
+async def readyz(request: Request) -> Any:
+    """The database answers and its schema is at the migration head. Asked one probe at a
+    time, on the side engine's connection kept for it: probes never wait behind requests,
+    and many at once queue here, holding neither a thread nor a connection."""
+    async with request.app.state.readiness:
+        return await run_in_threadpool(_readiness, request.app.state)
+
+
+def _readiness(state: State) -> Any:
+    head = state.schema_head
     try:
-        current = current_revision(request.app.state.side_engine)
+        current = current_revision(state.side_engine)
     except SQLAlchemyError as exc:
         detail = f"database unreachable: {type(exc).__name__}"
         return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)

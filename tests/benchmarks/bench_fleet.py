@@ -301,6 +301,22 @@ async def drive(
         return floor, reports, await querier
 
 
+def label_jobs(url: str, collector_token: str) -> None:
+    """Each of the fleet's jobs with its model, phase and team."""
+    with httpx.Client(timeout=30) as client:
+        for job in range(JOBS):
+            labels = {
+                "model": MODELS[job % len(MODELS)],
+                "phase": "pre-training",
+                "team": f"team-{job % 3}",
+            }
+            client.put(
+                f"{url}/v1/jobs/{CLUSTER}/job-{job:04d}",
+                json=labels,
+                headers={"Authorization": f"Bearer {collector_token}"},
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -316,18 +332,7 @@ def main() -> None:
     conninfo = fresh_database(args.postgres)
     tokens = make_tokens(args.postgres, CLUSTER)
     with serving(args.postgres, args.workers) as (url, server):
-        with httpx.Client(timeout=30) as client:
-            for job in range(JOBS):
-                labels = {
-                    "model": MODELS[job % len(MODELS)],
-                    "phase": "pre-training",
-                    "team": f"team-{job % 3}",
-                }
-                client.put(
-                    f"{url}/v1/jobs/{CLUSTER}/job-{job:04d}",
-                    json=labels,
-                    headers={"Authorization": f"Bearer {tokens['collector']}"},
-                )
+        label_jobs(url, tokens["collector"])
         with psycopg.connect(conninfo) as conn:
             size_before = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         floor, load, queries = asyncio.run(
