@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.audit.router import router as audit_router
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
         engine.dispose()
         side_engine.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="gpucost",
         version=__version__,
         summary="GPU-hour cost accounting from NVML measurements",

@@ -176,6 +176,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="bench-results/soak.json")
     args = parser.parse_args()
+    if args.seconds % REPORT_S:
+        # Whole minutes: a node's first report of the second phase then starts after its
+        # last of the first ends (else it overlaps it, and is refused 409).
+        parser.error(f"--seconds must be a multiple of {REPORT_S}")
 
     entries = template_entries()
     fresh_database(args.postgres)
