@@ -9,6 +9,7 @@ import random
 import signal
 import sys
 import threading
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +29,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="GPU-hour collector for gpucost (one per GPU node).",
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"gpucost-collector {package_version('gpucost')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """GPU-hour collector for gpucost (one per GPU node)."""
 
 
 class UserError(Exception):

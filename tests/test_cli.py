@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from app import __version__
 from app.cli import cli
+from collectors.cli import app as collector_cli
 
 runner = CliRunner()
 
@@ -86,7 +88,8 @@ def test_db_current_reports_head(db_url: str) -> None:
             "postgresql://postgres@127.0.0.1:1/gpucost",
             "cannot use the database at 127.0.0.1:1/gpucost",
         ),
-        ("nosuchdb://x", "GPUCOST_DATABASE_URL is not a usable database URL"),
+        ("nosuchdb://x", "'nosuchdb' databases are not supported: use sqlite:///PATH"),
+        ("mysql://root@localhost/gpucost", "'mysql' databases are not supported"),
         ("not a url", "GPUCOST_DATABASE_URL is not a usable database URL"),
     ],
 )
@@ -95,6 +98,22 @@ def test_database_trouble_is_one_clear_line(url: str, message: str) -> None:
 
     assert code == 1
     assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_both_commands_print_their_version() -> None:
+    assert runner.invoke(cli, ["--version"]).stdout == f"gpucost {__version__}\n"
+    collector = runner.invoke(collector_cli, ["--version"])
+    assert collector.exit_code == 0 and collector.stdout == f"gpucost-collector {__version__}\n"
+
+
+def test_a_database_without_the_schema_says_to_upgrade(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+
+    code, _, err = gpucost("token", "create", "--role", "admin", "--name", "ops", url=url)
+
+    assert code == 1
+    assert "has no gpucost tables yet: run `gpucost db upgrade`" in err
     assert err.count("\n") == 1 and "Traceback" not in err
 
 

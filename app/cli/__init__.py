@@ -1,9 +1,11 @@
 """The `gpucost` command: serve the API, migrate the database, manage tokens and prices."""
 
 import sys
+from typing import Annotated
 
 import typer
 
+from app import __version__
 from app.cli.admin import db_cli, serve, token_cli
 from app.cli.demo import demo, simulate
 from app.cli.exports import export
@@ -11,6 +13,26 @@ from app.cli.pricing import rate_cli, report
 from app.cli.reconcile import reconcile_cli
 
 cli = typer.Typer(help="gpucost: GPU-hour cost accounting.", no_args_is_help=True)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"gpucost {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """gpucost: GPU-hour cost accounting."""
+
+
 cli.command()(serve)
 cli.command()(report)
 cli.command()(export)

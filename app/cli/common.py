@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy import Engine
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
@@ -49,11 +49,20 @@ def database(settings: Settings) -> Iterator[Engine]:
         fail(f"GPUCOST_DATABASE_URL is not a usable database URL ({exc})")
     try:
         yield engine
-    except OperationalError as exc:
+    except (OperationalError, ProgrammingError) as exc:
+        if _no_schema(exc):
+            fail(f"the database at {shown} has no gpucost tables yet: run `gpucost db upgrade`")
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         fail(f"cannot use the database at {shown}: {reason}")
     finally:
         engine.dispose()
+
+
+def _no_schema(exc: OperationalError | ProgrammingError) -> bool:
+    """A table the statement needs does not exist (PostgreSQL's undefined_table; SQLite's)."""
+    if getattr(exc.orig, "sqlstate", None) == "42P01":
+        return True
+    return str(exc.orig).startswith("no such table")
 
 
 def in_transaction(work: Callable[[Session], T]) -> T:

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from app.core.timestamps import utc_instant
 
@@ -84,8 +86,20 @@ class Settings(BaseSettings):
         # A bare postgresql:// URL would make SQLAlchemy look for psycopg2, which is not installed.
         for prefix in ("postgresql://", "postgres://"):
             if url.startswith(prefix):
-                return "postgresql+psycopg://" + url.removeprefix(prefix)
+                url = "postgresql+psycopg://" + url.removeprefix(prefix)
+        try:
+            backend = make_url(url).get_backend_name()
+        except ArgumentError:
+            return url  # not a URL at all: said when it is used (app.cli.common.database)
+        if backend not in SUPPORTED_DATABASES:
+            raise ValueError(
+                f"{backend!r} databases are not supported: use sqlite:///PATH (embedded) or "
+                "postgresql://USER@HOST/DATABASE"
+            )
         return url
+
+
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
 
 
 @lru_cache
