@@ -114,6 +114,10 @@ def test_three_thirds_of_an_hour_cost_one_hour_exactly_everywhere(
     assert as_json.exit_code == 0, as_json.output
     total = json.loads(as_json.stdout)["total"]
     assert (total["gpu_hours"], total["cost_usd"]) == ("1", "2.35")
+    # Below 1K GPU-hours and $1M the table shows its figures in full, not 0K and $0.00M.
+    table = CliRunner().invoke(cli, ["report", "thirds", "--format", "markdown"], env=env)
+    assert table.stdout.splitlines()[-1].endswith("| $2.35 |"), table.stdout
+    assert "| 1 |" in table.stdout.splitlines()[-2], table.stdout
 
 
 def exact(numerator: int, denominator: int) -> str:

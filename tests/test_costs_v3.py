@@ -189,3 +189,23 @@ def test_cli_report_prints_the_v3_layout(v3_client: TestClient, db_url: str) -> 
     ]
     assert Decimal(json.loads(as_json.stdout)["total"]["cost_usd"]) == Decimal("5576000.00")
     assert "$5.576M" in table.stdout and "2788K" in table.stdout
+
+
+def test_cli_report_finds_the_model_in_any_case_and_writes_exact_csv(
+    v3_client: TestClient, db_url: str
+) -> None:
+    env = {"GPUCOST_DATABASE_URL": db_url}
+    run = lambda *args: CliRunner().invoke(cli, list(args), env=env)  # noqa: E731
+
+    as_csv = run("report", "DeepSeek-V3", "--format", "csv")
+    near = run("report", "deepseek-v4")
+
+    assert as_csv.exit_code == 0, as_csv.output
+    assert as_csv.stdout.splitlines() == [
+        "figure,Pre-Training,Context Extension,Post-Training,Total",
+        "gpu_hours,2664000,119000,5000,2788000",
+        "cost_usd,5328000,238000,10000,5576000",
+    ]
+    assert near.exit_code == 1
+    assert "no usage recorded for model 'deepseek-v4'; did you mean deepseek-v3?" in near.stderr
+    assert run("models").stdout.splitlines() == ["deepseek-v3"]

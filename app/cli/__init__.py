@@ -9,7 +9,7 @@ from app import __version__
 from app.cli.admin import db_cli, serve, token_cli
 from app.cli.demo import demo, simulate
 from app.cli.exports import export
-from app.cli.pricing import rate_cli, report
+from app.cli.pricing import models, rate_cli, report
 from app.cli.reconcile import reconcile_cli
 
 cli = typer.Typer(help="gpucost: GPU-hour cost accounting.", no_args_is_help=True)
@@ -35,6 +35,7 @@ def _options(
 
 cli.command()(serve)
 cli.command()(report)
+cli.command()(models)
 cli.command()(export)
 cli.command()(demo)
 cli.command()(simulate)

@@ -1,18 +1,22 @@
 """Prices and what they make of usage: rate cards and the per-model cost table."""
 
+import difflib
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from app.cli.common import CLI_ACTOR, fail, in_transaction, load_settings
 from app.core.clock import utc_now
 from app.core.errors import validation_body
 from app.core.units import micro_from_usd, plain
 from app.costs.model import model_cost
-from app.costs.table import rate_note, render_csv, render_markdown, table_rows
+from app.costs.schemas import ModelCost
+from app.costs.table import figure_rows, rate_note, render_csv, render_markdown, table_rows
+from app.jobs.service import models_with_usage
 from app.pricing.schemas import RateCreate
 from app.pricing.service import list_rates, set_rate
 
@@ -64,38 +68,70 @@ def rate_list() -> None:
 
 
 def report(
-    model: Annotated[str, typer.Argument(help="The model, as jobs are labelled with it.")],
+    model: Annotated[
+        str, typer.Argument(help="The model, as jobs are labelled with it (any letter case).")
+    ],
     output: Annotated[
-        str, typer.Option("--format", help="table, json, csv or markdown.")
+        str, typer.Option("--format", help="table, json, csv (exact figures) or markdown.")
     ] = "table",
     note: Annotated[bool, typer.Option("--rate-note", help="Say which prices were used.")] = False,
 ) -> None:
-    """A model's training cost by phase, in the layout of the DeepSeek-V3 report's table."""
+    """A model's training cost by phase, in the layout of the DeepSeek-V3 report's table.
+
+    Example: gpucost report deepseek-v3 --rate-note
+    """
     if output not in ("table", "json", "csv", "markdown"):
         fail(f"--format must be table, json, csv or markdown, not '{output}'")
     settings = load_settings()
-    cost = in_transaction(
-        lambda s: model_cost(
-            s,
-            model=model,
+
+    def read(session: Session) -> ModelCost:
+        return model_cost(
+            session,
+            model=_known_model(models_with_usage(session), model),
             start=None,
             end=None,
             cluster=None,
             default_micro_usd=micro_from_usd(settings.default_rate_usd),
         )
-    )
+
+    cost = in_transaction(read)
     if output == "json":
         typer.echo(cost.model_dump_json(indent=2))
         return
-    rows = table_rows(cost)
     if output == "csv":
-        typer.echo(render_csv(rows), nl=False)
-    elif output == "markdown":
+        typer.echo(render_csv(figure_rows(cost)), nl=False)
+        return
+    rows = table_rows(cost)
+    if output == "markdown":
         typer.echo(render_markdown(rows))
     else:
-        table = Table(*rows[0], title=f"{model} training costs")
+        table = Table(*rows[0], title=f"{cost.model} training costs")
         for row in rows[1:]:
             table.add_row(*row)
         Console().print(table)
     if note:
         typer.echo(rate_note(cost))
+
+
+def _known_model(known: list[str], asked: str) -> str:
+    """The model as stored: `asked` itself, or the one model it names in another letter case;
+    else one line that names the nearest."""
+    if asked in known:
+        return asked
+    same = [model for model in known if model.casefold() == asked.casefold()]
+    if len(same) == 1:
+        return same[0]
+    near = difflib.get_close_matches(asked.casefold(), [m.casefold() for m in known], n=3)
+    hint = [model for model in known if model.casefold() in near]
+    if hint:
+        fail(f"no usage recorded for model '{asked}'; did you mean {', '.join(hint)}?")
+    fail(f"no usage recorded for model '{asked}' (gpucost models lists those with usage)")
+
+
+def models() -> None:
+    """The models that jobs with usage are labelled with, one a line.
+
+    Example: gpucost models
+    """
+    for model in in_transaction(models_with_usage):
+        typer.echo(model)

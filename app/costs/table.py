@@ -15,14 +15,24 @@ TITLES = {
 }
 
 
-def _thousands(gpu_hours: Decimal) -> str:
-    """`2664000` GPU-hours -> `2664K`; up to three decimals where the figure has them."""
-    return plain((gpu_hours / 1000).quantize(Decimal("0.001"), ROUND_HALF_EVEN)) + "K"
+# The V3 report counts GPU-hours in thousands and dollars in millions; a table whose total
+# is smaller than one such unit shows its figures in full instead (never `0K`, `$0.00M`).
+THOUSAND, MILLION = Decimal(1000), Decimal(1_000_000)
 
 
-def _millions(usd: Decimal) -> str:
-    """`5576000` -> `$5.576M`, `10000` -> `$0.01M`: three decimals at most, two at least."""
-    text = plain((usd / 1_000_000).quantize(Decimal("0.001"), ROUND_HALF_EVEN))
+def _gpu_hours(gpu_hours: Decimal, *, in_thousands: bool) -> str:
+    """`2664000` -> `2664K` (three decimals at most); in full, `12.5`."""
+    if not in_thousands:
+        return plain(gpu_hours.quantize(Decimal("0.001"), ROUND_HALF_EVEN))
+    return plain((gpu_hours / THOUSAND).quantize(Decimal("0.001"), ROUND_HALF_EVEN)) + "K"
+
+
+def _usd(usd: Decimal, *, in_millions: bool) -> str:
+    """`5576000` -> `$5.576M`, `10000` -> `$0.01M` (three decimals at most, two at least);
+    in full, `$25.00`."""
+    if not in_millions:
+        return f"${usd.quantize(Decimal('0.01'), ROUND_HALF_EVEN)}"
+    text = plain((usd / MILLION).quantize(Decimal("0.001"), ROUND_HALF_EVEN))
     whole, _, frac = text.partition(".")
     return f"${whole}.{frac.ljust(2, '0')}M"
 
@@ -44,13 +54,27 @@ def _gpu_label(cost: ModelCost) -> str:
 
 
 def table_rows(cost: ModelCost) -> list[list[str]]:
-    """Header, GPU-hours and USD rows, the V3 report's way."""
+    """Header, GPU-hours and USD rows, the V3 report's way, in units that fit the total."""
     columns = _columns(cost)
     zero = Decimal(0)
+    in_thousands = cost.total.gpu_hours >= THOUSAND
+    in_millions = cost.total.cost_usd >= MILLION
+    hours = [p.gpu_hours if p else zero for _, p in columns]
+    usd = [p.cost_usd if p else zero for _, p in columns]
     return [
         ["Training Costs", *(title for title, _ in columns)],
-        [_gpu_label(cost), *(_thousands(p.gpu_hours if p else zero) for _, p in columns)],
-        ["in USD", *(_millions(p.cost_usd if p else zero) for _, p in columns)],
+        [_gpu_label(cost), *(_gpu_hours(h, in_thousands=in_thousands) for h in hours)],
+        ["in USD", *(_usd(u, in_millions=in_millions) for u in usd)],
+    ]
+
+
+def figure_rows(cost: ModelCost) -> list[list[str]]:
+    """The same table with exact figures in plain numbers, for machines (CSV)."""
+    columns = _columns(cost)
+    return [
+        ["figure", *(title for title, _ in columns)],
+        ["gpu_hours", *(plain(p.gpu_hours) if p else "0" for _, p in columns)],
+        ["cost_usd", *(plain(p.cost_usd) if p else "0" for _, p in columns)],
     ]
 
 

@@ -189,3 +189,14 @@ def read_jobs(session: Session, query: Select[Job]) -> list[JobRead]:
             )
         )
     return result
+
+
+def models_with_usage(session: Session) -> list[str]:
+    """The models that jobs with reported usage are labelled with, in order."""
+    query = (
+        select(Job.model)
+        .where(Job.model.is_not(None), Job.first_seen.is_not(None))
+        .distinct()
+        .order_by(Job.model)
+    )
+    return [model for model in session.scalars(query) if model is not None]
