@@ -46,9 +46,15 @@ def test_the_alerts_series_are_those_gpucost_exposes(
         assert client.get(path, headers=auth["viewer"]).status_code == 200
     refused = client.post("/v1/reports", json=report(9, cluster="x"), headers=auth["collector"])
     assert refused.status_code == 403
+    exposition = client.get("/metrics").text
+    for export in ("focus.parquet", "costs.csv"):
+        # An export route's server errors are there from 0, asked for or not: the alert on
+        # their increase sees the first.
+        zero = f'route="/v1/exports/{export}",status="500"}} 0.0'
+        assert zero in exposition, export
     exposed: dict[str, set[frozenset[str]]] = {}
     values: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(client.get("/metrics").text):
+    for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
             exposed.setdefault(sample.name, set()).add(frozenset(sample.labels))
             for label, value in sample.labels.items():

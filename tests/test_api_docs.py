@@ -31,6 +31,7 @@ def rendered(url: str) -> str:
                 "--headless",
                 "--no-sandbox",  # CI runs as root
                 "--disable-gpu",
+                "--disable-dev-shm-usage",  # containers' /dev/shm is small
                 f"--user-data-dir={profile}",
                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
                 "--virtual-time-budget=15000",

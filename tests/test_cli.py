@@ -4,11 +4,14 @@ import socket
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from app import __version__
 from app.cli import cli
 from collectors.cli import app as collector_cli
+from tests.support import SettableClock
+from tests.test_metrics import Auth, seed_usage
 
 runner = CliRunner()
 
@@ -88,8 +91,9 @@ def test_db_current_reports_head(db_url: str) -> None:
             "postgresql://postgres@127.0.0.1:1/gpucost",
             "cannot use the database at 127.0.0.1:1/gpucost",
         ),
-        ("nosuchdb://x", "'nosuchdb' databases are not supported: use sqlite:///PATH"),
-        ("mysql://root@localhost/gpucost", "'mysql' databases are not supported"),
+        ("nosuchdb://x", "'nosuchdb' is not supported: use sqlite:///PATH"),
+        ("mysql://root@localhost/gpucost", "'mysql' is not supported: use sqlite:///PATH"),
+        ("postgresql+psycopg2://u@h/d", "'postgresql+psycopg2' is not supported"),
         ("not a url", "GPUCOST_DATABASE_URL is not a usable database URL"),
     ],
 )
@@ -157,6 +161,17 @@ def test_rate_mistakes_are_one_line(db_url: str, value: list[str], message: str)
 
     assert code == 1
     assert message in err and err.count("\n") == 1
+
+
+def test_report_knows_the_idle_and_unattributed_pseudo_models(
+    client: TestClient, auth: Auth, clock: SettableClock, db_url: str
+) -> None:
+    seed_usage(client, auth, live_end=clock())
+
+    for model in ("(idle)", "(unattributed)"):
+        code, out, err = gpucost("report", model, "--format", "csv", url=db_url)
+        assert code == 0, err
+        assert out.splitlines()[0].startswith("figure,"), out
 
 
 def test_report_for_an_unknown_model_is_one_line(db_url: str) -> None:

@@ -36,7 +36,8 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        fail(f"invalid setting GPUCOST_{str(first['loc'][0]).upper()}: {first['msg']}")
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        fail(f"invalid setting GPUCOST_{str(first['loc'][0]).upper()}: {reason}")
 
 
 @contextmanager
@@ -45,7 +46,7 @@ def database(settings: Settings) -> Iterator[Engine]:
     shown = settings.database_url.split("@")[-1]
     try:
         engine = create_db_engine(settings)
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+    except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
         fail(f"GPUCOST_DATABASE_URL is not a usable database URL ({exc})")
     try:
         yield engine

@@ -14,6 +14,7 @@ from app.core.clock import utc_now
 from app.core.errors import validation_body
 from app.core.units import micro_from_usd, plain
 from app.costs.model import model_cost
+from app.costs.query import IDLE, UNATTRIBUTED
 from app.costs.schemas import ModelCost
 from app.costs.table import figure_rows, rate_note, render_csv, render_markdown, table_rows
 from app.jobs.service import models_with_usage
@@ -116,11 +117,13 @@ def report(
 def _known_model(known: list[str], asked: str) -> str:
     """The model as stored: `asked` itself, or the one model it names in another letter case;
     else one line that names the nearest."""
-    if asked in known:
-        return asked
+    if asked in known or asked in (IDLE, UNATTRIBUTED):
+        return asked  # the pseudo-models are no job's label: model_cost knows them
     same = [model for model in known if model.casefold() == asked.casefold()]
     if len(same) == 1:
         return same[0]
+    if same:
+        fail(f"model '{asked}' is ambiguous: {', '.join(same)} differ only in letter case")
     near = difflib.get_close_matches(asked.casefold(), [m.casefold() for m in known], n=3)
     hint = [model for model in known if model.casefold() in near]
     if hint:

@@ -49,7 +49,11 @@ def route_path(scope: Scope) -> str:
     """The path the routes see: the request's, less the prefix it is served under."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path  # as Starlette routes
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `gpucost token create`")

@@ -88,18 +88,19 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 url = "postgresql+psycopg://" + url.removeprefix(prefix)
         try:
-            backend = make_url(url).get_backend_name()
+            make_url(url)
         except ArgumentError:
             return url  # not a URL at all: said when it is used (app.cli.common.database)
-        if backend not in SUPPORTED_DATABASES:
+        if make_url(url).drivername not in SUPPORTED_DATABASES:
             raise ValueError(
-                f"{backend!r} databases are not supported: use sqlite:///PATH (embedded) or "
-                "postgresql://USER@HOST/DATABASE"
+                f"{make_url(url).drivername!r} is not supported: use sqlite:///PATH (embedded)"
+                " or postgresql://USER@HOST/DATABASE (through psycopg 3)"
             )
         return url
 
 
-SUPPORTED_DATABASES = ("sqlite", "postgresql")
+# Backends and the drivers installed with gpucost.
+SUPPORTED_DATABASES = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
 
 
 @lru_cache

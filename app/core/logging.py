@@ -89,7 +89,5 @@ def log_config(log_format: str, level: str) -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False},
-            # Each /readyz asks Alembic for the schema's revision: not news for the log.
-            "alembic.runtime.migration": {"level": "WARNING"},
         },
     }

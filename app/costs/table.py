@@ -16,7 +16,8 @@ TITLES = {
 
 
 # The V3 report counts GPU-hours in thousands and dollars in millions; a table whose total
-# is smaller than one such unit shows its figures in full instead (never `0K`, `$0.00M`).
+# is smaller than one such unit shows its figures in full instead (no total of `0K` or
+# `$0.00M`; a small phase beside a large total may still round to one, as in the report).
 THOUSAND, MILLION = Decimal(1000), Decimal(1_000_000)
 
 

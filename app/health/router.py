@@ -1,5 +1,6 @@
 """Liveness and readiness probes."""
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,8 +28,17 @@ async def readyz(request: Request) -> Any:
     """The database answers and its schema is at the migration head. Asked one probe at a
     time, on the side engine's connection kept for it: probes never wait behind requests,
     and many at once queue here, holding neither a thread nor a connection."""
-    async with request.app.state.readiness:
-        return await run_in_threadpool(_readiness, request.app.state)
+    state = request.app.state
+    try:
+        async with asyncio.timeout(state.settings.db_pool_timeout_seconds):
+            await state.readiness.acquire()
+    except TimeoutError:
+        detail = "database unreachable: earlier probes still waiting for it"
+        return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
+    try:
+        return await run_in_threadpool(_readiness, state)
+    finally:
+        state.readiness.release()
 
 
 def _readiness(state: State) -> Any:

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.auth import route_path
 from app.core.limits import unanswered_status
 from app.metrics.service import ServiceMetrics
 
@@ -27,7 +28,7 @@ class RouteTemplates:
             return path
         # Answered before routing (e.g. 413 by the body limit): match the documented paths.
         for regex, template in self._templates():
-            if regex.match(scope["path"]):
+            if regex.match(route_path(scope)):
                 return template
         return UNMATCHED
 

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app.core.concurrency import EXPORTS
 from app.core.config import Settings
 from app.core.db import READ_ONLY
 from app.core.units import micro_from_usd
@@ -64,3 +65,10 @@ def install_metrics(app: FastAPI) -> None:
     app.state.metrics_cache = cache
     app.add_middleware(RequestMetrics, metrics=service, templates=RouteTemplates(app))
     app.include_router(router)
+    # Each export route's server errors start at 0, so that an alert on their increase sees
+    # the first one (a series born at 1 shows no increase). Last: the API document is
+    # complete only once every router is in.
+    for path, operations in app.openapi()["paths"].items():
+        if path.startswith(EXPORTS):
+            for method in operations:
+                service.requests.labels(method=method.upper(), route=path, status="500")
