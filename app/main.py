@@ -31,6 +31,7 @@ from app.periods.router import router as periods_router
 from app.pricing.router import router as pricing_router
 from app.reports.coalesce import report_coalescer
 from app.reports.router import router as reports_router
+from app.ui.router import router as ui_router
 
 SWITCH_INTERVAL_S = 0.0005
 GC_THRESHOLDS = (50_000, 20, 10)
@@ -119,5 +120,6 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.include_router(periods_router, responses=ERROR_RESPONSES)
     app.include_router(exports_router, responses=ERROR_RESPONSES)
     app.include_router(audit_router, responses=ERROR_RESPONSES)
+    app.include_router(ui_router)
     install_metrics(app)
     return app

@@ -14,20 +14,54 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from collectors.agent import Agent, preview
 from collectors.attribution import Attributor
 from collectors.clock import Clock, FakeClock, SystemClock
-from collectors.config import Config, ConfigError, load_config
+from collectors.config import DEFAULT_CONFIG_FILE, Config, ConfigError, load_config
 from collectors.metrics import CollectorMetrics
 from collectors.sampling import Sampler
 from collectors.sender import Backoff, Sender, service_client
 from collectors.spool import Spool
 
+# The same settings as app/cli/common.py's TYPER_SETTINGS (the collector never imports
+# `app`), so that both commands' help reads alike: -h as well as --help, rich markup, no
+# shell-completion options, a plain traceback for what is not a user's mistake.
+TYPER_SETTINGS: dict[str, Any] = {
+    "context_settings": {"help_option_names": ["-h", "--help"]},
+    "rich_markup_mode": "rich",
+    "add_completion": False,
+    "pretty_exceptions_enable": False,
+}
+DEFAULTS = Config()
+SERVICE = "--server https://gpucost:8000 --token-file /etc/gpucost/token --cluster hf-h800"
+
+
+def examples(*command_lines: str) -> str:
+    """A command's help epilog: real command lines, one a line."""
+    return "Examples:\n\n" + "\n".join(f"  {escape(line)}" for line in command_lines)
+
+
+def shown(default: object) -> str:
+    """A default as the help shows it, as gpucost's does for options with a plain default
+    (the collector's options default to None, so that a flag left out can come from a
+    variable or the config file)."""
+    return escape(f"[default: {default}]")
+
+
 app = typer.Typer(
-    add_completion=False,
-    pretty_exceptions_enable=False,
     help="GPU-hour collector for gpucost (one per GPU node).",
+    epilog=examples(
+        f"gpucost-collector run {SERVICE}",
+        "gpucost-collector run --config /etc/gpucost/collector.toml",
+        "gpucost-collector once",
+        "gpucost-collector flush --config /etc/gpucost/collector.toml",
+    )
+    + "\n\nEvery option can also be set as GPUCOST_COLLECTOR_<NAME> (e.g. "
+    "GPUCOST_COLLECTOR_SERVER) or as `name = value` in the TOML config file (default: "
+    f"{DEFAULT_CONFIG_FILE} when it exists); flags win over variables, which win over the file.",
+    **TYPER_SETTINGS,
 )
 
 
@@ -154,24 +188,72 @@ def _start_nvml(agent: Agent) -> None:
         raise UserError(nvml_start_error(error)) from None
 
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
-ServerOpt = Annotated[str | None, typer.Option(help="service URL, e.g. https://gpucost:8000")]
-TokenOpt = Annotated[Path | None, typer.Option(help="file holding the collector token")]
-ClusterOpt = Annotated[str | None, typer.Option(help="cluster name, as the token is bound to")]
-NodeOpt = Annotated[str | None, typer.Option(help="node name (default: short hostname)")]
-SpoolOpt = Annotated[Path | None, typer.Option(help="SQLite spool file")]
-NvmlOpt = Annotated[str | None, typer.Option(help="'real' or 'fake:SCENARIO_FILE'")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML config file (or GPUCOST_COLLECTOR_CONFIG). "
+        + shown(f"{DEFAULT_CONFIG_FILE} if it exists"),
+    ),
+]
+ServerOpt = Annotated[
+    str | None, typer.Option(help="The gpucost service's URL, e.g. https://gpucost:8000.")
+]
+TokenOpt = Annotated[Path | None, typer.Option(help="File holding the collector token.")]
+ClusterOpt = Annotated[
+    str | None, typer.Option(help="Cluster name, the one the token is bound to.")
+]
+NodeOpt = Annotated[str | None, typer.Option(help="Node name. " + shown("the short hostname"))]
+SpoolOpt = Annotated[
+    Path | None,
+    typer.Option(help="SQLite file holding reports until they are sent. " + shown(DEFAULTS.spool)),
+]
+NvmlOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="'real' (the driver's NVML) or 'fake:SCENARIO_FILE' (a simulated node, for "
+        "tests). " + shown(DEFAULTS.nvml)
+    ),
+]
 FakeClockOpt = Annotated[
     str | None,
-    typer.Option(help="with fake:…, 'virtual' (the scenario's time) or 'system' (real time)"),
+    typer.Option(
+        help="With --nvml fake:…, 'virtual' (the scenario's own, faster time) or 'system' "
+        "(real time). " + shown(DEFAULTS.fake_clock)
+    ),
 ]
-MappingOpt = Annotated[Path | None, typer.Option(help="job-mapping directory")]
-ProcOpt = Annotated[Path | None, typer.Option(help="proc file system root")]
-SampleOpt = Annotated[str | None, typer.Option(help="time between samples, e.g. 10s")]
-ReportOpt = Annotated[str | None, typer.Option(help="time per report, e.g. 60s")]
+MappingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Directory where the scheduler's prolog writes which job holds which GPU. "
+        + shown(DEFAULTS.mapping_dir)
+    ),
+]
+ProcOpt = Annotated[
+    Path | None, typer.Option(help="The proc file system's root. " + shown(DEFAULTS.proc_root))
+]
+SampleOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Time between samples, e.g. 10s or 1m. " + shown(f"{DEFAULTS.sample_interval:g}s")
+    ),
+]
+ReportOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Time one report covers, at most 30m. " + shown(f"{DEFAULTS.report_interval:g}s")
+    ),
+]
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        f"gpucost-collector run {SERVICE}",
+        "gpucost-collector run --config /etc/gpucost/collector.toml --metrics-port 9400",
+        "gpucost-collector run --config /etc/gpucost/collector.toml --nvml fake:node.json "
+        "--run-until 2h",
+    )
+)
 def run(
     config: ConfigOpt = None,
     server: ServerOpt = None,
@@ -182,16 +264,30 @@ def run(
     report_interval: ReportOpt = None,
     spool: SpoolOpt = None,
     spool_max_bytes: Annotated[
-        str | None, typer.Option(help="spool size limit, e.g. 64MiB")
+        str | None,
+        typer.Option(
+            help="Largest the spool may grow while the service is unreachable, e.g. 1GiB. "
+            + shown(f"{DEFAULTS.spool_max_bytes // 2**20}MiB")
+        ),
     ] = None,
     mapping_dir: MappingOpt = None,
     proc_root: ProcOpt = None,
-    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port. " + shown("none served")),
+    ] = None,
     nvml: NvmlOpt = None,
     fake_clock: FakeClockOpt = None,
-    run_until: Annotated[str | None, typer.Option(help="stop at this monotonic time")] = None,
+    run_until: Annotated[
+        str | None,
+        typer.Option(
+            help="For tests and simulations: stop, sending what is left, once the collector's "
+            "clock reads this time, e.g. 2h. With --nvml fake:… the clock starts at 0 with the "
+            "scenario; the real clock counts from the machine's boot. " + shown("run until SIGTERM")
+        ),
+    ] = None,
 ) -> None:
-    """Sample, spool and send until SIGTERM."""
+    """Sample, spool and send until SIGTERM (Ctrl-C)."""
     cfg = _config(dict(locals()))
     cfg.require_delivery()
     agent = _build(cfg)
@@ -207,7 +303,12 @@ def run(
     agent.run(stop)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "gpucost-collector once",
+        "gpucost-collector once --cluster hf-h800 --sample-interval 1s",
+    )
+)
 def once(
     config: ConfigOpt = None,
     cluster: ClusterOpt = None,
@@ -233,7 +334,12 @@ def once(
     )
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        f"gpucost-collector flush {SERVICE}",
+        "gpucost-collector flush --config /etc/gpucost/collector.toml",
+    )
+)
 def flush(
     config: ConfigOpt = None,
     server: ServerOpt = None,

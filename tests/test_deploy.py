@@ -1,14 +1,23 @@
 """The shipped deployment files: Prometheus config and rules, Grafana provisioning, compose."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
+from app import __version__
+from app.cli.common import KEEP_ALIVE_SECONDS
+from app.core.config import PLACEHOLDER_SECRET as PLACEHOLDER
+from app.core.config import Settings
 from tests.support import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,19 +174,23 @@ def test_compose_pins_every_image_and_checks_the_api() -> None:
     assert "readyz" in " ".join(api["healthcheck"]["test"])
     assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
     demo = {name for name, s in services.items() if s.get("profiles") == ["demo"]}
-    assert demo == {"demo-setup", "collector-sim-a", "collector-sim-b"}
+    assert demo == {"demo-setup", "demo-http", "collector-sim-a", "collector-sim-b"}
     assert {"demo"} == {p for s in services.values() for p in s.get("profiles", [])}
 
 
-def test_compose_publishes_on_localhost_unless_told_otherwise() -> None:
-    published = [
-        (name, port) for name, s in compose()["services"].items() for port in s.get("ports", [])
-    ]
-    assert {name for name, _ in published} == {"api", "prometheus", "grafana"}
-    for name, port in published:
-        host, inside = port.rsplit(":", 2)[0], port.rsplit(":", 2)[1:]
-        assert host == "${GPUCOST_BIND_ADDRESS:-127.0.0.1}", (name, port)
-        assert inside[0] == inside[1], (name, port)
+def test_compose_publishes_the_api_only_through_the_proxy() -> None:
+    services = compose()["services"]
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert set(published) == {"proxy", "prometheus", "grafana", "demo-http"}
+    assert "ports" not in services["api"] and "8000" not in str(published.get("proxy"))
+    assert {"443:443", "443:443/udp", "80:80"} == set(published["proxy"])
+    for name in ("prometheus", "grafana"):
+        (port,) = published[name]
+        host, outside, inside = port.rsplit(":", 2)
+        assert host == "${GPUCOST_BIND_ADDRESS:-127.0.0.1}" and outside == inside, (name, port)
+    # Plain http only for the demo, and only on this host.
+    assert services["demo-http"]["profiles"] == ["demo"]
+    assert published["demo-http"] == ["127.0.0.1:8000:8000"]
     assert "GPUCOST_BIND_ADDRESS=127.0.0.1" in (DEPLOY / "env.example").read_text()
 
 
@@ -198,3 +211,270 @@ def test_compose_holds_no_secret() -> None:
             assert password.startswith("${"), f"a password in {key}: {value}"
     example = (DEPLOY / "env.example").read_text()
     assert "POSTGRES_PASSWORD=" in example and "GRAFANA_ADMIN_PASSWORD=" in example
+
+
+def env_example() -> dict[str, str]:
+    lines = (DEPLOY / "env.example").read_text().splitlines()
+    pairs = (line.partition("=") for line in lines if line and not line.startswith("#"))
+    return {name: value for name, _, value in pairs}
+
+
+def test_every_variable_compose_uses_is_in_env_example() -> None:
+    # `$$` is compose's escape for a `$` the container's shell sees.
+    used = set(re.findall(r"(?<!\$)\$\{([A-Za-z0-9_]+)", COMPOSE.read_text()))
+    assert {"POSTGRES_PASSWORD", "GPUCOST_HOSTNAME", "GPUCOST_TLS"} <= used
+    assert used <= set(env_example()), used - set(env_example())
+
+
+def test_env_example_ships_placeholder_secrets_that_are_refused() -> None:
+    secrets = {name: value for name, value in env_example().items() if SECRET_NAME.search(name)}
+    # The metrics token is optional: empty means none (tests/test_metrics_token.py).
+    assert secrets.pop("GPUCOST_METRICS_TOKEN") == ""
+    assert secrets == {"POSTGRES_PASSWORD": PLACEHOLDER, "GRAFANA_ADMIN_PASSWORD": PLACEHOLDER}
+    # Compose requires each one to be set, not empty.
+    text = COMPOSE.read_text()
+    for name in secrets:
+        assert f"${{{name}:?set {name} in .env}}" in text, name
+
+
+def test_settings_refuse_the_placeholder_database_password() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(database_url=f"postgresql://gpucost:{PLACEHOLDER}@postgres:5432/gpucost")
+
+    (error,) = refused.value.errors()
+    assert error["loc"] == ("database_url",)
+    assert "\n" not in error["msg"]
+    assert (
+        f"the password is '{PLACEHOLDER}'" in error["msg"] and "POSTGRES_PASSWORD" in error["msg"]
+    )
+    # Only the placeholder itself: a password that merely contains it, or none, is the user's.
+    for url in (
+        f"postgresql+psycopg://gpucost:{PLACEHOLDER}-not@postgres/gpucost",
+        "postgresql+psycopg://postgres@127.0.0.1:5432/gpucost",
+    ):
+        assert Settings(database_url=url).database_url == url
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["serve", "--port", "0"]])
+def test_the_service_will_not_start_on_the_placeholder_password(command: list[str]) -> None:
+    url = f"postgresql+psycopg://gpucost:{PLACEHOLDER}@127.0.0.1:1/gpucost"
+    env = {**os.environ, "GPUCOST_DATABASE_URL": url}
+
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "gpucost"), *command],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(
+        "error: invalid setting GPUCOST_DATABASE_URL: the password is 'change-me', "
+    )
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "POSTGRES_PASSWORD" in result.stderr and result.stdout == ""
+
+
+def check_secrets(**environment: str) -> subprocess.CompletedProcess[str]:
+    """compose's check-secrets service, run here by the same shell command."""
+    service = compose()["services"]["check-secrets"]
+    assert service["entrypoint"] == ["sh", "-c"]
+    script = service["command"][0].replace("$$", "$")
+    return subprocess.run(
+        ["sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], **environment},
+        timeout=10,
+    )
+
+
+def test_compose_refuses_placeholder_passwords_before_postgres_and_grafana_start() -> None:
+    services = compose()["services"]
+    for name in ("postgres", "grafana"):
+        condition = services[name]["depends_on"]["check-secrets"]["condition"]
+        assert condition == "service_completed_successfully", name
+    assert "${POSTGRES_PASSWORD" in services["check-secrets"]["environment"]["POSTGRES_PASSWORD"]
+    own = {"POSTGRES_PASSWORD": "pg-9f3c2a7d41e8", "GRAFANA_ADMIN_PASSWORD": "gf-5b1e0c9a77d2"}
+
+    assert check_secrets(**own).returncode == 0
+    for name in own:
+        refused = check_secrets(**{**own, name: PLACEHOLDER})
+        assert refused.returncode == 1, name
+        assert refused.stderr == (
+            f"error: {name} is change-me, the placeholder of deploy/env.example:"
+            " set your own in .env\n"
+        )
+
+
+def test_the_proxy_fronts_the_api_with_tls() -> None:
+    services = compose()["services"]
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("caddy:2.")
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
+    assert "443:443" in proxy["ports"]
+    config_dir = dict(mounts(proxy))["./deploy/caddy"]
+    assert proxy["command"][proxy["command"].index("--config") + 1] == config_dir + "/Caddyfile"
+    for name in ("GPUCOST_HOSTNAME", "GPUCOST_TLS"):
+        assert proxy["environment"][name] == f"${{{name}:?set {name} in .env}}"
+    # Certificates survive a restart (ACME's rate limits), in a named volume.
+    assert dict(mounts(proxy))["caddy-data"] == "/data"
+    caddyfile = (DEPLOY / "caddy" / "Caddyfile").read_text()
+    assert re.search(r"^\{\$GPUCOST_HOSTNAME\} \{$", caddyfile, re.MULTILINE)
+    assert re.search(r"^\ttls \{\$GPUCOST_TLS\}$", caddyfile, re.MULTILINE)
+    api_port = services["api"]["command"][services["api"]["command"].index("--port") + 1]
+    assert re.search(rf"^\treverse_proxy api:{api_port} \{{$", caddyfile, re.MULTILINE)
+    demo_http = services["demo-http"]["command"]
+    assert demo_http[demo_http.index("--to") + 1] == f"api:{api_port}"
+
+
+def caddy_config(caddy: str, hostname: str, tls: str) -> dict[str, Any]:
+    """The shipped Caddyfile as Caddy reads it, with these values in the environment."""
+    result = subprocess.run(
+        [caddy, "adapt", "--config", str(DEPLOY / "caddy" / "Caddyfile")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GPUCOST_HOSTNAME": hostname, "GPUCOST_TLS": tls},
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def test_caddy_reads_the_caddyfile_in_each_certificate_mode() -> None:
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        skip_or_fail("caddy is not installed (Debian: apt-get install -y caddy)")
+        return
+    own = "/etc/caddy/certs/gpucost.crt /etc/caddy/certs/gpucost.key"
+
+    acme = caddy_config(caddy, "gpucost.example.org", "ops@example.org")
+    files = caddy_config(caddy, "gpucost.corp.internal", own)
+    local = caddy_config(caddy, "localhost", "internal")
+
+    (server,) = acme["apps"]["http"]["servers"].values()
+    assert server["listen"] == [":443"]
+    (route,) = server["routes"]
+    assert route["match"] == [{"host": ["gpucost.example.org"]}]
+    metrics, proxied = route["handle"][0]["routes"]
+    assert metrics == {
+        "match": [{"path": ["/metrics"]}],
+        "handle": [{"handler": "static_response", "status_code": 404}],
+    }
+    (proxy,) = proxied["handle"]
+    assert proxy["upstreams"] == [{"dial": "api:8000"}]
+    # Caddy must drop an idle connection before `gpucost serve` does.
+    idle_ns = proxy["transport"]["keep_alive"]["idle_timeout"]
+    assert idle_ns < KEEP_ALIVE_SECONDS * 10**9
+    (policy,) = acme["apps"]["tls"]["automation"]["policies"]
+    assert policy["subjects"] == ["gpucost.example.org"]
+    assert {"module": "acme", "email": "ops@example.org"} in policy["issuers"]
+    assert files["apps"]["tls"]["certificates"]["load_files"] == [
+        {
+            "certificate": "/etc/caddy/certs/gpucost.crt",
+            "key": "/etc/caddy/certs/gpucost.key",
+            "tags": ["cert0"],
+        }
+    ]
+    assert "automation" not in files["apps"]["tls"]
+    (policy,) = local["apps"]["tls"]["automation"]["policies"]
+    assert policy == {"subjects": ["localhost"], "issuers": [{"module": "internal"}]}
+
+
+def test_the_prune_service_prunes_daily_with_the_real_command(db_url: str) -> None:
+    services = compose()["services"]
+    prune = services["prune"]
+    assert prune["image"] == services["api"]["image"]
+    assert (
+        prune["environment"]["GPUCOST_DATABASE_URL"]
+        == (services["api"]["environment"]["GPUCOST_DATABASE_URL"])
+    )
+    assert prune["depends_on"]["api"]["condition"] == "service_healthy"
+    assert prune["restart"] == "unless-stopped"
+    (loop,) = prune["command"]
+    command = re.fullmatch(r"while true; do (gpucost db prune); sleep 86400; done", loop)
+    assert command is not None, loop
+    # The command the loop runs, as it runs it, on a database the API has migrated.
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "gpucost"), *command[1].split()[1:]],
+        env={**os.environ, "GPUCOST_DATABASE_URL": db_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("pruned raw usage before ")
+
+
+def test_prometheus_in_compose_loads_the_alert_rules() -> None:
+    prometheus = compose()["services"]["prometheus"]
+    config_dir = dict(mounts(prometheus))["./deploy/prometheus"]
+    assert f"--config.file={config_dir}/prometheus.yml" in prometheus["command"]
+    # rule_files are read relative to the config file: inside the mounted directory.
+    patterns = load_yaml(PROMETHEUS_CONFIG)["rule_files"]
+    assert not any(Path(pattern).is_absolute() for pattern in patterns)
+    loaded = {path for pattern in patterns for path in PROMETHEUS_CONFIG.parent.glob(pattern)}
+    alerts = DEPLOY / "prometheus" / "rules" / "alerts.yml"
+    assert alerts in loaded
+    rules = [rule for group in load_yaml(alerts)["groups"] for rule in group["rules"]]
+    assert rules and all("alert" in rule for rule in rules)
+
+
+def test_the_collector_wheel_builds_from_the_tree(tmp_path: Path) -> None:
+    # A copy of what the Dockerfile copies, so the build leaves nothing in the working tree.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("app", "collectors", "migrations"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+
+    subprocess.run(
+        [*pip, "wheel", str(source), "--no-deps", "-w", str(tmp_path / "dist")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+    (wheel,) = (tmp_path / "dist").glob("gpucost-*-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        scripts = archive.read(entry_points).decode()
+    assert {"collectors/cli.py", "collectors/agent.py", "collectors/sender.py"} <= names
+    assert "collectors/deploy/gpucost-collector.service" in names
+    assert "collectors/deploy/collector.example.toml" in names
+    assert "gpucost-collector = collectors.cli:main" in scripts.splitlines()
+    # Installed as a node installs it (no dependencies), its entry point runs from the wheel
+    # and the collector loads none of the server.
+    site = tmp_path / "site"
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    version = subprocess.run(
+        [str(site / "bin" / "gpucost-collector"), "--version"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert version.returncode == 0, version.stderr
+    assert version.stdout == f"gpucost-collector {__version__}\n"
+    probe = (
+        "import sys, collectors.cli; print(collectors.cli.__file__);"
+        " print(sorted(m for m in sys.modules if m == 'app' or m.startswith('app.')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout == f"{site / 'collectors' / 'cli.py'}\n[]\n"

@@ -6,13 +6,27 @@ from typing import Annotated
 import typer
 
 from app import __version__
-from app.cli.admin import db_cli, serve, token_cli
-from app.cli.demo import demo, simulate
-from app.cli.exports import export
-from app.cli.pricing import models, rate_cli, report
+from app.cli.admin import SERVE_EXAMPLES, db_cli, serve, token_cli
+from app.cli.common import TYPER_SETTINGS, examples, reflow_help
+from app.cli.demo import DEMO_EXAMPLES, SIMULATE_EXAMPLES, demo, simulate
+from app.cli.exports import EXPORT_EXAMPLES, export
+from app.cli.pricing import MODELS_EXAMPLES, REPORT_EXAMPLES, models, rate_cli, report
 from app.cli.reconcile import reconcile_cli
 
-cli = typer.Typer(help="gpucost: GPU-hour cost accounting.", no_args_is_help=True)
+cli = typer.Typer(
+    help="gpucost: GPU-hour cost accounting.",
+    epilog=examples(
+        "gpucost demo",
+        "gpucost db upgrade",
+        "gpucost token create --role collector --cluster hf-h800 --name hf-h800-nodes",
+        "gpucost serve",
+        "gpucost report deepseek-v3 --rate-note",
+    )
+    + "\n\nThe database is GPUCOST_DATABASE_URL (default: sqlite:///./gpucost.db, in the "
+    "current directory); every command that changes it names it on stderr.",
+    no_args_is_help=True,
+    **TYPER_SETTINGS,
+)
 
 
 def _print_version(asked: bool) -> None:
@@ -33,16 +47,17 @@ def _options(
     """gpucost: GPU-hour cost accounting."""
 
 
-cli.command()(serve)
-cli.command()(report)
-cli.command()(models)
-cli.command()(export)
-cli.command()(demo)
-cli.command()(simulate)
+cli.command(epilog=SERVE_EXAMPLES)(serve)
+cli.command(epilog=REPORT_EXAMPLES)(report)
+cli.command(epilog=MODELS_EXAMPLES)(models)
+cli.command(epilog=EXPORT_EXAMPLES)(export)
+cli.command(epilog=DEMO_EXAMPLES)(demo)
+cli.command(epilog=SIMULATE_EXAMPLES)(simulate)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(rate_cli, name="rate")
 cli.add_typer(reconcile_cli, name="reconcile")
+reflow_help(cli)
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """Running the service and administering it: serve, migrations, tokens."""
 
+import errno
 import logging.config
 import socket
 from typing import Annotated
@@ -13,6 +14,7 @@ from app.cli.common import (
     KEEP_ALIVE_SECONDS,
     database,
     err,
+    examples,
     fail,
     in_transaction,
     load_settings,
@@ -23,8 +25,23 @@ from app.core.logging import log_config
 from app.retention.service import prune_raw
 from app.tokens import service as tokens
 
-db_cli = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
-token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+db_cli = typer.Typer(
+    help="Database schema migrations and pruning.",
+    epilog=examples("gpucost db upgrade", "gpucost db current"),
+    no_args_is_help=True,
+)
+token_cli = typer.Typer(
+    help="API tokens.",
+    epilog=examples("gpucost token create --role admin --name ops", "gpucost token list"),
+    no_args_is_help=True,
+)
+
+
+SERVE_EXAMPLES = examples(
+    "gpucost serve",
+    "gpucost serve --host 0.0.0.0 --port 8080 --workers 4",
+    "GPUCOST_DATABASE_URL=postgresql+psycopg://gpucost@db/gpucost gpucost serve",
+)
 
 
 def serve(
@@ -32,14 +49,18 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
 ) -> None:
-    """Bring the schema to the migration head, then serve the API."""
+    """Bring the schema to the migration head, then serve the API.
+
+    The database is GPUCOST_DATABASE_URL (default: ./gpucost.db in the current directory);
+    run `gpucost token create` and `gpucost rate set` with the same setting.
+    """
     import uvicorn
 
     settings = load_settings()
     _can_listen(host, port)
     config = log_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(config)
-    with database(settings) as engine:
+    with database(settings, writes=True, creates=True) as engine:
         migrate.upgrade(engine)
     err.print(f"gpucost serving on http://{host}:{port} (API docs at /docs)", highlight=False)
     uvicorn.run(
@@ -65,26 +86,38 @@ def _can_listen(host: str, port: int) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
             probe.bind((host, port))
     except OSError as exc:
-        fail(f"cannot listen on {shown}: {exc.strerror or exc}")
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            fail(
+                f"cannot listen on {shown}: {reason} (another gpucost serve?); "
+                f"choose another port with --port, e.g. --port {port + 1 if port < 65535 else 8000}"
+            )
+        if exc.errno == errno.EACCES:
+            fail(f"cannot listen on {shown}: {reason}; choose a port above 1023 with --port")
+        fail(f"cannot listen on {shown}: {reason}; check --host")
 
 
-@db_cli.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+@db_cli.command("upgrade", epilog=examples("gpucost db upgrade", "gpucost db upgrade 0009"))
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
     """Apply migrations up to REVISION (the newest by default)."""
-    with database(load_settings()) as engine:
+    with database(load_settings(), writes=True, creates=True) as engine:
         migrate.upgrade(engine, revision)
         typer.echo(f"schema at {migrate.current_revision(engine)}")
 
 
-@db_cli.command("downgrade")
+@db_cli.command("downgrade", epilog=examples("gpucost db downgrade 0009"))
 def db_downgrade(revision: Annotated[str, typer.Argument(help="Target, or 'base'.")]) -> None:
     """Revert migrations down to REVISION."""
-    with database(load_settings()) as engine:
+    with database(load_settings(), writes=True) as engine:
         migrate.downgrade(engine, revision)
         typer.echo(f"schema at {migrate.current_revision(engine) or 'base'}")
 
 
-@db_cli.command("prune")
+@db_cli.command(
+    "prune", epilog=examples("gpucost db prune", "gpucost db prune --older-than-days 90")
+)
 def db_prune(
     older_than_days: Annotated[
         int | None, typer.Option(min=1, help="Default: GPUCOST_RAW_RETENTION_DAYS (400).")
@@ -93,7 +126,8 @@ def db_prune(
     """Delete raw usage and reports older than the retention; totals do not change."""
     days = older_than_days or load_settings().raw_retention_days
     pruned = in_transaction(
-        lambda s: prune_raw(s, now=utc_now(), retention_days=days, actor=CLI_ACTOR)
+        lambda s: prune_raw(s, now=utc_now(), retention_days=days, actor=CLI_ACTOR),
+        writes=True,
     )
     typer.echo(
         f"pruned raw usage before {pruned.cutoff.isoformat()}: "
@@ -102,7 +136,7 @@ def db_prune(
     )
 
 
-@db_cli.command("current")
+@db_cli.command("current", epilog=examples("gpucost db current"))
 def db_current() -> None:
     """Print the schema's revision and the migration head."""
     with database(load_settings()) as engine:
@@ -110,7 +144,13 @@ def db_current() -> None:
         typer.echo(f"head:    {migrate.head_revision()}")
 
 
-@token_cli.command("create")
+@token_cli.command(
+    "create",
+    epilog=examples(
+        "gpucost token create --role admin --name ops",
+        "gpucost token create --role collector --cluster hf-h800 --name hf-h800-nodes",
+    ),
+)
 def token_create(
     role: Annotated[str, typer.Option(help="admin, viewer or collector.")],
     cluster: Annotated[
@@ -122,14 +162,15 @@ def token_create(
     info, clear = in_transaction(
         lambda s: tokens.create_token(
             s, role=role, cluster=cluster, name=name, actor=CLI_ACTOR, now=utc_now()
-        )
+        ),
+        writes=True,
     )
     scope = f" for cluster {info.cluster}" if info.cluster else ""
     err.print(f"created {info.role} token '{info.name}'{scope}; store it now, it is shown once:")
     typer.echo(clear)
 
 
-@token_cli.command("list")
+@token_cli.command("list", epilog=examples("gpucost token list"))
 def token_list() -> None:
     """List tokens (never their values)."""
     rows = in_transaction(tokens.list_tokens)
@@ -140,10 +181,11 @@ def token_list() -> None:
     Console().print(table)
 
 
-@token_cli.command("revoke")
-def token_revoke(name: str) -> None:
+@token_cli.command("revoke", epilog=examples("gpucost token revoke ops"))
+def token_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
     """Revoke a token; requests using it fail from the next one on."""
     info = in_transaction(
-        lambda s: tokens.revoke_token(s, name=name, actor=CLI_ACTOR, now=utc_now())
+        lambda s: tokens.revoke_token(s, name=name, actor=CLI_ACTOR, now=utc_now()),
+        writes=True,
     )
     typer.echo(f"revoked token '{info.name}'")

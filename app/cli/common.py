@@ -1,18 +1,21 @@
 """What every `gpucost` command shares: settings, the database, and one-line errors."""
 
 import contextlib
+import inspect
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from sqlalchemy import Engine
+from rich.markup import escape
+from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -24,26 +27,85 @@ T = TypeVar("T")
 # The actor the audit log records for changes made from the command line.
 CLI_ACTOR = "cli"
 err = Console(stderr=True, soft_wrap=True)
+# The same settings as collectors/cli.py's, so that both commands' help reads alike:
+# -h as well as --help, rich markup, no shell-completion options, and a plain traceback
+# (never rich's, with local variables) for what is not a user's mistake. Defaults are shown
+# (Typer's own default); the collector writes its own, as its options default to None.
+TYPER_SETTINGS: dict[str, Any] = {
+    "context_settings": {"help_option_names": ["-h", "--help"]},
+    "rich_markup_mode": "rich",
+    "add_completion": False,
+    "pretty_exceptions_enable": False,
+}
+
+
+def reflow_help(app: typer.Typer) -> None:
+    """Join the lines of each paragraph of every command's help (its docstring), so that the
+    terminal wraps them: Typer's rich mode keeps the docstring's own line breaks after the
+    first paragraph, which at 80 columns leaves ragged half-lines."""
+    for info in app.registered_commands:
+        text = inspect.cleandoc(info.help or inspect.getdoc(info.callback) or "")
+        info.help = "\n\n".join(" ".join(p.split("\n")) for p in text.split("\n\n"))
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            reflow_help(group.typer_instance)
+
+
+def examples(*command_lines: str) -> str:
+    """A command's help epilog: real command lines, one a line."""
+    return "Examples:\n\n" + "\n".join(f"  {escape(line)}" for line in command_lines)
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(1)
 
 
-def load_settings() -> Settings:
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from GPUCOST_* variables (and .env), `overrides` replacing any of them:
+    an overridden variable is never validated, so a bad value of it cannot fail the command."""
     try:
-        return Settings()
+        return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         reason = str(first["msg"]).removeprefix("Value error, ")
         fail(f"invalid setting GPUCOST_{str(first['loc'][0]).upper()}: {reason}")
 
 
+def shown_database(url: str) -> str:
+    """The database as a person should see it: a SQLite file as an absolute path (the
+    default, ./gpucost.db, depends on the directory a command runs in), no password."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url.split("@")[-1]
+    name = parsed.database
+    if parsed.get_backend_name() == "sqlite" and name and name != ":memory:":
+        if not name.startswith("file:"):
+            parsed = parsed.set(database=os.path.abspath(name))
+    return parsed.render_as_string(hide_password=True)
+
+
+def say_database(settings: Settings) -> None:
+    """One line on stderr naming the database a command changed, so that a token or a price
+    put into another database than the server's is seen at once."""
+    err.print(f"database: {shown_database(settings.database_url)}", markup=False, highlight=False)
+
+
 @contextmanager
-def database(settings: Settings) -> Iterator[Engine]:
-    """An engine for the configured database, turning connection trouble into one line."""
-    shown = settings.database_url.split("@")[-1]
+def database(
+    settings: Settings, *, writes: bool = False, creates: bool = False
+) -> Iterator[Engine]:
+    """An engine for the configured database, turning connection trouble into one line;
+    `writes`: name the database on stderr once the block has succeeded; `creates`: the
+    command may create a missing SQLite file (the others refuse it rather than leave an
+    empty file in the wrong directory)."""
+    shown = shown_database(settings.database_url)
+    if not creates and _missing_sqlite_file(settings.database_url):
+        fail(
+            f"there is no database at {shown}: run `gpucost db upgrade` to create it, or run "
+            "this where `gpucost serve` runs (or with its GPUCOST_DATABASE_URL)"
+        )
     try:
         engine = create_db_engine(settings)
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
@@ -57,6 +119,20 @@ def database(settings: Settings) -> Iterator[Engine]:
         fail(f"cannot use the database at {shown}: {reason}")
     finally:
         engine.dispose()
+    if writes:
+        say_database(settings)
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    """`url` names an SQLite file that does not exist (SQLite would create it empty)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return False
+    return not name.startswith("file:") and not os.path.exists(name)
 
 
 def _no_schema(exc: OperationalError | ProgrammingError) -> bool:
@@ -66,8 +142,13 @@ def _no_schema(exc: OperationalError | ProgrammingError) -> bool:
     return str(exc.orig).startswith("no such table")
 
 
-def in_transaction(work: Callable[[Session], T]) -> T:
-    with database(load_settings()) as engine, create_session_factory(engine).begin() as session:
+def in_transaction(work: Callable[[Session], T], *, writes: bool = False) -> T:
+    """`work` in one transaction, committed if it returns; `writes`: see `database`."""
+    settings = load_settings()
+    with (
+        database(settings, writes=writes) as engine,
+        create_session_factory(engine).begin() as session,
+    ):
         try:
             return work(session)
         except AppError as exc:

@@ -21,14 +21,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from app.cli.common import (
     CLI_ACTOR,
     database,
+    examples,
     fail,
     load_settings,
+    shown_database,
     uvicorn_command,
     wait_until_serving,
 )
 from app.core import migrate
 from app.core.db import create_session_factory
-from app.costs.schemas import ModelCost
+from app.costs.query import IDLE, UNATTRIBUTED
+from app.costs.schemas import CostReport, ModelCost
 from app.costs.table import rate_note, render_markdown, table_rows
 from app.tokens.service import create_token
 
@@ -38,7 +41,7 @@ if TYPE_CHECKING:  # the simulator is imported by the two commands only, not by 
 
 out = Console(soft_wrap=True, highlight=False)
 # The demo's reduction (see `demo`): the same 2,048 GPUs as 8 collectors of 256, one report
-# per GPU and job per simulated day, so that it runs in about a minute on two cores.
+# per GPU and job per simulated day, so that it runs in one to three minutes on two cores.
 DEMO_GPUS_PER_NODE = 8 * 32
 DEMO_REPORT_SECONDS = 86_400
 
@@ -63,7 +66,7 @@ def replay(fleet: "Fleet", *, console: Console = out) -> "SimProgress":
         BarColumn(),
         TextColumn("day {task.fields[day]:,.1f} of {task.fields[days]:,.1f}"),
         TextColumn("{task.fields[reports]:,} reports sent"),
-        TextColumn("{task.fields[hours]:,.0f} GPU-hours"),
+        TextColumn("{task.fields[hours]:,.0f} GPU-hours measured"),
         TimeElapsedColumn(),
         console=console,
     ) as bar:
@@ -79,6 +82,14 @@ def replay(fleet: "Fleet", *, console: Console = out) -> "SimProgress":
             return fleet.run(show)
         except SimulationError as error:
             fail(str(error))
+
+
+SIMULATE_EXAMPLES = examples(
+    "gpucost simulate deepseek-v3 --server http://127.0.0.1:8000 --token-file collector.token",
+    "gpucost simulate my-fleet.toml --server http://127.0.0.1:8000 --token-file collector.token "
+    "--admin-token-file admin.token --speed 3600",
+)
+DEMO_EXAMPLES = examples("gpucost demo", "gpucost demo --serve --port 8080")
 
 
 def simulate(
@@ -123,12 +134,16 @@ def simulate(
 
 
 def _free_port(preferred: int) -> int:
+    """`preferred` if it is free on 127.0.0.1, else another free port, saying so."""
     import socket
 
     for port in (preferred, 0):
         with socket.socket() as sock, contextlib.suppress(OSError):
             sock.bind(("127.0.0.1", port))
-            return int(sock.getsockname()[1])
+            chosen = int(sock.getsockname()[1])
+            if chosen != preferred:
+                out.print(f"Port {preferred} is in use; the demo serves on port {chosen} instead.")
+            return chosen
     fail("no free TCP port on 127.0.0.1")
 
 
@@ -154,11 +169,21 @@ def _service(env: dict[str, str], port: int, log: Path) -> Iterator[str]:
 
 def demo(
     serve: Annotated[
-        bool, typer.Option(help="Keep serving after the replay (Ctrl-C stops).")
+        bool,
+        typer.Option(
+            help="Keep serving after the replay, for the API docs and metrics (Ctrl-C stops)."
+        ),
     ] = False,
-    port: Annotated[int, typer.Option(help="TCP port (another free one if taken).")] = 8000,
+    port: Annotated[
+        int, typer.Option(help="TCP port on 127.0.0.1 (another free one, said, if taken).")
+    ] = 8000,
 ) -> None:
-    """Start a temporary service, replay DeepSeek-V3's training, print its cost table."""
+    """Start a temporary service, replay DeepSeek-V3's training, print its cost table.
+
+    Needs no configuration: the service runs on a temporary SQLite database (any
+    GPUCOST_DATABASE_URL is left alone), deleted when the demo ends. It takes one to three
+    minutes, depending on the machine; the progress bar shows how far it is.
+    """
     from collectors.simulator import scenario as scenarios
     from collectors.simulator.fleet import Fleet, Options
 
@@ -171,7 +196,7 @@ def demo(
             "GPUCOST_DATABASE_URL": f"sqlite:///{workdir / 'gpucost.db'}",
             "GPUCOST_MAX_REPORT_INTERVAL_SECONDS": str(DEMO_REPORT_SECONDS),
         }
-        settings = load_settings().model_copy(update={"database_url": env["GPUCOST_DATABASE_URL"]})
+        settings = load_settings(database_url=env["GPUCOST_DATABASE_URL"])
         with database(settings) as engine:
             migrate.upgrade(engine)
             with create_session_factory(engine).begin() as session:
@@ -193,7 +218,8 @@ def demo(
             f"collectors of {simulated.gpus_per_node} GPUs (the scenario has {scenario.nodes} "
             f"nodes of {scenario.gpus_per_node}), {float(scenario.end) / 3600:,.2f} simulated "
             "hours, one report per GPU and job per simulated day (service limit raised to "
-            "1 day for the demo), on a temporary SQLite database."
+            "1 day for the demo), on a temporary SQLite database. This takes one to three minutes, "
+            "depending on the machine."
         )
         with _service(env, _free_port(port), workdir / "server.log") as url:
             fleet = Fleet(
@@ -206,27 +232,49 @@ def demo(
                 replay(fleet)
             finally:
                 fleet.close()
-            response = httpx.get(
-                f"{url}/v1/models/deepseek-v3/cost",
-                timeout=60,
-                headers={"Authorization": f"Bearer {tokens['viewer']}"},
-            )
-            if response.status_code != 200:
-                fail(f"the service answered {response.status_code}: {response.text[:300]}")
-            cost = ModelCost.model_validate(response.json())
+            viewer = {"Authorization": f"Bearer {tokens['viewer']}"}
+            cost = ModelCost.model_validate(_get(f"{url}/v1/models/deepseek-v3/cost", viewer))
+            by_model = CostReport.model_validate(_get(f"{url}/v1/costs?group_by=model", viewer))
             out.print()
             out.print(render_markdown(table_rows(cost)))
             out.print()
             out.print(rate_note(cost))
+            out.print(_measured_note(by_model, cost.model))
             out.print()
+            if not serve:
+                out.print(
+                    "The service stopped with the demo and its database is deleted; "
+                    "`gpucost demo --serve` keeps it running, with its page at /, its API "
+                    "docs at /docs and its metrics at /metrics."
+                )
+                return
+            out.print(f"Page:     {url}/")
             out.print(f"API docs: {url}/docs")
             out.print(f"Metrics:  {url}/metrics")
-            if serve:
-                out.print(f"Viewer token: {tokens['viewer']}")
-                out.print(f"Admin token:  {tokens['admin']}")
-                out.print("Serving until Ctrl-C; the database is deleted when it stops.")
-                # SIGTERM too stops the service and removes the database on the way out.
-                signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-                with contextlib.suppress(KeyboardInterrupt):
-                    while True:
-                        time.sleep(3600)
+            out.print(f"Viewer token: {tokens['viewer']}")
+            out.print(f"Admin token:  {tokens['admin']}")
+            out.print(f"Database: {shown_database(settings.database_url)}")
+            out.print("Serving until Ctrl-C; the database is deleted when it stops.")
+            # SIGTERM too stops the service and removes the database on the way out.
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+
+
+def _get(url: str, headers: dict[str, str]) -> object:
+    response = httpx.get(url, timeout=60, headers=headers)
+    if response.status_code != 200:
+        fail(f"the service answered {response.status_code}: {response.text[:300]}")
+    return response.json()
+
+
+def _measured_note(by_model: CostReport, model: str) -> str:
+    """The GPU-hours measured in all (the progress bar's figure) split into the model's (the
+    table's) and the rest: idle GPUs and jobs without a model, in no model's cost."""
+    hours = {str(getattr(row, "model", "")): row.gpu_hours for row in by_model.rows}
+    parts = [f"{hours.pop(model, 0):,.0f} in {model}'s jobs (the table)"]
+    named = {IDLE: "idle (GPUs with no job)", UNATTRIBUTED: "in jobs without a model"}
+    parts += [f"{figure:,.0f} {named.get(name, name)}" for name, figure in sorted(hours.items())]
+    listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+    return f"Measured: {by_model.total.gpu_hours:,.0f} GPU-hours, {listed}."

@@ -8,12 +8,19 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
-from app.cli.common import database, fail, load_settings
+from app.cli.common import database, examples, fail, load_settings
 from app.core.db import create_session_factory
 from app.core.errors import AppError
 from app.exports.lines import month_start, next_month
 from app.exports.service import check_bounds, csv_chunks, parquet_chunks
 from app.periods.service import parse_month
+
+EXPORT_EXAMPLES = examples(
+    "gpucost export focus --month 2025-01 -o focus-2025-01.csv",
+    "gpucost export focus --month 2025-01 --granularity hour --format parquet "
+    "-o focus-2025-01.parquet",
+    "gpucost export costs --month 2025-01 > costs-2025-01.csv",
+)
 
 
 def export(
@@ -61,18 +68,31 @@ def export(
 
 
 def _write_with_progress(chunks: Iterator[str] | Iterator[str | bytes], output: Path) -> None:
+    """Write `chunks` to a file beside `output` and rename it into place once whole, so that
+    a failure (a database error, Ctrl-C) leaves no partial export and any earlier file as it
+    was."""
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        written = _write_chunks(chunks, partial, shown=output)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    typer.echo(f"wrote {output} ({written:,} bytes)", err=True)
+
+
+def _write_chunks(chunks: Iterator[str] | Iterator[str | bytes], path: Path, *, shown: Path) -> int:
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[size]}"),
     )
-    with output.open("wb") as file, Progress(*columns, transient=True) as progress:
-        task = progress.add_task(f"writing {output}", total=None, size="0 B")
+    with path.open("wb") as file, Progress(*columns, transient=True) as progress:
+        task = progress.add_task(f"writing {shown}", total=None, size="0 B")
         written = 0
         for chunk in chunks:
             data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
             file.write(data)
             written += len(data)
             progress.update(task, size=f"{written / 1e6:.1f} MB")
-    typer.echo(f"wrote {output} ({written:,} bytes)", err=True)
+    return written

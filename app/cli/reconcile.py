@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from app.cli.common import database, fail, load_settings
+from app.cli.common import database, examples, fail, load_settings
 from app.core.clock import utc_now
 from app.core.db import create_session_factory
 from app.core.errors import AppError
@@ -22,7 +23,9 @@ from app.reconcile.sacct import SACCT_COMMAND, parse_sacct, run_sacct
 from app.reconcile.schemas import ReconcileLine
 
 reconcile_cli = typer.Typer(
-    help="Compare measured GPU time with a scheduler's accounting.", no_args_is_help=True
+    help="Compare measured GPU time with a scheduler's accounting.",
+    epilog=examples("gpucost reconcile slurm --cluster hf-h800 --from 2025-01-01"),
+    no_args_is_help=True,
 )
 # Exit status when some job's figures differ beyond the tolerance (errors exit 1).
 DIFFERENCES_EXIT = 3
@@ -86,7 +89,15 @@ def _print(lines: list[ReconcileLine], output: Format) -> None:
         console.print(table)
 
 
-@reconcile_cli.command("slurm", epilog=f"A file for --sacct-file: {SACCT_COMMAND}")
+@reconcile_cli.command(
+    "slurm",
+    epilog=examples(
+        "gpucost reconcile slurm --cluster hf-h800 --from 2025-01-01",
+        "gpucost reconcile slurm --cluster hf-h800 --from 2025-01-01 --to 2025-02-01 --format csv",
+        "gpucost reconcile slurm --cluster hf-h800 --from 2025-01-01 --sacct-file sacct.txt",
+    )
+    + f"\n\nA file for --sacct-file: {escape(SACCT_COMMAND)}",
+)
 def slurm(
     cluster: Annotated[str, typer.Option(help="The cluster, as its collectors report it.")],
     start: Annotated[

@@ -88,19 +88,26 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 url = "postgresql+psycopg://" + url.removeprefix(prefix)
         try:
-            make_url(url)
+            parsed = make_url(url)
         except ArgumentError:
             return url  # not a URL at all: said when it is used (app.cli.common.database)
-        if make_url(url).drivername not in SUPPORTED_DATABASES:
+        if parsed.drivername not in SUPPORTED_DATABASES:
             raise ValueError(
-                f"{make_url(url).drivername!r} is not supported: use sqlite:///PATH (embedded)"
+                f"{parsed.drivername!r} is not supported: use sqlite:///PATH (embedded)"
                 " or postgresql://USER@HOST/DATABASE (through psycopg 3)"
+            )
+        if parsed.password == PLACEHOLDER_SECRET:
+            raise ValueError(
+                f"the password is {PLACEHOLDER_SECRET!r}, the placeholder of deploy/env.example:"
+                " choose your own (with docker compose: POSTGRES_PASSWORD in .env)"
             )
         return url
 
 
 # Backends and the drivers installed with gpucost.
 SUPPORTED_DATABASES = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
+# What deploy/env.example ships for every password; a service started with it is refused.
+PLACEHOLDER_SECRET = "change-me"
 
 
 @lru_cache

@@ -21,14 +21,14 @@ TITLES = {
 THOUSAND, MILLION = Decimal(1000), Decimal(1_000_000)
 
 
-def _gpu_hours(gpu_hours: Decimal, *, in_thousands: bool) -> str:
+def gpu_hours_text(gpu_hours: Decimal, *, in_thousands: bool) -> str:
     """`2664000` -> `2664K` (three decimals at most); in full, `12.5`."""
     if not in_thousands:
         return plain(gpu_hours.quantize(Decimal("0.001"), ROUND_HALF_EVEN))
     return plain((gpu_hours / THOUSAND).quantize(Decimal("0.001"), ROUND_HALF_EVEN)) + "K"
 
 
-def _usd(usd: Decimal, *, in_millions: bool) -> str:
+def usd_text(usd: Decimal, *, in_millions: bool) -> str:
     """`5576000` -> `$5.576M`, `10000` -> `$0.01M` (three decimals at most, two at least);
     in full, `$25.00`."""
     if not in_millions:
@@ -64,8 +64,8 @@ def table_rows(cost: ModelCost) -> list[list[str]]:
     usd = [p.cost_usd if p else zero for _, p in columns]
     return [
         ["Training Costs", *(title for title, _ in columns)],
-        [_gpu_label(cost), *(_gpu_hours(h, in_thousands=in_thousands) for h in hours)],
-        ["in USD", *(_usd(u, in_millions=in_millions) for u in usd)],
+        [_gpu_label(cost), *(gpu_hours_text(h, in_thousands=in_thousands) for h in hours)],
+        ["in USD", *(usd_text(u, in_millions=in_millions) for u in usd)],
     ]
 
 

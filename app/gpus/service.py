@@ -77,3 +77,8 @@ def list_nodes(
         for cluster_name, node, first_seen, last_report_at, count in rows[:limit]
     ]
     return NodeList(nodes=nodes, truncated=len(rows) > limit)
+
+
+def reported_gpu_models(session: Session) -> list[str]:
+    """Every GPU model some GPU has reported, as NVML names it, in order."""
+    return list(session.scalars(select(Gpu.model).distinct().order_by(Gpu.model)))

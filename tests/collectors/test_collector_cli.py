@@ -107,6 +107,41 @@ def test_configuration_mistakes_are_one_line(args, message):
     assert done.stderr.strip() == f"gpucost-collector: error: {message}"
 
 
+def test_help_shows_the_defaults_and_says_what_run_until_is():
+    done = collector("run", "--help", env={"COLUMNS": "250"})
+    assert done.returncode == 0, done.stderr
+    lines: dict[str, str] = {}  # each option's help, its wrapped lines joined
+    for line in done.stdout.splitlines():
+        if line.startswith("│ --"):
+            flag = line.split()[1]
+            lines[flag] = ""
+        if line.startswith("│ ") and lines:
+            lines[flag] += " " + " ".join(line.strip("│ ").split())
+    for flag, default in [
+        ("--sample-interval", "[default: 10s]"),
+        ("--report-interval", "[default: 60s]"),
+        ("--spool", "[default: /var/lib/gpucost/collector-spool.db]"),
+        ("--spool-max-bytes", "[default: 64MiB]"),
+        ("--mapping-dir", "[default: /run/gpucost/jobs]"),
+        ("--proc-root", "[default: /proc]"),
+        ("--nvml", "[default: real]"),
+        ("--fake-clock", "[default: virtual]"),
+        ("--node", "[default: the short hostname]"),
+        ("--config", "[default: /etc/gpucost/collector.toml if it exists]"),
+        ("--run-until", "[default: run until SIGTERM]"),
+    ]:
+        assert default in lines[flag], (flag, lines[flag])
+    assert "monotonic" not in done.stdout
+    assert (
+        "stop, sending what is left, once the collector's clock reads this time"
+        in (lines["--run-until"])
+    )
+    # The defaults shown are the configuration's own.
+    config = load_config({"node": "n"}, {})
+    assert (config.sample_interval, config.report_interval) == (10.0, 60.0)
+    assert config.spool_max_bytes == 64 * 2**20 and str(config.spool).endswith("spool.db")
+
+
 @pytest.mark.parametrize("args", [["run", "--bogus"], []])
 def test_usage_mistakes_get_a_usage_message_not_a_traceback(args):
     done = collector(*args)
