@@ -35,7 +35,10 @@ TYPER_SETTINGS: dict[str, Any] = {
     "pretty_exceptions_enable": False,
 }
 DEFAULTS = Config()
-SERVICE = "--server https://gpucost:8000 --token-file /etc/gpucost/token --cluster hf-h800"
+SERVICE = (
+    "--server https://gpucost.example.org --token-file /etc/gpucost/collector.token "
+    "--cluster hf-h800"
+)
 
 
 def examples(*command_lines: str) -> str:
@@ -197,7 +200,7 @@ ConfigOpt = Annotated[
     ),
 ]
 ServerOpt = Annotated[
-    str | None, typer.Option(help="The gpucost service's URL, e.g. https://gpucost:8000.")
+    str | None, typer.Option(help="The gpucost service's URL, e.g. https://gpucost.example.org.")
 ]
 TokenOpt = Annotated[Path | None, typer.Option(help="File holding the collector token.")]
 ClusterOpt = Annotated[
@@ -249,7 +252,7 @@ ReportOpt = Annotated[
 @app.command(
     epilog=examples(
         f"gpucost-collector run {SERVICE}",
-        "gpucost-collector run --config /etc/gpucost/collector.toml --metrics-port 9400",
+        "gpucost-collector run --config /etc/gpucost/collector.toml --metrics-port 9402",
         "gpucost-collector run --config /etc/gpucost/collector.toml --nvml fake:node.json "
         "--run-until 2h",
     )

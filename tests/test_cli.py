@@ -479,3 +479,60 @@ def test_a_failed_export_leaves_the_earlier_file_as_it_was(tmp_path: Path) -> No
     assert code == 1 and "has no gpucost tables yet" in err
     assert target.read_text() == "last month's\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["costs.csv", "empty.db"]
+
+
+def test_export_output_mistakes_are_one_line_and_links_are_followed(
+    tmp_path: Path, db_url: str
+) -> None:
+    args = ["export", "costs", "--month", "2025-01", "-o"]
+
+    code, _, err = gpucost(*args, str(tmp_path), url=db_url)
+    assert (code, err) == (1, f"error: -o {tmp_path} is a directory: give a file name\n")
+    code, _, err = gpucost(*args, str(tmp_path / "none" / "x.csv"), url=db_url)
+    assert (code, err) == (
+        1,
+        f"error: cannot write {tmp_path}/none/x.csv: there is no directory {tmp_path}/none\n",
+    )
+    real, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    real.write_text("old\n")
+    real.chmod(0o600)
+    link.symlink_to(real.name)
+
+    code, _, err = gpucost(*args, str(link), url=db_url)
+
+    assert code == 0, err
+    assert link.is_symlink() and real.read_text().startswith("billing_month,")
+    assert real.stat().st_mode & 0o777 == 0o600
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["link.csv", "real.csv"]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://", "GPUCOST_DATABASE_URL names an in-memory SQLite database"),
+        ("sqlite:///:memory:", "GPUCOST_DATABASE_URL names an in-memory SQLite database"),
+        ("sqlite:///file:x?mode=memory&uri=true", "GPUCOST_DATABASE_URL names an in-memory"),
+        ("sqlite:///file:nothere.db?uri=true", "there is no database at sqlite:////"),
+    ],
+)
+def test_sqlite_urls_that_cannot_hold_the_data_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    code, _, err = gpucost("token", "list", url=url)
+
+    assert code == 1 and err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_revision_or_port_is_one_line(db_url: str) -> None:
+    for command in (["db", "upgrade", "zzzz"], ["db", "downgrade", "zzzz"]):
+        code, _, err = gpucost(*command, url=db_url)
+        assert (code, err) == (
+            1,
+            "error: Can't locate revision identified by 'zzzz': `gpucost db current` shows "
+            "the schema's revision and the newest\n",
+        )
+    code, _, err = gpucost("serve", "--port", "70000", url=db_url)
+    assert code == 2 and "Invalid value for '--port'" in err and "Traceback" not in err

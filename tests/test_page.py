@@ -5,6 +5,7 @@ the exports, refuses a wrong token plainly, draws its tables (read off a screens
 loads nothing from another host."""
 
 import io
+import re
 import shutil
 import tempfile
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -22,6 +24,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from app.ui import service as ui_service
 from tests.support import CLUSTER, H800, entry, report, running_server, skip_or_fail
 
 CHROMIUM = ("chromium", "chromium-browser")
@@ -370,3 +373,41 @@ def test_the_summary_needs_a_token_that_may_read_costs(
     assert viewer.headers["cache-control"] == "no-store"
     assert "deepseek" not in httpx.get(f"{url}/").text  # the shell holds no data
     assert httpx.get(f"{url}/ui/summary").status_code == 404  # outside /v1 it does not exist
+
+
+def test_names_are_text_and_only_the_models_used_last_are_shown(
+    client: TestClient, auth: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: model and team names a collector chose are shown as text, never markup;
+    past PAGE_MODELS models the page shows the ones used last and says how many more."""
+    evil = {"a": "<img src=x onerror=alert(1)>", "b": '"><b>bold</b>', "c": "plain & simple"}
+    for seq, (job_id, model) in enumerate(evil.items(), start=1):
+        hour = f"2025-01-06T1{seq}:00:00Z"
+        body = report(
+            seq,
+            start=hour,
+            end=hour.replace(":00:00Z", ":01:00Z"),
+            gpus=[entry(seq, job_id=job_id)],
+        )
+        assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
+        labels = {"model": model, "phase": "pre-training", "team": f"{model}-team"}
+        answer = client.put(f"/v1/jobs/{CLUSTER}/{job_id}", json=labels, headers=auth["collector"])
+        assert answer.status_code in (200, 201), answer.text
+    monkeypatch.setattr(ui_service, "PAGE_MODELS", 2)
+
+    summary = client.get("/v1/ui/summary", headers=auth["viewer"])
+
+    assert summary.status_code == 200
+    html = summary.text
+    assert "<img" not in html and "<b>" not in html
+    assert 'data-model="&#34;&gt;&lt;b&gt;bold&lt;/b&gt;"' in html
+    assert "plain &amp; simple training costs" in html
+    assert 'data-model="&lt;img' not in html  # used first: no table of its own
+    assert re.search(r"The 2 models used last are shown;\s+1 more have usage", html)
+    shell = client.get("/")
+    policy = shell.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert (
+        'id="token"' in shell.text
+        and "name=" not in shell.text.split('id="token"')[1].split(">")[0]
+    )

@@ -3,9 +3,12 @@
 import errno
 import logging.config
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
+from alembic.util import CommandError
 from rich.console import Console
 from rich.table import Table
 
@@ -46,7 +49,7 @@ SERVE_EXAMPLES = examples(
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
 ) -> None:
     """Bring the schema to the migration head, then serve the API.
@@ -102,15 +105,24 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Apply migrations up to REVISION (the newest by default)."""
-    with database(load_settings(), writes=True, creates=True) as engine:
+    with database(load_settings(), writes=True, creates=True) as engine, _known_revision():
         migrate.upgrade(engine, revision)
         typer.echo(f"schema at {migrate.current_revision(engine)}")
+
+
+@contextmanager
+def _known_revision() -> Iterator[None]:
+    """A revision Alembic cannot resolve is one line, not its traceback."""
+    try:
+        yield
+    except CommandError as exc:
+        fail(f"{exc}: `gpucost db current` shows the schema's revision and the newest")
 
 
 @db_cli.command("downgrade", epilog=examples("gpucost db downgrade 0009"))
 def db_downgrade(revision: Annotated[str, typer.Argument(help="Target, or 'base'.")]) -> None:
     """Revert migrations down to REVISION."""
-    with database(load_settings(), writes=True) as engine:
+    with database(load_settings(), writes=True) as engine, _known_revision():
         migrate.downgrade(engine, revision)
         typer.echo(f"schema at {migrate.current_revision(engine) or 'base'}")
 

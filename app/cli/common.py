@@ -15,7 +15,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy import Engine, make_url
+from sqlalchemy import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -79,11 +79,20 @@ def shown_database(url: str) -> str:
         parsed = make_url(url)
     except ArgumentError:
         return url.split("@")[-1]
-    name = parsed.database
-    if parsed.get_backend_name() == "sqlite" and name and name != ":memory:":
-        if not name.startswith("file:"):
-            parsed = parsed.set(database=os.path.abspath(name))
-    return parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() != "sqlite":
+        return parsed.render_as_string(hide_password=True)
+    path = _sqlite_file(parsed)
+    return "sqlite:///" + os.path.abspath(path) if path else "an in-memory SQLite database"
+
+
+def _sqlite_file(parsed: URL) -> str | None:
+    """The file an SQLite URL names (a plain path, or a `file:` URI's); None in memory."""
+    name = parsed.database or ""
+    if name.startswith("file:"):
+        if parsed.query.get("mode") == "memory":
+            return None
+        name = name.removeprefix("file:").split("?", 1)[0]
+    return None if name in ("", ":memory:") else name
 
 
 def say_database(settings: Settings) -> None:
@@ -101,11 +110,9 @@ def database(
     command may create a missing SQLite file (the others refuse it rather than leave an
     empty file in the wrong directory)."""
     shown = shown_database(settings.database_url)
-    if not creates and _missing_sqlite_file(settings.database_url):
-        fail(
-            f"there is no database at {shown}: run `gpucost db upgrade` to create it, or run "
-            "this where `gpucost serve` runs (or with its GPUCOST_DATABASE_URL)"
-        )
+    trouble = _sqlite_trouble(settings.database_url, creates=creates)
+    if trouble:
+        fail(trouble)
     try:
         engine = create_db_engine(settings)
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
@@ -123,16 +130,28 @@ def database(
         say_database(settings)
 
 
-def _missing_sqlite_file(url: str) -> bool:
-    """`url` names an SQLite file that does not exist (SQLite would create it empty)."""
+def _sqlite_trouble(url: str, *, creates: bool) -> str | None:
+    """Why an SQLite URL cannot serve this command, if it cannot: a database in memory
+    (empty for every command), or a file that does not exist (SQLite would create it empty),
+    unless the command `creates` the database."""
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return False
-    name = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
-        return False
-    return not name.startswith("file:") and not os.path.exists(name)
+        return None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    path = _sqlite_file(parsed)
+    if path is None:
+        return (
+            "GPUCOST_DATABASE_URL names an in-memory SQLite database, a new empty one for "
+            "every connection: use sqlite:///PATH"
+        )
+    if not creates and not os.path.exists(path):
+        return (
+            f"there is no database at {shown_database(url)}: run `gpucost db upgrade` to create "
+            "it, or run this where `gpucost serve` runs (or with its GPUCOST_DATABASE_URL)"
+        )
+    return None
 
 
 def _no_schema(exc: OperationalError | ProgrammingError) -> bool:

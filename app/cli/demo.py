@@ -197,7 +197,7 @@ def demo(
             "GPUCOST_MAX_REPORT_INTERVAL_SECONDS": str(DEMO_REPORT_SECONDS),
         }
         settings = load_settings(database_url=env["GPUCOST_DATABASE_URL"])
-        with database(settings) as engine:
+        with database(settings, creates=True) as engine:
             migrate.upgrade(engine)
             with create_session_factory(engine).begin() as session:
                 now = datetime.now(UTC)

@@ -1,7 +1,9 @@
 """Finance files from the command line: the FOCUS export and the cost summary."""
 
+import os
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -68,16 +70,48 @@ def export(
 
 
 def _write_with_progress(chunks: Iterator[str] | Iterator[str | bytes], output: Path) -> None:
-    """Write `chunks` to a file beside `output` and rename it into place once whole, so that
-    a failure (a database error, Ctrl-C) leaves no partial export and any earlier file as it
-    was."""
-    partial = output.with_name(f".{output.name}.partial")
+    """Write `chunks` to `output`. A regular file (or none yet) is written beside itself and
+    renamed into place once whole, keeping its mode, so that a failure (a database error,
+    Ctrl-C) leaves no partial export and any earlier file as it was; a symbolic link is
+    followed; anything else (a device, a pipe, /dev/stdout) is written to directly."""
+    if output.is_dir():
+        fail(f"-o {output} is a directory: give a file name")
+    if output.exists() and not output.is_file():
+        written = _guarded(lambda: _write_chunks(chunks, output, shown=output), output)
+    else:
+        target = output.resolve()
+        if not target.parent.is_dir():
+            fail(f"cannot write {output}: there is no directory {target.parent}")
+        written = _guarded(lambda: _replace(chunks, target, shown=output), output)
+    typer.echo(f"wrote {output} ({written:,} bytes)", err=True)
+
+
+def _guarded(write: Callable[[], int], output: Path) -> int:
+    """`write`'s result; a file system error is one line naming `output`."""
     try:
-        written = _write_chunks(chunks, partial, shown=output)
-        partial.replace(output)
+        return write()
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+
+
+def _replace(chunks: Iterator[str] | Iterator[str | bytes], target: Path, *, shown: Path) -> int:
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    partial = Path(name)
+    try:
+        written = _write_chunks(chunks, partial, shown=shown)
+        partial.chmod(target.stat().st_mode & 0o7777 if target.exists() else _new_file_mode())
+        partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
-    typer.echo(f"wrote {output} ({written:,} bytes)", err=True)
+    return written
+
+
+def _new_file_mode() -> int:
+    """The mode `open` gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _write_chunks(chunks: Iterator[str] | Iterator[str | bytes], path: Path, *, shown: Path) -> int:

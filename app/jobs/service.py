@@ -200,3 +200,19 @@ def models_with_usage(session: Session) -> list[str]:
         .order_by(Job.model)
     )
     return [model for model in session.scalars(query) if model is not None]
+
+
+def latest_models(session: Session, *, limit: int) -> tuple[list[str], int]:
+    """At most `limit` of the models with usage, the most recently used first (then by
+    name), and how many models have usage in all."""
+    used = Job.model.is_not(None), Job.first_seen.is_not(None)
+    last = func.max(Job.last_seen)
+    query = (
+        select(Job.model)
+        .where(*used)
+        .group_by(Job.model)
+        .order_by(last.desc().nulls_last(), Job.model)
+        .limit(limit)
+    )
+    total = session.scalar(select(func.count(func.distinct(Job.model))).where(*used)) or 0
+    return [model for model in session.scalars(query) if model is not None], total

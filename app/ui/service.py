@@ -16,9 +16,12 @@ from app.costs.service import cost_groups
 # Figures in full as the CLI's table shows them below 1K GPU-hours and $1M, from its one home.
 from app.costs.table import gpu_hours_text, rate_note, table_rows, usd_text
 from app.exports.lines import month_of, month_start, next_month
-from app.jobs.service import models_with_usage
+from app.jobs.service import latest_models
 
 SHARE_PLACES = 1  # the idle share in percent, to a tenth
+# Each model's table is a query over its whole history: the page shows the models used
+# last, and says how many more there are (`gpucost models` lists them all).
+PAGE_MODELS = 12
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,8 @@ class Summary:
     month: str  # `2025-01`, UTC
     start: datetime
     end: datetime
-    models: list[ModelTable]
+    models: list[ModelTable]  # the models used last, at most PAGE_MODELS
+    more_models: int  # models with usage not shown
     month_rows: list[MonthRow]
     month_total: MonthRow
     idle_gpu_hours: str
@@ -53,7 +57,8 @@ def read_summary(session: Session, *, now: datetime, default_micro_usd: int) -> 
     month = month_of(now)
     start, end = month_start(month), month_start(next_month(month))
     models = []
-    for model in models_with_usage(session):
+    shown, with_usage = latest_models(session, limit=PAGE_MODELS)
+    for model in shown:
         cost = model_cost(
             session,
             model=model,
@@ -82,6 +87,7 @@ def read_summary(session: Session, *, now: datetime, default_micro_usd: int) -> 
         start=start,
         end=end,
         models=models,
+        more_models=with_usage - len(models),
         month_rows=[_month_row(keys["team"], keys["model"], exact) for keys, exact in groups],
         month_total=_month_row("Total", "", total),
         idle_gpu_hours=_month_row(IDLE, IDLE, idle).gpu_hours,
