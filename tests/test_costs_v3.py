@@ -45,6 +45,18 @@ V3_PHASES = [
     ("context-extension", "119000", "238000"),
     ("post-training", "5000", "10000"),
 ]
+# The report's table, as `gpucost report --format markdown` prints it; then the rows a
+# model gets once its pre-training job carries the report's 14.8T tokens.
+V3_MARKDOWN = [
+    "| Training Costs | Pre-Training | Context Extension | Post-Training | Total |",
+    "| --- | --- | --- | --- | --- |",
+    "| in H800 GPU Hours | 2664K | 119K | 5K | 2788K |",
+    "| in USD | $5.328M | $0.238M | $0.01M | $5.576M |",
+]
+V3_EFFICIENCY_MARKDOWN = [
+    "| GPU Hours per Trillion Tokens | 180K | - | - | - |",
+    "| USD per Million Tokens | $0.36 | - | - | - |",
+]
 
 
 def iso(moment: datetime) -> str:
@@ -181,14 +193,35 @@ def test_cli_report_prints_the_v3_layout(v3_client: TestClient, db_url: str) -> 
 
     assert markdown.exit_code == 0, markdown.output
     assert markdown.stdout.splitlines() == [
-        "| Training Costs | Pre-Training | Context Extension | Post-Training | Total |",
-        "| --- | --- | --- | --- | --- |",
-        "| in H800 GPU Hours | 2664K | 119K | 5K | 2788K |",
-        "| in USD | $5.328M | $0.238M | $0.01M | $5.576M |",
+        *V3_MARKDOWN,
         "Priced at NVIDIA H800 at $2 per GPU hour (the rate card).",
     ]
     assert Decimal(json.loads(as_json.stdout)["total"]["cost_usd"]) == Decimal("5576000.00")
     assert "$5.576M" in table.stdout and "2788K" in table.stdout
+
+
+def test_the_reported_pre_training_tokens_give_the_reported_efficiency(
+    v3_client: TestClient, auth, db_url: str
+) -> None:
+    """The report: 14.8T pre-training tokens, 180K H800 GPU-hours per trillion of them; no
+    token count for the later phases, so none for the whole run."""
+    tokens = {"tokens": 14_800_000_000_000}
+    put = v3_client.put("/v1/jobs/hf-h800/v3-pretrain", json=tokens, headers=auth["admin"])
+    assert put.status_code == 200, put.text
+
+    body = v3_client.get("/v1/models/deepseek-v3/cost", headers=auth["viewer"]).json()
+    markdown = CliRunner().invoke(
+        cli, ["report", "deepseek-v3", "--format", "markdown"], env={"GPUCOST_DATABASE_URL": db_url}
+    )
+
+    fields = ("tokens", "gpu_hours_with_tokens", "gpu_hours_per_trillion_tokens")
+    assert [tuple(p[f] for f in (*fields, "usd_per_million_tokens")) for p in body["phases"]] == [
+        ("14800000000000", "2664000", "180000", "0.36"),
+        (None, "0", None, None),
+        (None, "0", None, None),
+    ]
+    assert tuple(body["total"][f] for f in fields) == ("14800000000000", "2664000", None)
+    assert markdown.stdout.splitlines() == [*V3_MARKDOWN, *V3_EFFICIENCY_MARKDOWN]
 
 
 def test_cli_report_finds_the_model_in_any_case_and_writes_exact_csv(

@@ -13,15 +13,13 @@ import pytest
 
 from app.cli.demo import _measured_note
 from app.costs.schemas import CostReport
+from tests.test_costs_v3 import V3_EFFICIENCY_MARKDOWN, V3_MARKDOWN
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-TABLE = [
-    "| Training Costs | Pre-Training | Context Extension | Post-Training | Total |",
-    "| --- | --- | --- | --- | --- |",
-    "| in H800 GPU Hours | 2664K | 119K | 5K | 2788K |",
-    "| in USD | $5.328M | $0.238M | $0.01M | $5.576M |",
-]
+# The scenario gives pre-training's 14.8T tokens only, as the report does.
+TABLE = [*V3_MARKDOWN, *V3_EFFICIENCY_MARKDOWN]
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_demo_serves_its_urls_on_another_port_whatever_the_environment_says(
@@ -93,11 +91,15 @@ def test_demo_serves_its_urls_on_another_port_whatever_the_environment_says(
     assert summary.status_code == 200 and "deepseek-v3" in summary.text
     assert "gpucost_" in metrics.text
     start = lines.index(TABLE[0])
-    assert lines[start : start + 4] == TABLE
+    assert lines[start : start + len(TABLE)] == TABLE
     assert "Priced at NVIDIA H800 at $2 per GPU hour (the default rate)." in lines
     assert (
         "Measured: 2,790,976 GPU-hours, 2,788,000 in deepseek-v3's jobs (the table) and "
         "2,976 idle (GPUs with no job)."
+    ) in lines
+    assert (
+        "Efficiency: 180K H800 GPU-hours per trillion pre-training tokens (14.8T tokens), "
+        "as the report states (180K)."
     ) in lines
     assert any(line.startswith("Simulated: 2,048 NVIDIA H800 GPUs") for line in lines)
     [database] = [line.removeprefix("Database: ") for line in lines if line.startswith("Data")]
@@ -105,6 +107,11 @@ def test_demo_serves_its_urls_on_another_port_whatever_the_environment_says(
     assert not Path(database.removeprefix("sqlite:///")).parent.exists()  # removed on SIGTERM
     assert list(workdir.iterdir()) == []  # nothing left behind in the working directory
     assert "Traceback" not in (tmp_path / "stderr").read_text()
+    # The README shows this output as the demo prints it.
+    shown = README.read_text().split("\n## Try it\n", 1)[1].split("```text\n", 1)[1]
+    shown_lines = shown.split("\n```", 1)[0].splitlines()
+    start = lines.index(shown_lines[0])
+    assert lines[start : start + len(shown_lines)] == shown_lines
 
 
 def test_the_measured_line_splits_the_progress_figure_into_the_table_and_idle() -> None:

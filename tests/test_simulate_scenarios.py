@@ -1,5 +1,6 @@
 """Scenario files: what the shipped ones promise, and one clear line for a bad one."""
 
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,6 +26,24 @@ def test_deepseek_v3_is_sized_to_the_published_table() -> None:
     }
     model_cost = sum(t.cost_usd for p, t in by_phase.items() if p != IDLE)
     assert model_cost == 5_576_000
+    # The report's tokens: 14.8T in pre-training, at 180K GPU-hours per trillion; none given
+    # for the later phases.
+    assert [(j.phase, j.tokens) for j in scenario.jobs] == [
+        ("pre-training", 14_800_000_000_000),
+        ("context-extension", None),
+        ("post-training", None),
+    ]
+    assert scenario.reference == scenarios.Reference("pre-training", Decimal(180_000))
+    pre_training_hours = by_phase["pre-training"].gpu_seconds / 3600
+    assert pre_training_hours * 10**12 / 14_800_000_000_000 == 180_000
+    assert scenario.jobs[0].registration() == {
+        "model": "deepseek-v3",
+        "phase": "pre-training",
+        "team": "foundation",
+        "user": "v3-train",
+        "tokens": 14_800_000_000_000,
+    }
+    assert "tokens" not in scenario.jobs[1].registration()
 
 
 def test_mixed_cluster_has_what_the_issue_asks_for() -> None:
@@ -54,6 +73,22 @@ def test_mixed_cluster_has_what_the_issue_asks_for() -> None:
         ('[[jobs]]\nid = "a"\ngpus = 1\nduration = "soon"\n', "is not a duration"),
         ('[[events]]\nkind = "meteor"\n', "is not one of"),
         ('[[jobs]]\nid = "a"\nfirst_gpu = 8\ngpus = 1\nduration = "1h"\n', "not in the cluster"),
+        (
+            '[[jobs]]\nid = "a"\ngpus = 1\nduration = "1h"\ntokens = -5\n',
+            "jobs[0].tokens: -5 is not a whole number of tokens",
+        ),
+        (
+            '[reference]\nphase = "pre-training"\ngpu_hours_per_trillion_tokens = "lots"\n',
+            "reference.gpu_hours_per_trillion_tokens: 'lots' is not a number of GPU-hours",
+        ),
+        (
+            '[reference]\nphase = "pre-training"\ngpu_hours_per_trillion_tokens = nan\n',
+            "reference.gpu_hours_per_trillion_tokens: nan is not a number of GPU-hours",
+        ),
+        (
+            '[[jobs]]\nid = "a"\ngpus = 1\nduration = "1h"\ntokens = 10_000_000_000_000_000_000\n',
+            "is not a whole number of tokens from 0 to 10**18",
+        ),
     ],
 )
 def test_a_bad_scenario_is_one_line(tmp_path: Path, text: str, message: str) -> None:

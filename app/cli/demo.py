@@ -32,7 +32,7 @@ from app.core import migrate
 from app.core.db import create_session_factory
 from app.costs.query import IDLE, UNATTRIBUTED
 from app.costs.schemas import CostReport, ModelCost
-from app.costs.table import rate_note, render_markdown, table_rows
+from app.costs.table import efficiency_note, rate_note, render_markdown, table_rows
 from app.tokens.service import create_token
 
 if TYPE_CHECKING:  # the simulator is imported by the two commands only, not by every command
@@ -240,6 +240,10 @@ def demo(
             out.print()
             out.print(rate_note(cost))
             out.print(_measured_note(by_model, cost.model))
+            if scenario.reference is not None:  # what the scenario's report states
+                reference = scenario.reference
+                stated = reference.gpu_hours_per_trillion_tokens
+                out.print(efficiency_note(cost, phase=reference.phase, stated=stated))
             out.print()
             if not serve:
                 out.print(

@@ -30,6 +30,8 @@ def plain(value: Decimal) -> str:
 
 # Decimals travel as strings in JSON, never through a float.
 Amount = Annotated[Decimal, PlainSerializer(plain, return_type=str, when_used="json")]
+# So do counts that may pass 2^53, past which JavaScript and many JSON readers lose digits.
+BigCount = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
 
 
 def seconds(micros: int) -> Decimal:

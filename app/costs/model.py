@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import NotFound
 from app.core.sums import exact_sum
 from app.core.units import hours, rounded, usd_from_micro
+from app.costs.efficiency import Counted, counted_by_phase, efficiency
 from app.costs.figures import Exact
 from app.costs.query import (
     IDLE,
@@ -66,8 +67,20 @@ def model_cost(
     total = Exact()
     for figures in by_phase.values():
         total.add(figures)
+    counted, total_counted = (
+        ({}, None)  # idle capacity has no jobs, so no tokens
+        if model == IDLE
+        else counted_by_phase(
+            connection,
+            owned=_owned(model),
+            where=where,
+            start=start,
+            end=end,
+            shown=lambda phase: _phase_name(phase, model),
+        )
+    )
 
-    def phase_cost(name: str, figures: Exact, peak: int) -> PhaseCost:
+    def phase_cost(name: str, figures: Exact, peak: int, tokens: Counted | None) -> PhaseCost:
         first, last = spans.get(name, (None, None)) if name != "total" else _overall(spans)
         return PhaseCost(
             phase=name,
@@ -76,6 +89,7 @@ def model_cost(
             last_usage=min(last, end) if last and end else last,
             peak_gpus=hours(peak),
             **figures.shown(),
+            **efficiency(figures, tokens),
         )
 
     return ModelCost(
@@ -83,10 +97,10 @@ def model_cost(
         start=start,
         end=end,
         phases=[
-            phase_cost(name, by_phase[name], peaks[name])
+            phase_cost(name, by_phase[name], peaks[name], counted.get(name))
             for name in sorted(by_phase, key=phase_order)
         ],
-        total=phase_cost("total", total, overall_peak),
+        total=phase_cost("total", total, overall_peak, total_counted),
         rates=[
             RateUsed(
                 gpu_model=m, usd_per_gpu_hour=usd_from_micro(r), source="default" if d else "card"

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from app.core.units import Amount
+from app.core.units import Amount, BigCount
 
 GroupKey = Literal["model", "phase", "team", "user", "cluster", "gpu_model", "job", "day", "month"]
 GROUP_KEYS: tuple[str, ...] = (
@@ -54,6 +54,13 @@ class PhaseCost(Figures):
     first_usage: datetime | None
     last_usage: datetime | None
     peak_gpus: Amount
+    # Efficiency (`app.costs.efficiency`): the tokens of the jobs that carry a count (null
+    # when none does) and those jobs' GPU-hours; the ratios only when such jobs hold all of
+    # the phase's GPU-time and their tokens are more than zero.
+    tokens: BigCount | None
+    gpu_hours_with_tokens: Amount
+    gpu_hours_per_trillion_tokens: Amount | None
+    usd_per_million_tokens: Amount | None
 
 
 class RateUsed(BaseModel):

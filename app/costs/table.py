@@ -47,36 +47,108 @@ def _columns(cost: ModelCost) -> list[tuple[str, PhaseCost | None]]:
     return [*columns, ("Total", cost.total)]
 
 
-def _gpu_label(cost: ModelCost) -> str:
+def gpu_name(cost: ModelCost) -> str | None:
+    """The one GPU model priced, as the V3 report names it (`H800`); None for several."""
     models = sorted({r.gpu_model for r in cost.rates})
-    if len(models) == 1:
-        return f"in {models[0].removeprefix('NVIDIA ')} GPU Hours"
-    return "in GPU Hours"
+    return models[0].removeprefix("NVIDIA ") if len(models) == 1 else None
+
+
+def _gpu_label(cost: ModelCost) -> str:
+    name = gpu_name(cost)
+    return f"in {name} GPU Hours" if name else "in GPU Hours"
 
 
 def table_rows(cost: ModelCost) -> list[list[str]]:
-    """Header, GPU-hours and USD rows, the V3 report's way, in units that fit the total."""
+    """Header, GPU-hours and USD rows, the V3 report's way, in units that fit the total;
+    then, when some job carries tokens, the efficiency rows ("-" where a column has none)."""
     columns = _columns(cost)
     zero = Decimal(0)
     in_thousands = cost.total.gpu_hours >= THOUSAND
     in_millions = cost.total.cost_usd >= MILLION
     hours = [p.gpu_hours if p else zero for _, p in columns]
     usd = [p.cost_usd if p else zero for _, p in columns]
-    return [
+    rows = [
         ["Training Costs", *(title for title, _ in columns)],
         [_gpu_label(cost), *(gpu_hours_text(h, in_thousands=in_thousands) for h in hours)],
         ["in USD", *(usd_text(u, in_millions=in_millions) for u in usd)],
     ]
+    return rows if cost.total.tokens is None else rows + _efficiency_rows(columns)
+
+
+def _efficiency_rows(columns: list[tuple[str, PhaseCost | None]]) -> list[list[str]]:
+    per_trillion = [p.gpu_hours_per_trillion_tokens if p else None for _, p in columns]
+    per_million = [p.usd_per_million_tokens if p else None for _, p in columns]
+    return [
+        [
+            "GPU Hours per Trillion Tokens",
+            # Each in its own unit: a small figure beside a large one would read 0K.
+            *(
+                "-" if h is None else gpu_hours_text(h, in_thousands=h >= THOUSAND)
+                for h in per_trillion
+            ),
+        ],
+        [
+            "USD per Million Tokens",
+            *("-" if u is None else usd_per_token_text(u) for u in per_million),
+        ],
+    ]
+
+
+def usd_per_token_text(usd: Decimal) -> str:
+    """`0.36` -> `$0.36`, `0.00354` -> `$0.0035` (four decimals at most, two at least); a
+    figure that would show as zero, in full: `0.000001333` -> `$0.000001333`."""
+    four = usd.quantize(Decimal("0.0001"), ROUND_HALF_EVEN)
+    text = plain(four if four or not usd else usd)
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
+def tokens_text(tokens: int) -> str:
+    """`14_800_000_000_000` -> `14.8T` (in the largest of T, B, M, K that fits; three
+    decimals at most), below a thousand in full."""
+    for unit, size in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        # Rounded first, so that 999,999,600,000 is 1T, not 1000B.
+        figure = (Decimal(tokens) / size).quantize(Decimal("0.001"), ROUND_HALF_EVEN)
+        if figure >= 1:
+            return plain(figure) + unit
+    return str(tokens)
+
+
+def efficiency_note(cost: ModelCost, *, phase: str, stated: Decimal) -> str:
+    """The GPU-hours per trillion tokens measured in `phase`, beside the figure a report
+    states for it."""
+    stated_text = gpu_hours_text(stated, in_thousands=stated >= THOUSAND)
+    measured = next((p for p in cost.phases if p.phase == phase), None)
+    figure = measured.gpu_hours_per_trillion_tokens if measured else None
+    if measured is None or measured.tokens is None or figure is None:
+        return (
+            f"Efficiency: no GPU-hours per trillion {phase} tokens measured; "
+            f"the report states {stated_text}."
+        )
+    gpu = gpu_name(cost)
+    agreement = "as the report states" if figure == stated else "where the report states"
+    return (
+        f"Efficiency: {gpu_hours_text(figure, in_thousands=figure >= THOUSAND)} "
+        f"{f'{gpu} ' if gpu else ''}GPU-hours per trillion {phase} tokens "
+        f"({tokens_text(measured.tokens)} tokens), {agreement} ({stated_text})."
+    )
 
 
 def figure_rows(cost: ModelCost) -> list[list[str]]:
-    """The same table with exact figures in plain numbers, for machines (CSV)."""
+    """The same table with exact figures in plain numbers, for machines (CSV); the
+    efficiency rows are empty where a column has no figure."""
     columns = _columns(cost)
-    return [
+    rows = [
         ["figure", *(title for title, _ in columns)],
         ["gpu_hours", *(plain(p.gpu_hours) if p else "0" for _, p in columns)],
         ["cost_usd", *(plain(p.cost_usd) if p else "0" for _, p in columns)],
     ]
+    if cost.total.tokens is None:
+        return rows
+    for name in ("gpu_hours_per_trillion_tokens", "usd_per_million_tokens"):
+        figures = [getattr(p, name) if p else None for _, p in columns]
+        rows.append([name, *("" if f is None else plain(f) for f in figures)])
+    return rows
 
 
 def rate_note(cost: ModelCost) -> str:

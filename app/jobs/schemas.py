@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.core.errors import PRINTABLE
+from app.core.numbers import Count
+from app.core.units import BigCount
 from app.costs.query import IDLE, UNATTRIBUTED
 from app.jobs.phases import canonical_phase
 
@@ -45,6 +47,10 @@ LabelKey = Annotated[
 ]
 LabelValue = Annotated[str, StringConstraints(max_length=256, pattern=PRINTABLE)]
 MAX_LABELS = 64
+# Tokens a job processed: a sanity bound far above any training run (DeepSeek-V3
+# pre-trained on 1.48e13), well inside a 64-bit column and a sum of many jobs.
+MAX_TOKENS = 10**18
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS), Count]
 Phase = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, strip_whitespace=True, pattern=PRINTABLE),
@@ -67,6 +73,8 @@ class JobUpdate(BaseModel):
         Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE)] | None
     ) = None
     labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)] | None = None
+    # The job's whole run's; a model's cost sets it against the job's GPU-hours.
+    tokens: Tokens | None = Field(default=None, examples=[14_800_000_000_000])
 
 
 class JobRead(BaseModel):
@@ -78,6 +86,7 @@ class JobRead(BaseModel):
     user: str | None
     name: str | None
     labels: dict[str, str]
+    tokens: BigCount | None  # a string, as other large figures
     first_seen: datetime | None
     last_seen: datetime | None
     gpu_seconds: Decimal

@@ -25,6 +25,7 @@ _FIELDS = {
     "user": "user_name",
     "name": "name",
     "labels": "labels",
+    "tokens": "tokens",
 }
 
 
@@ -181,6 +182,7 @@ def read_jobs(session: Session, query: Select[Job]) -> list[JobRead]:
                 user=job.user_name,
                 name=job.name,
                 labels=job.labels or {},
+                tokens=job.tokens,
                 first_seen=job.first_seen,
                 last_seen=job.last_seen,
                 gpu_seconds=Decimal(int(totals.gpu_us)) / MICRO if totals else Decimal(0),

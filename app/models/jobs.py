@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime
@@ -11,7 +11,10 @@ from app.models.base import Base, UTCDateTime
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("cluster_id", "scheduler_job_id"),)
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "scheduler_job_id"),
+        CheckConstraint("tokens >= 0", name="tokens_non_negative"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"))
@@ -22,6 +25,8 @@ class Job(Base):
     user_name: Mapped[str | None] = mapped_column(String(128))
     name: Mapped[str | None] = mapped_column(String(256))
     labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Tokens the job processed (its whole run's), as sent with its labels; null when unknown.
+    tokens: Mapped[int | None] = mapped_column(BigInteger)
     # Span of the usage reported for this job; null until its first report arrives.
     first_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -62,11 +62,12 @@ def _check(response: httpx.Response, what: str) -> None:
 
 
 def register_jobs(client: httpx.Client, server: str, token: str, scenario: SimScenario) -> None:
-    """The scheduler's metadata for every job, so held-but-idle jobs are labelled too."""
+    """The scheduler's metadata for every job (its tokens too, where the scenario gives
+    them), so held-but-idle jobs are labelled too."""
     for job in scenario.jobs:
         path = f"/v1/jobs/{quote(scenario.cluster, safe='')}/{quote(job.job_id, safe='')}"
         response = client.put(
-            server + path, json=job.metadata(), headers={"Authorization": f"Bearer {token}"}
+            server + path, json=job.registration(), headers={"Authorization": f"Bearer {token}"}
         )
         _check(response, f"registering job {job.job_id}")
 

@@ -4,10 +4,14 @@ Times are offsets from the scenario's `start` (`"1300.78125h"`, `"30m"`, `"90s"`
 of seconds), kept as exact fractions so that a phase sized to a GPU-hour figure is exact.
 GPUs are numbered across the cluster (node × gpus_per_node + index); a job holds the
 `gpus` consecutive GPUs from `first_gpu`, or one MIG instance (`mig = [gpu, instance]`).
+A job may give the `tokens` it processed, sent with its labels; a `[reference]` table, what
+a published report states of one phase's GPU-hours per trillion tokens, which `gpucost demo`
+sets beside what it measures.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -58,10 +62,16 @@ class Job:
     held_idle: bool
     util_pct: int
     power_w: int
+    tokens: int | None = None  # tokens the job processed, sent with its labels
 
     def metadata(self) -> dict[str, str]:
         fields = {"model": self.model, "phase": self.phase, "team": self.team, "user": self.user}
         return {k: v for k, v in fields.items() if v is not None}
+
+    def registration(self) -> dict[str, str | int]:
+        """What the scheduler says of the job: its labels, and its tokens where known."""
+        tokens = {} if self.tokens is None else {"tokens": self.tokens}
+        return {**self.metadata(), **tokens}
 
     def holds(self, gpu: int) -> bool:
         if self.mig is not None:
@@ -82,6 +92,15 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """What a published report states of the run, to set beside what is measured: the
+    GPU-hours per trillion tokens of one phase."""
+
+    phase: str
+    gpu_hours_per_trillion_tokens: Decimal
+
+
+@dataclass(frozen=True)
 class SimScenario:
     name: str
     cluster: str
@@ -96,6 +115,7 @@ class SimScenario:
     node_models: dict[int, str] = field(default_factory=dict)
     events: tuple[Event, ...] = field(default=())
     description: str = ""
+    reference: Reference | None = None
 
     @property
     def gpu_count(self) -> int:
@@ -144,9 +164,48 @@ def _job(raw: dict[str, Any], index: int) -> Job:
             held_idle=bool(raw.get("held_idle", False)),
             util_pct=int(raw.get("util_pct", 95)),
             power_w=int(raw.get("power_w", 600)),
+            tokens=_tokens(raw.get("tokens"), f"{where}.tokens"),
         )
     except KeyError as missing:
         raise ScenarioError(f"{where}: {missing.args[0]!r} is required") from None
+
+
+# The service's bound on a job's tokens (app.jobs.schemas.MAX_TOKENS; collectors never
+# import app), so that a scenario's count is refused here, not by its registration.
+MAX_TOKENS = 10**18
+
+
+def _tokens(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+        raise ScenarioError(
+            f"{what}: {value!r} is not a whole number of tokens from 0 to 10**18 (like 14_800_000)"
+        )
+    return value
+
+
+def _reference(raw: Any) -> Reference | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ScenarioError("reference: must be a table ([reference])")
+    figure = raw.get("gpu_hours_per_trillion_tokens")
+    if (
+        isinstance(figure, bool)
+        or not isinstance(figure, int | float)
+        or not math.isfinite(figure)
+        or figure < 0
+    ):
+        raise ScenarioError(
+            f"reference.gpu_hours_per_trillion_tokens: {figure!r} is not a number of GPU-hours"
+        )
+    if "phase" not in raw:
+        raise ScenarioError("reference: 'phase' is required")
+    return Reference(
+        phase=str(raw["phase"]),
+        gpu_hours_per_trillion_tokens=Decimal(str(figure)),
+    )
 
 
 def _event(raw: dict[str, Any], index: int) -> Event:
@@ -188,6 +247,7 @@ def parse(raw: dict[str, Any]) -> SimScenario:
         jobs=jobs,
         events=events,
         node_models={int(n["node"]): str(n["gpu_model"]) for n in raw.get("node_models", [])},
+        reference=_reference(raw.get("reference")),
     )
     _check(scenario)
     return scenario
