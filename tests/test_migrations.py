@@ -20,6 +20,7 @@ from tests.support import drop_all_postgres
 TABLES = {
     "api_tokens",
     "audit_log",
+    "budgets",
     "clusters",
     "energy_rates",
     "gpu_occupancy",
@@ -32,6 +33,8 @@ TABLES = {
     "prune_marks",
     "rates",
     "reports",
+    "scenario_prices",
+    "scenarios",
     "usage",
     "usage_hourly",
 }

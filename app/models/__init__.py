@@ -2,11 +2,13 @@
 
 from app.models.auth import ROLES, ApiToken, AuditEntry
 from app.models.base import Base
+from app.models.budgets import Budget
 from app.models.fleet import Cluster, Gpu, GpuPlacement, Node
 from app.models.jobs import Job
 from app.models.periods import Period, PeriodLine
 from app.models.pricing import EnergyRate, Rate
 from app.models.retention import PruneMark
+from app.models.scenarios import Scenario, ScenarioPrice
 from app.models.usage import GPU_OCCUPANCY, HourlyUsage, Report, Usage
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "ApiToken",
     "AuditEntry",
     "Base",
+    "Budget",
     "Cluster",
     "EnergyRate",
     "Gpu",
@@ -27,5 +30,7 @@ __all__ = [
     "PruneMark",
     "Rate",
     "Report",
+    "Scenario",
+    "ScenarioPrice",
     "Usage",
 ]
