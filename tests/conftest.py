@@ -30,9 +30,10 @@ from tests.support import (
     skip_or_fail,
 )
 
+# Each pytest-xdist worker gets a database of its own (gpucost_test_gw0, ...).
 POSTGRES_URL = os.environ.get(
     "GPUCOST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/gpucost_test"
-)
+) + (f"_{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else "")
 BACKENDS = ["sqlite", "postgresql"]
 
 
