@@ -1,4 +1,4 @@
-"""`gpucost-collector run | once | flush`: the node agent's command line."""
+"""`gpucost-collector run | once | flush | job-tokens`: the node agent's command line."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ from rich.markup import escape
 from collectors.agent import Agent, preview
 from collectors.attribution import Attributor
 from collectors.clock import Clock, FakeClock, SystemClock
-from collectors.config import DEFAULT_CONFIG_FILE, Config, ConfigError, load_config
+from collectors.config import (
+    DEFAULT_CONFIG_FILE,
+    Config,
+    ConfigError,
+    load_config,
+    parse_duration,
+)
+from collectors.job_tokens import TokensError, check_job_id, parse_tokens, put_tokens
 from collectors.metrics import CollectorMetrics
 from collectors.sampling import Sampler
 from collectors.sender import Backoff, Sender, service_client
@@ -60,6 +67,7 @@ app = typer.Typer(
         "gpucost-collector run --config /etc/gpucost/collector.toml",
         "gpucost-collector once",
         "gpucost-collector flush --config /etc/gpucost/collector.toml",
+        "gpucost-collector job-tokens --job 4242 --tokens 14800000000000",
     )
     + "\n\nEvery option can also be set as GPUCOST_COLLECTOR_<NAME> (e.g. "
     "GPUCOST_COLLECTOR_SERVER) or as `name = value` in the TOML config file (default: "
@@ -248,6 +256,14 @@ ReportOpt = Annotated[
     ),
 ]
 
+GiveUpOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Retry an unreachable or failing service (as reports are) until this long, e.g. "
+        "10s. " + shown("30s")
+    ),
+]
+
 
 @app.command(
     epilog=examples(
@@ -364,9 +380,58 @@ def flush(
         raise typer.Exit(1)
 
 
+@app.command(
+    "job-tokens",
+    epilog=examples(
+        "gpucost-collector job-tokens --job 4242 --tokens 14800000000000",
+        f"gpucost-collector job-tokens --job 4242 --tokens 14800000000000 {SERVICE}",
+        "gpucost-collector job-tokens --config /etc/gpucost/collector.toml --job 4242 "
+        "--tokens 0 --give-up-after 10s",
+    )
+    + "\n\nOnly the count is sent: the job's model, phase, team and labels stay as they are. "
+    "A job the service does not know yet is created (its usage follows).",
+)
+def job_tokens(
+    job: Annotated[str, typer.Option(help="The scheduler's job id, e.g. Slurm's.")],
+    tokens: Annotated[
+        str, typer.Option(help="Tokens the job processed in its whole run: digits, 0 to 10^18.")
+    ],
+    config: ConfigOpt = None,
+    server: ServerOpt = None,
+    token_file: TokenOpt = None,
+    cluster: ClusterOpt = None,
+    give_up_after: GiveUpOpt = None,
+) -> None:
+    """Set the tokens a job processed, as this node's collector (same service, token, cluster)."""
+    count = parse_tokens(tokens)
+    job_id = check_job_id(job)
+    patience = parse_duration(give_up_after or "30s", "give-up-after")
+    cfg = _config(
+        {"config": config, "server": server, "token_file": token_file, "cluster": cluster}
+    )
+    cfg.require_delivery()
+    assert cfg.server is not None and cfg.token_file is not None and cfg.cluster is not None
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its line per request: one line here
+    with service_client(cfg.http_timeout) as client:
+        stored = put_tokens(
+            client=client,
+            server=cfg.server,
+            token=_read_token(cfg.token_file),
+            cluster=cfg.cluster,
+            job_id=job_id,
+            tokens=count,
+            clock=SystemClock(),
+            backoff=Backoff(rng=random.Random()),
+            give_up_after=patience,
+            http_timeout=cfg.http_timeout,
+        )
+    new = " (a new job: no usage reported yet)" if stored.created else ""
+    typer.echo(f"job {job_id} on {cfg.cluster}: {stored.tokens} tokens{new}")
+
+
 def main() -> None:
     try:
         app()  # click answers usage errors itself: a usage line and exit status 2
-    except (ConfigError, UserError) as error:
+    except (ConfigError, UserError, TokensError) as error:
         typer.echo(f"gpucost-collector: error: {error}", err=True)
         sys.exit(2 if isinstance(error, ConfigError) else 1)

@@ -1,6 +1,7 @@
 """End to end with a real Slurm: jobs run by slurmctld/slurmd with the shipped prolog/epilog,
 the real collector (fake NVML on the system clock) reporting to `gpucost serve` on PostgreSQL,
-and `gpucost reconcile slurm` comparing each job with Slurm's own accounting (slurmdbd).
+and `gpucost reconcile slurm` comparing each job with Slurm's own accounting (slurmdbd). One
+job leaves its token count for the epilog, which sends it with `gpucost-collector job-tokens`.
 
 Tolerance, per GPU of a job: the collector sees a mapping from its first sample after the
 prolog wrote it to its first sample after the epilog removed it, so each job's measured time
@@ -15,21 +16,25 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.reconcile.sacct import SACCT_FIELDS, parse_sacct
 from tests.collectors.helpers import gpu
 from tests.collectors.service import BIN, Service
 from tests.slurm_cluster import SlurmCluster, require_slurm
+from tests.test_job_tokens_cli import configure_epilog, write_config
 
 SAMPLE_S = 1
 TOLERANCE_S = SAMPLE_S + 2
 CLUSTER = "slurm-e2e"
 FINAL = ("COMPLETED", "FAILED", "CANCELLED")
+TOKENS = 14_800_000_000_000
 
 
 @pytest.fixture
@@ -93,11 +98,27 @@ def start_collector(root: Path, service: Service) -> subprocess.Popen[bytes]:
     )
 
 
-def submit_mix(slurm: SlurmCluster) -> dict[str, str]:
+def send_tokens_from(root: Path, slurm: SlurmCluster, service: Service) -> Path:
+    """The epilog set to send the counts jobs leave in `root/tokens`, with the collector's
+    settings (a config file, as on a node); that directory."""
+    tokens = root / "tokens"
+    tokens.mkdir()
+    tokens.chmod(0o1777)
+    config = write_config(root / "collector.toml", service.url, root / "token", CLUSTER)
+    configure_epilog(slurm.root / "epilog", TOKENS_DIR=tokens,
+                     COLLECTOR=BIN / "gpucost-collector", COLLECTOR_CONFIG=config)  # fmt: skip
+    return tokens
+
+
+def submit_mix(slurm: SlurmCluster, tokens: Path, label: Callable[[str], object]) -> dict[str, str]:
     """Concurrent jobs, one queued behind them, a failed one, a cancelled one, an `srun` step
-    and a job without GPUs; their ids by role."""
+    and a job without GPUs; their ids by role. The first is labelled at once, and leaves its
+    token count when it ends."""
+    leave = f"echo {TOKENS} > {tokens}/$SLURM_JOB_ID"
+    first = slurm.sbatch("--gres=gpu:2", "--wrap", f"sleep 20; {leave}")
+    label(first)
     jobs = {
-        "two-gpus": slurm.sbatch("--gres=gpu:2", "--wrap", "sleep 20"),
+        "two-gpus": first,
         "three-gpus": slurm.sbatch("--gres=gpu:3", "--wrap", "sleep 12"),
         "cancelled": slurm.sbatch("--gres=gpu:2", "--wrap", "sleep 600"),
         "srun-step": slurm.sbatch("--gres=gpu:1", "--wrap", "srun --gres=gpu:1 sleep 9"),
@@ -142,8 +163,19 @@ def test_each_jobs_gpu_seconds_match_slurms_accounting(
 ) -> None:
     began = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 60))
     collector = start_collector(tmp_path, service)
+    tokens = send_tokens_from(tmp_path, slurm, service)
+    admin = {"Authorization": f"Bearer {service.token('admin')}"}
     try:
-        jobs = submit_mix(slurm)
+        # Labels set while the job runs, which the count sent by its epilog leaves in place.
+        jobs = submit_mix(
+            slurm,
+            tokens,
+            lambda job: httpx.put(
+                f"{service.url}/v1/jobs/{CLUSTER}/{job}",
+                json={"model": "e2e-model", "phase": "pre-training"},
+                headers=admin,
+            ).raise_for_status(),
+        )
         ids = list(jobs.values())
         slurm.wait_until(
             lambda: (
@@ -154,6 +186,11 @@ def test_each_jobs_gpu_seconds_match_slurms_accounting(
             240,
         )
         slurm.wait_until(lambda: not any((tmp_path / "jobs").iterdir()), "epilogs ran", 30)
+        slurm.wait_until(
+            lambda: service.job(CLUSTER, jobs["two-gpus"])["tokens"] is not None,
+            "the epilog sent the job's token count",
+            30,
+        )
         time.sleep(3 * SAMPLE_S)  # a sample after the last epilog, then a clean stop
     finally:
         collector.send_signal(signal.SIGTERM)
@@ -194,6 +231,22 @@ def test_each_jobs_gpu_seconds_match_slurms_accounting(
         # Idle GPUs are measured at the scenario's 40 % busy.
         assert Decimal(line["busy_gpu_seconds"]) == ours * Decimal("0.4"), (role, line)
     assert len(lines) == len(gpus)
+
+    # The count the job left, sent by its epilog, beside the labels; the model's efficiency.
+    counted = service.job(CLUSTER, jobs["two-gpus"])
+    assert (counted["tokens"], counted["model"], counted["phase"]) == (
+        str(TOKENS), "e2e-model", "pre-training"
+    )  # fmt: skip
+    assert not any(tokens.iterdir())
+    cost = httpx.get(
+        f"{service.url}/v1/models/e2e-model/cost",
+        headers={"Authorization": f"Bearer {service.viewer}"},
+    ).json()
+    hours = Fraction(Decimal(str(counted["gpu_seconds"]))) / 3600
+    per_trillion = Decimal(round(hours * 10**12 / TOKENS * 10**9)).scaleb(-9)  # half to even
+    assert [(p["phase"], p["tokens"]) for p in cost["phases"]] == [("pre-training", str(TOKENS))]
+    assert Decimal(str(cost["phases"][0]["gpu_hours_per_trillion_tokens"])) == per_trillion
+    assert per_trillion > 0
 
     # The same from sacct's output in a file, as an operator would feed it from elsewhere.
     sacct = slurm.command(
