@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.audit.router import router as audit_router
+from app.budgets.router import router as budgets_router
 from app.core.auth import Authenticate, KnownTokens
 from app.core.clock import Clock, utc_now
 from app.core.concurrency import DatabaseSlots
@@ -31,6 +32,7 @@ from app.periods.router import router as periods_router
 from app.pricing.router import router as pricing_router
 from app.reports.coalesce import report_coalescer
 from app.reports.router import router as reports_router
+from app.scenarios.router import router as scenarios_router
 from app.ui.router import router as ui_router
 
 SWITCH_INTERVAL_S = 0.0005
@@ -117,9 +119,11 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.include_router(gpus_router, responses=ERROR_RESPONSES)
     app.include_router(pricing_router, responses=ERROR_RESPONSES)
     app.include_router(costs_router, responses=ERROR_RESPONSES)
+    app.include_router(scenarios_router, responses=ERROR_RESPONSES)
     app.include_router(periods_router, responses=ERROR_RESPONSES)
     app.include_router(exports_router, responses=ERROR_RESPONSES)
     app.include_router(audit_router, responses=ERROR_RESPONSES)
+    app.include_router(budgets_router, responses=ERROR_RESPONSES)
     app.include_router(ui_router)
     install_metrics(app)
     return app

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import SettableClock, report
+from tests.test_budgets import burning_budget
 from tests.test_deploy import require_tool
 from tests.test_metrics import Auth, seed_usage
 
@@ -42,6 +43,7 @@ def test_the_alerts_series_are_those_gpucost_exposes(
     client: TestClient, auth: Auth, clock: SettableClock
 ) -> None:
     seed_usage(client, auth, live_end=clock())
+    burning_budget(client, auth, now=clock())
     for path in ("/v1/exports/focus.csv?from=2025-01-01&to=2025-02-01", "/v1/costs"):
         assert client.get(path, headers=auth["viewer"]).status_code == 200
     refused = client.post("/v1/reports", json=report(9, cluster="x"), headers=auth["collector"])

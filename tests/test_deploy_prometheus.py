@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.support import ServerProcess, free_port, running_server
+from tests.test_budgets import burning_budget
 from tests.test_deploy import DASHBOARDS, PROMETHEUS_CONFIG, RULES, panel_expressions, require_tool
 from tests.test_metrics import ATTRIBUTION, Auth, busy_seconds, joules, rest_costs, seed_usage
 
@@ -145,7 +146,9 @@ def test_shipped_dashboards_and_rules_work_on_a_real_prometheus(
 ) -> None:
     require_tool("prometheus")
     with httpx.Client(base_url=server.url, timeout=30) as api:
-        seed_usage(api, auth, live_end=datetime.now(UTC).replace(microsecond=0))
+        now = datetime.now(UTC).replace(microsecond=0)
+        seed_usage(api, auth, live_end=now)
+        burning_budget(api, auth, now=now)
         totals = rest_costs(api, auth)["total"]
         idle = rest_costs(api, auth, model="(idle)")["total"]
         by_model = {r["model"]: r for r in rest_costs(api, auth, group_by="model")["rows"]}

@@ -7,11 +7,13 @@ import typer
 
 from app import __version__
 from app.cli.admin import SERVE_EXAMPLES, db_cli, serve, token_cli
+from app.cli.budgets import budget_cli
 from app.cli.common import TYPER_SETTINGS, examples, reflow_help
 from app.cli.demo import DEMO_EXAMPLES, SIMULATE_EXAMPLES, demo, simulate
 from app.cli.exports import EXPORT_EXAMPLES, export
 from app.cli.pricing import MODELS_EXAMPLES, REPORT_EXAMPLES, models, rate_cli, report
 from app.cli.reconcile import reconcile_cli
+from app.cli.scenarios import scenario_cli
 
 cli = typer.Typer(
     help="gpucost: GPU-hour cost accounting.",
@@ -56,7 +58,9 @@ cli.command(epilog=SIMULATE_EXAMPLES)(simulate)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(rate_cli, name="rate")
+cli.add_typer(scenario_cli, name="scenario")
 cli.add_typer(reconcile_cli, name="reconcile")
+cli.add_typer(budget_cli, name="budget")
 reflow_help(cli)
 
 

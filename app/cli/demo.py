@@ -28,6 +28,7 @@ from app.cli.common import (
     uvicorn_command,
     wait_until_serving,
 )
+from app.cli.demo_scenarios import show_scenarios
 from app.core import migrate
 from app.core.db import create_session_factory
 from app.costs.query import IDLE, UNATTRIBUTED
@@ -244,6 +245,10 @@ def demo(
                 reference = scenario.reference
                 stated = reference.gpu_hours_per_trillion_tokens
                 out.print(efficiency_note(cost, phase=reference.phase, stated=stated))
+            out.print()
+            show_scenarios(
+                url, admin=tokens["admin"], viewer=tokens["viewer"], model=cost.model, console=out
+            )
             out.print()
             if not serve:
                 out.print(

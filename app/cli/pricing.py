@@ -11,6 +11,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from app.cli.common import CLI_ACTOR, examples, fail, in_transaction, load_settings
+from app.cli.scenarios import priced_as, print_scenarios
 from app.core.clock import utc_now
 from app.core.units import micro_from_usd, plain
 from app.costs.model import model_cost
@@ -167,7 +168,9 @@ def _hour(instant: datetime) -> str:
 
 
 REPORT_EXAMPLES = examples(
-    "gpucost report deepseek-v3 --rate-note", "gpucost report deepseek-v3 --format csv"
+    "gpucost report deepseek-v3 --rate-note",
+    "gpucost report deepseek-v3 --format csv",
+    "gpucost report deepseek-v3 --scenario booked --scenario rental-2usd --scenario owned-tco",
 )
 MODELS_EXAMPLES = examples("gpucost models")
 
@@ -180,23 +183,42 @@ def report(
         str, typer.Option("--format", help="table, json, csv (exact figures) or markdown.")
     ] = "table",
     note: Annotated[bool, typer.Option("--rate-note", help="Say which prices were used.")] = False,
+    scenarios: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            help="Price under this scenario (gpucost scenario list), never the books; "
+            "repeat for a table each, one after the other; 'booked' is the books.",
+        ),
+    ] = None,
 ) -> None:
     """A model's training cost by phase, in the layout of the DeepSeek-V3 report's table."""
     if output not in ("table", "json", "csv", "markdown"):
         fail(f"--format must be table, json, csv or markdown, not '{output}'")
     settings = load_settings()
 
-    def read(session: Session) -> ModelCost:
-        return model_cost(
-            session,
-            model=_known_model(models_with_usage(session), model),
-            start=None,
-            end=None,
-            cluster=None,
-            default_micro_usd=micro_from_usd(settings.default_rate_usd),
-        )
+    asked: list[str | None] = [*scenarios] if scenarios else [None]  # None: the books
 
-    cost = in_transaction(read)
+    def read(session: Session) -> list[ModelCost]:
+        known = _known_model(models_with_usage(session), model)
+        return [
+            model_cost(
+                session,
+                model=known,
+                start=None,
+                end=None,
+                cluster=None,
+                default_micro_usd=micro_from_usd(settings.default_rate_usd),
+                scenario=priced_as(session, name),
+            )
+            for name in asked
+        ]
+
+    costs = in_transaction(read)
+    if scenarios:
+        print_scenarios(costs, output=output, note=note)
+        return
+    [cost] = costs
     if output == "json":
         typer.echo(cost.model_dump_json(indent=2))
         return

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.units import hours, kwh, seconds, shown
+from app.costs.query import DEFAULT, SCENARIO
 
 
 @dataclass(slots=True)
@@ -20,6 +21,7 @@ class Exact:
     energy_cost: int | None = None  # null until an atom with an energy price is added
     card: bool = False  # some atoms priced from the rate card
     default: bool = False  # some at the default rate
+    scenario: bool = False  # some at a price scenario's prices
 
     def add_priced(self, row: Any) -> None:
         """Add a stage-one or stage-two row: the sums at one price (`query.PRICES`)."""
@@ -30,7 +32,10 @@ class Exact:
         self.cost += gpu_us * int(row.rate)
         if row.energy_rate is not None:
             self.energy_cost = (self.energy_cost or 0) + energy_mj * int(row.energy_rate)
-        if row.is_default:
+        source = int(row.source)
+        if source == SCENARIO:
+            self.scenario = True
+        elif source == DEFAULT:
             self.default = True
         else:
             self.card = True
@@ -44,6 +49,7 @@ class Exact:
             self.energy_cost = (self.energy_cost or 0) + other.energy_cost
         self.card |= other.card
         self.default |= other.default
+        self.scenario |= other.scenario
 
     def shown(self) -> dict[str, Any]:
         """The API's figures (`schemas.Figures`), each rounded once from its exact value."""
@@ -54,7 +60,9 @@ class Exact:
             "energy_kwh": kwh(self.energy_mj),
             "cost_usd": shown(self.cost),
             "energy_cost_usd": None if self.energy_cost is None else shown(self.energy_cost),
-            "rate_sources": ["card"] * self.card + ["default"] * self.default,
+            "rate_sources": (
+                ["scenario"] * self.scenario + ["card"] * self.card + ["default"] * self.default
+            ),
         }
 
 

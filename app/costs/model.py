@@ -2,7 +2,7 @@
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -24,6 +24,7 @@ from app.costs.efficiency import Counted, counted_by_phase, efficiency
 from app.costs.figures import Exact
 from app.costs.query import (
     IDLE,
+    SOURCES,
     UNATTRIBUTED,
     in_period,
     price_columns,
@@ -34,6 +35,9 @@ from app.costs.schemas import ModelCost, PhaseCost, RateUsed
 from app.costs.service import rollup_filters
 from app.jobs.phases import phase_order
 from app.models import Cluster, HourlyUsage, Job
+
+if TYPE_CHECKING:
+    from app.scenarios.prices import ScenarioPrices
 
 SHARE_PLACES = 6
 # Each phase is a column of the peaks query: a model with more phases is asked in parts.
@@ -48,18 +52,22 @@ def model_cost(
     end: datetime | None,
     cluster: str | None,
     default_micro_usd: int,
+    scenario: "ScenarioPrices | None" = None,
 ) -> ModelCost:
-    """A model's cost phase by phase, in training order, then the total."""
+    """A model's cost phase by phase, in training order, then the total, at the books'
+    prices or a `scenario`'s."""
     where = [*in_period(start, end), *rollup_filters({"cluster": cluster}, True)]
     connection = session.connection()
     by_phase: dict[str, Exact] = {}
     names: dict[str | None, str] = {}  # each phase as stored, and as shown
-    used: set[tuple[str, int, bool]] = set()
-    figures_query = _figures_query(session, model=model, where=where, default=default_micro_usd)
+    used: set[tuple[str, int, int]] = set()
+    figures_query = _figures_query(
+        session, model=model, where=where, default=default_micro_usd, scenario=scenario
+    )
     for row in connection.execute(figures_query):
         name = names.setdefault(row.phase, _phase_name(row.phase, model))
         by_phase.setdefault(name, Exact()).add_priced(row)
-        used.add((row.gpu_model, int(row.rate), bool(row.is_default)))
+        used.add((row.gpu_model, int(row.rate), int(row.source)))
     if not by_phase:
         raise NotFound(f"no usage recorded for model '{model}' in this period")
     peaks, overall_peak = _peaks(connection, model=model, where=where, names=names)
@@ -96,16 +104,15 @@ def model_cost(
         model=model,
         start=start,
         end=end,
+        scenario=None if scenario is None else scenario.name,
         phases=[
             phase_cost(name, by_phase[name], peaks[name], counted.get(name))
             for name in sorted(by_phase, key=phase_order)
         ],
         total=phase_cost("total", total, overall_peak, total_counted),
         rates=[
-            RateUsed(
-                gpu_model=m, usd_per_gpu_hour=usd_from_micro(r), source="default" if d else "card"
-            )
-            for m, r, d in sorted(used)
+            RateUsed(gpu_model=m, usd_per_gpu_hour=usd_from_micro(r), source=SOURCES[s])
+            for m, r, s in sorted(used)
         ],
     )
 
@@ -123,7 +130,12 @@ def _owned(model: str) -> ColumnElement[bool]:
 
 
 def _figures_query(
-    session: Session, *, model: str, where: list[ColumnElement[bool]], default: int
+    session: Session,
+    *,
+    model: str,
+    where: list[ColumnElement[bool]],
+    default: int,
+    scenario: "ScenarioPrices | None",
 ) -> Select[Any]:
     """The model's figures per phase, GPU model and price: priced and summed per job first,
     as every cost roll-up is, then per phase."""
@@ -132,6 +144,7 @@ def _figures_query(
             session,
             default_micro_usd=default,
             where=[*where, HourlyUsage.job_id.is_(None)],
+            scenario=scenario,
         ).subquery("priced")
         keys: list[Any] = [idle.c.gpu_model, *price_columns(idle)]
         return select(literal(None, String).label("phase"), *keys, *resum(idle)).group_by(*keys)
@@ -141,15 +154,15 @@ def _figures_query(
         # a model's atoms are estimated at one group per atom, and sorted instead, which
         # takes half as long again on a year of a model's usage.
         job_atoms = [HourlyUsage.job_id == Job.id, *where]
-        priced: Any = priced_usage(session, default_micro_usd=default, where=job_atoms).lateral(
-            "priced"
-        )
+        priced: Any = priced_usage(
+            session, default_micro_usd=default, where=job_atoms, scenario=scenario
+        ).lateral("priced")
         on: ColumnElement[bool] = true()
     else:  # SQLite has no lateral subqueries.
         owned_atoms = [HourlyUsage.job_id.in_(select(Job.id).where(_owned(model))), *where]
-        priced = priced_usage(session, default_micro_usd=default, where=owned_atoms).subquery(
-            "priced"
-        )
+        priced = priced_usage(
+            session, default_micro_usd=default, where=owned_atoms, scenario=scenario
+        ).subquery("priced")
         on = priced.c.job_id == Job.id
     keys = [Job.phase, priced.c.gpu_model, *price_columns(priced)]
     return (

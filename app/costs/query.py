@@ -17,7 +17,7 @@ turned into one CASE expression per price kind rather than joined to every atom.
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -38,14 +38,21 @@ from sqlalchemy.orm import Session
 from app.core.sums import exact_sum
 from app.models import Cluster, EnergyRate, HourlyUsage, Job, Rate
 
+if TYPE_CHECKING:  # the scenario builds its prices over these, so it imports this module
+    from app.scenarios.prices import ScenarioPrices
+
 IDLE = "(idle)"
 UNATTRIBUTED = "(unattributed)"
 LABELS = {"model": Job.model, "phase": Job.phase, "team": Job.team, "user": Job.user_name}
 # What SQL sums, per price: the rollup's exact integers.
 FIGURES = ("gpu_us", "busy_us", "energy_mj")
-# What each stage-one row is priced at: micro-USD per GPU-hour, whether that is the
-# default rate, and micro-USD per kWh (null where no energy price is set).
-PRICES = ("rate", "is_default", "energy_rate")
+# What each stage-one row is priced at: micro-USD per GPU-hour, what set that price
+# (`SOURCES`), and micro-USD per kWh (null where no energy price is set).
+PRICES = ("rate", "source", "energy_rate")
+# Who set an atom's GPU-hour price: the rate card, the default rate (the books' two, 0 and
+# 1 as they always were), or a price scenario (`app.scenarios`), which never reaches the books.
+CARD, DEFAULT, SCENARIO = 0, 1, 2
+SOURCES = {CARD: "card", DEFAULT: "default", SCENARIO: "scenario"}
 
 
 def label(name: str, job_id: Any) -> ColumnElement[str]:
@@ -86,7 +93,7 @@ def in_period(start: datetime | None, end: datetime | None) -> list[ColumnElemen
     return conditions
 
 
-def _price_cases(rows: Sequence[Any], match: Any) -> list[tuple[ColumnElement[bool], int]]:
+def price_cases(rows: Sequence[Any], match: Any) -> list[tuple[ColumnElement[bool], int]]:
     """(condition, price) per effective-dated price, per-cluster prices first: they win."""
     rows = sorted(
         rows, key=lambda r: (r.cluster_id is None, r.key, r.cluster_id or 0, r.effective_from)
@@ -108,20 +115,23 @@ def _price_cases(rows: Sequence[Any], match: Any) -> list[tuple[ColumnElement[bo
 
 @dataclass(frozen=True)
 class AtomPrices:
-    """Per-atom expressions: the rate in force, whether it is the default, the energy price."""
+    """Per-atom expressions: the rate in force, who set it (`SOURCES`), the energy price."""
 
     rate: ColumnElement[int]
-    defaulted: ColumnElement[int]
+    source: ColumnElement[int]
     energy_rate: ColumnElement[int]
 
     def labelled(self) -> list[ColumnElement[Any]]:
         """The three as stage-one columns named as `PRICES`."""
-        columns = (self.rate, self.defaulted, self.energy_rate)
+        columns = (self.rate, self.source, self.energy_rate)
         return [column.label(name) for column, name in zip(columns, PRICES, strict=True)]
 
 
-def atom_prices(session: Session, *, default_micro_usd: int) -> AtomPrices:
-    """Read the rate cards and build each atom's prices as SQL expressions."""
+def atom_prices(
+    session: Session, *, default_micro_usd: int, scenario: "ScenarioPrices | None" = None
+) -> AtomPrices:
+    """Read the rate cards and build each atom's prices as SQL expressions; under a
+    `scenario`, its prices where it has them, the books' elsewhere."""
     rates = session.execute(
         select(
             Rate.gpu_model.label("key"),
@@ -138,15 +148,18 @@ def atom_prices(session: Session, *, default_micro_usd: int) -> AtomPrices:
             EnergyRate.micro_usd_per_kwh.label("price"),
         )
     ).all()
-    rate_cases = _price_cases(rates, lambda r: HourlyUsage.gpu_model == r.key)
-    energy_cases = _price_cases(energy, lambda r: literal(True))
+    rate_cases = price_cases(rates, lambda r: HourlyUsage.gpu_model == r.key)
+    energy_cases = price_cases(energy, lambda r: literal(True))
     default = literal(default_micro_usd, BigInteger)
     rate: Any = case(*rate_cases, else_=default) if rate_cases else default
-    defaulted: Any = (
-        case(*((c, 0) for c, _ in rate_cases), else_=1) if rate_cases else literal(1, Integer)
+    source: Any = (
+        case(*((c, CARD) for c, _ in rate_cases), else_=DEFAULT)
+        if rate_cases
+        else literal(DEFAULT, Integer)
     )
     energy_rate = case(*energy_cases) if energy_cases else literal(None, BigInteger)
-    return AtomPrices(rate=rate, defaulted=defaulted, energy_rate=energy_rate)
+    books = AtomPrices(rate=rate, source=source, energy_rate=energy_rate)
+    return books if scenario is None else scenario.over(books)
 
 
 def priced_usage(
@@ -155,10 +168,12 @@ def priced_usage(
     default_micro_usd: int,
     where: Sequence[ColumnElement[bool]],
     by: dict[str, ColumnElement[Any]] | None = None,
+    scenario: "ScenarioPrices | None" = None,
 ) -> Select[Any]:
     """Stage one: the atoms matching `where`, summed exactly per job, cluster, GPU model
-    and price (and per `by` keys); callers make it a subquery, or a lateral one."""
-    prices = atom_prices(session, default_micro_usd=default_micro_usd)
+    and price (and per `by` keys), at the books' prices or a `scenario`'s; callers make it
+    a subquery, or a lateral one."""
+    prices = atom_prices(session, default_micro_usd=default_micro_usd, scenario=scenario)
     keys: list[Any] = [
         HourlyUsage.job_id,
         HourlyUsage.cluster_id,

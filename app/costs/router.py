@@ -14,6 +14,8 @@ from app.core.units import micro_from_usd
 from app.costs.model import model_cost
 from app.costs.schemas import GROUP_KEYS, CostReport, ModelCost
 from app.costs.service import cost_report
+from app.scenarios.schemas import SCENARIO_NAME
+from app.scenarios.service import scenario_prices
 
 router = APIRouter(prefix="/v1", tags=["costs"], route_class=DecimalJsonRoute)
 
@@ -22,6 +24,15 @@ Instant = Annotated[
     Query(description="A whole UTC hour; a time without zone is taken as UTC."),
 ]
 Filter = Annotated[str | None, Query(max_length=128, pattern=PRINTABLE)]
+ScenarioName = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        pattern=SCENARIO_NAME,
+        description="Price the usage under this price scenario (`/v1/scenarios`), not the "
+        "books: its prices where it has them, the books' elsewhere (`rate_sources` says which).",
+    ),
+]
 
 
 def _period(
@@ -58,6 +69,7 @@ def get_costs(
     gpu_model: Filter = None,
     job_id: Filter = None,
     include_idle: bool = True,
+    scenario: ScenarioName = None,
 ) -> CostReport:
     """GPU-hours, busy GPU-hours, energy and cost, grouped by any of the keys, with a total.
 
@@ -82,6 +94,7 @@ def get_costs(
         filters=filters,
         include_idle=include_idle,
         default_micro_usd=micro_from_usd(settings.default_rate_usd),
+        scenario=None if scenario is None else scenario_prices(session, scenario),
     )
 
 
@@ -97,6 +110,7 @@ def get_model_cost(
     start: Annotated[Instant, Query(alias="from")] = None,
     end: Annotated[Instant, Query(alias="to")] = None,
     cluster: Filter = None,
+    scenario: ScenarioName = None,
 ) -> ModelCost:
     """A model's training cost phase by phase (pre-training, context extension,
     post-training, then others), with shares, first and last usage and peak GPUs."""
@@ -108,4 +122,5 @@ def get_model_cost(
         end=end,
         cluster=cluster,
         default_micro_usd=micro_from_usd(settings.default_rate_usd),
+        scenario=None if scenario is None else scenario_prices(session, scenario),
     )

@@ -21,6 +21,9 @@ GROUP_KEYS: tuple[str, ...] = (
 )
 
 
+Source = Literal["scenario", "card", "default"]
+
+
 class Figures(BaseModel):
     gpu_seconds: Amount
     gpu_hours: Amount
@@ -29,7 +32,9 @@ class Figures(BaseModel):
     cost_usd: Amount
     # Measured energy at the kWh price, apart from the GPU-hour cost; null where none is set.
     energy_cost_usd: Amount | None
-    rate_sources: list[Literal["card", "default"]]
+    # Who priced the GPU-hours: a price scenario (only when one is asked for), the rate card,
+    # the default rate.
+    rate_sources: list[Source]
 
 
 class CostRow(Figures):
@@ -42,6 +47,8 @@ class CostReport(BaseModel):
     start: datetime | None
     end: datetime | None
     group_by: list[str]
+    # The price scenario the figures are priced under (`?scenario=`); null: the books.
+    scenario: str | None = None
     currency: Literal["USD"] = "USD"
     default_usd_per_gpu_hour: Amount
     rows: list[CostRow]
@@ -66,13 +73,15 @@ class PhaseCost(Figures):
 class RateUsed(BaseModel):
     gpu_model: str
     usd_per_gpu_hour: Amount
-    source: Literal["card", "default"]
+    source: Source
 
 
 class ModelCost(BaseModel):
     model: str
     start: datetime | None
     end: datetime | None
+    # The price scenario the figures are priced under (`?scenario=`); null: the books.
+    scenario: str | None = None
     currency: Literal["USD"] = "USD"
     phases: list[PhaseCost]
     total: PhaseCost

@@ -1,7 +1,7 @@
 """Cost roll-ups: any grouping of the priced hourly atoms, and a model's per-phase table."""
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Subquery, select
 from sqlalchemy.orm import Session
@@ -22,6 +22,9 @@ from app.costs.query import (
 from app.costs.schemas import CostReport, CostRow, Figures
 from app.jobs.phases import canonical_phase
 from app.models import Cluster, HourlyUsage, Job
+
+if TYPE_CHECKING:
+    from app.scenarios.prices import ScenarioPrices
 
 
 def _key_columns(group_by: list[str], priced: Subquery) -> dict[str, Any]:
@@ -79,13 +82,16 @@ def cost_groups(
     filters: dict[str, str | None],
     include_idle: bool,
     default_micro_usd: int,
+    scenario: "ScenarioPrices | None" = None,
 ) -> list[tuple[dict[str, Any], Exact]]:
-    """The exact figures of each group of the keys asked for, in the keys' order."""
+    """The exact figures of each group of the keys asked for, in the keys' order, at the
+    books' prices or a `scenario`'s."""
     priced = priced_usage(
         session,
         default_micro_usd=default_micro_usd,
         where=[*in_period(start, end), *rollup_filters(filters, include_idle)],
         by=_period_keys(session, group_by),
+        scenario=scenario,
     ).subquery("priced")
     keys = _key_columns(group_by, priced)
     prices = price_columns(priced)
@@ -113,8 +119,10 @@ def cost_report(
     filters: dict[str, str | None],
     include_idle: bool,
     default_micro_usd: int,
+    scenario: "ScenarioPrices | None" = None,
 ) -> CostReport:
-    """Usage and cost grouped by the keys asked for, with the exact total of the rows."""
+    """Usage and cost grouped by the keys asked for, with the exact total of the rows, at the
+    books' prices or a `scenario`'s."""
     groups = cost_groups(
         session,
         start=start,
@@ -123,6 +131,7 @@ def cost_report(
         filters=filters,
         include_idle=include_idle,
         default_micro_usd=default_micro_usd,
+        scenario=scenario,
     )
     total = Exact()
     for _, exact in groups:
@@ -131,6 +140,7 @@ def cost_report(
         start=start,
         end=end,
         group_by=group_by,
+        scenario=None if scenario is None else scenario.name,
         default_usd_per_gpu_hour=usd_from_micro(default_micro_usd),
         rows=[CostRow(**keys, **exact.shown()) for keys, exact in groups],
         total=Figures(**total.shown()),

@@ -154,8 +154,13 @@ def figure_rows(cost: ModelCost) -> list[list[str]]:
 def rate_note(cost: ModelCost) -> str:
     """The assumption behind the USD row, as the V3 report states its own."""
     parts = []
+    sources = {
+        "default": "the default rate",
+        "card": "the rate card",
+        "scenario": f"scenario {cost.scenario}",
+    }
     for rate in cost.rates:
-        source = "the default rate" if rate.source == "default" else "the rate card"
+        source = sources[rate.source]
         parts.append(f"{rate.gpu_model} at ${plain(rate.usd_per_gpu_hour)} per GPU hour ({source})")
     return "Priced at " + "; ".join(parts) + "." if parts else "No usage priced."
 

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from app.core.sums import exact_sum
 from app.core.units import booked_nano
-from app.costs.query import FIGURES as SUMMED
 from app.costs.query import (
+    DEFAULT,
     atom_prices,
     in_period,
     joined,
@@ -29,6 +29,7 @@ from app.costs.query import (
     price_columns,
     priced_usage,
 )
+from app.costs.query import FIGURES as SUMMED
 from app.models import Cluster, HourlyUsage, Job, Period, PeriodLine
 
 GRANULARITIES = ("hour", "day", "month")
@@ -154,7 +155,7 @@ def _live_line(row: Any) -> Line:
     gpu_us, busy_us, energy_mj = int(row[13]), int(row[14]), int(row[15])
     return Line(
         charge_of(row[0]), "usage", row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-        row[8], row[9], rate, bool(row[11]), gpu_us * UNIT_PARTS, busy_us * UNIT_PARTS,
+        row[8], row[9], rate, row[11] == DEFAULT, gpu_us * UNIT_PARTS, busy_us * UNIT_PARTS,
         energy_mj * UNIT_PARTS, gpu_us * rate,
         None if energy_rate is None else energy_mj * int(energy_rate),
     )  # fmt: skip
@@ -184,7 +185,7 @@ def _hourly_atoms(
         LABELS_TEXT,
         HourlyUsage.gpu_model,
         prices.rate,
-        prices.defaulted,
+        prices.source,
         prices.energy_rate,
         *(getattr(HourlyUsage, name) for name in SUMMED),
     ]
@@ -234,7 +235,7 @@ def _summed_atoms(
             Job.scheduler_job_id.nulls_first(),
             p.gpu_model,
             p.rate,
-            p.is_default,
+            p.source,
         )
     )
     return query

@@ -11,6 +11,7 @@ from app.core.concurrency import EXPORTS
 from app.core.config import Settings
 from app.core.db import READ_ONLY
 from app.core.units import micro_from_usd
+from app.metrics.budgets import budget_collector
 from app.metrics.cache import SnapshotCache
 from app.metrics.collector import AccountingCollector
 from app.metrics.middleware import RequestMetrics, RouteTemplates
@@ -54,6 +55,7 @@ def install_metrics(app: FastAPI) -> None:
             cache.get, clock=app.state.clock, window_s=settings.metrics_reporting_window_seconds
         )
     )
+    registry.register(budget_collector(engine, clock=app.state.clock, settings=settings))
 
     @event.listens_for(app.state.engine, "handle_error")
     def _count_database_error(context: Any) -> None:

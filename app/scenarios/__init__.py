@@ -1,0 +1,1 @@
+"""Price scenarios: named rate cards that price measured usage as if, never the books."""
