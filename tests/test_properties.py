@@ -84,6 +84,9 @@ def build(spec: list[Any]) -> list[dict[str, Any]]:
                     node * 10 + gpu,
                     job_id=job,
                     gpu_seconds=str(seconds.quantize(Decimal("0.000001"))),
+                    # 400 W a job at most: up to 4 jobs on a GPU stay below the 2,000 W a
+                    # report may claim for one GPU.
+                    energy_j=length * 60 * 400,
                 )
             )
         for e in entries:
