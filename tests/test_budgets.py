@@ -197,9 +197,7 @@ def test_model_and_cluster_budgets_in_gpu_hours(seeded: TestClient, auth: Auth) 
     assert figures(elsewhere) == ("0", "8", "0", "0", "0", None, False, False, "ok")
 
 
-def test_usd_spent_adds_the_energy_cost_where_energy_is_priced(
-    seeded: TestClient, auth: Auth
-) -> None:
+def test_usd_spent_is_the_gpu_hour_cost_energy_shown_apart(seeded: TestClient, auth: Auth) -> None:
     energy = {"usd_per_kwh": "0.2", "effective_from": "2024-12-01T00:00:00Z"}
     assert seeded.post("/v1/energy-rates", json=energy, headers=auth["admin"]).status_code == 201
 
@@ -210,17 +208,16 @@ def test_usd_spent_adds_the_energy_cost_where_energy_is_priced(
         headers=auth["viewer"],
     ).json()["total"]
 
-    # 0.575 kWh at $0.20: $0.115 on top of $57.50, as the cost API shows them apart.
+    # 0.575 kWh at $0.20: $0.115 beside $57.50, never added to it (as the cost API and
+    # the FOCUS export, which bills GPU time only); the budget spends the $57.50.
     assert (costs["cost_usd"], costs["energy_cost_usd"]) == ("57.5", "0.115")
-    # The 24 h burn: $10 and 0.1 kWh; 7 days: $15 and 0.15 kWh. 42.385 / 10.02 days is
-    # 365,475.449 s, rounded up to the second.
+    burns = ("10", "2.142857143")
     assert figures(budget) == (
-        "57.615",
-        "42.385",
-        "57.62",
-        "10.02",
-        "2.147142857",
-        "2025-01-24T18:01:16Z",
+        "57.5",
+        "42.5",
+        "57.5",
+        *burns,
+        "2025-01-24T18:30:00Z",
         False,
         True,
         "forecast",

@@ -63,8 +63,21 @@ def test_mistakes_are_one_line(client: TestClient, auth: Auth, db_url: str) -> N
         ("budget", "set", "b", "--team", "a", "--usd", "1.0000001"): "decimal places",
         ("budget", "set", "b", "--team", "a", "--usd", "1", "--month", *JANUARY): "--month",
         ("budget", "set", "b", "--team", "a", "--usd", "1", "--from", "2025-01-01T00:00:00Z"): (
-            "ends_at: a range budget needs starts_at and ends_at"
+            "--to: a range budget needs --from and --to"
         ),
+        (
+            "budget",
+            "set",
+            "b",
+            "--team",
+            "a",
+            "--usd",
+            "1",
+            "--from",
+            "2025-02-01T00:00:00Z",
+            "--to",
+            "2025-01-01T00:00:00Z",
+        ): "--to: must be after --from",
         (
             "budget",
             "set",

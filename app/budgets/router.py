@@ -52,7 +52,7 @@ def put_budget(
     response: Response,
 ) -> BudgetRead:
     """Create a budget, or replace it whole: per UTC month or over a range of whole hours,
-    in USD (GPU-hour and energy cost) or GPU-hours."""
+    in USD (the GPU-hour cost, as billed) or GPU-hours."""
     budget, created = set_budget(
         session,
         name=name,

@@ -1,9 +1,8 @@
 """Setting, deleting and reading budgets; spend is the books' priced usage of jobs.
 
-Spent is summed by the cost roll-up itself (`cost_groups`), at the same prices as every
-cost figure: in USD the GPU-hour cost plus the energy cost where energy is priced, in
-GPU-hours the GPU time. Idle capacity is no one's spend. The rules that turn spend into a
-state live in `app.budgets.rules`. Every change goes to the audit log.
+Spend is read by `app.budgets.spend` (what `GET /v1/costs` and the FOCUS export bill), and
+the rules that turn it into a state live in `app.budgets.rules`. Every change goes to the
+audit log. There are at most `MAX_BUDGETS`: each is read on every scrape of `/metrics`.
 """
 
 import re
@@ -11,19 +10,21 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
-from app.budgets.rules import assess, gpu_hour_parts, limit_parts, spans, window
+from app.budgets.rules import assess, limit_parts, spans, window
 from app.budgets.schemas import NAME_MAX, BudgetRead, BudgetSet
-from app.core.errors import InvalidInput, NotFound
-from app.core.unique import insert_unless_present
+from app.budgets.spend import Spending
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.unique import insert_unless_present, take_turns
 from app.core.units import micro_from_usd, plain, usd_from_micro
-from app.costs.service import cost_groups
 from app.models import Budget
 from app.reports.schemas import NAME_PATTERN
 
+# Each budget is read on every scrape of `/metrics` and is seven series there.
+MAX_BUDGETS = 1000
 # The stored columns a PUT sets, in the audit log's order.
 SET_COLUMNS = ("scope", "scope_value", "period", "starts_at", "ends_at", "unit", "amount_micro")
 
@@ -109,6 +110,10 @@ def set_budget(
     existing = _row(session, name, lock=True)
     created = False
     if existing is None:
+        # Creators take turns, so that two at once cannot both take the last place.
+        take_turns(session, "budgets.create")
+        if session.execute(select(func.count()).select_from(Budget)).scalar_one() >= MAX_BUDGETS:
+            raise Conflict(f"at most {MAX_BUDGETS} budgets: delete one before creating another")
         stamps = {"created_at": now, "created_by": actor, "updated_at": now, "updated_by": actor}
         # The unique name decides between concurrent requests creating the same budget.
         created = insert_unless_present(session, Budget, {**columns, **stamps, "name": name})
@@ -123,7 +128,8 @@ def set_budget(
         existing.updated_at, existing.updated_by = now, actor
         _record(session, now=now, actor=actor, action="replace", name=name, old=old, new=columns)
     session.flush()
-    return _status(session, existing, now=now, default_micro_usd=default_micro_usd), created
+    spending = Spending(session, default_micro_usd=default_micro_usd, only=existing.scope_value)
+    return _status(existing, spending, now=now), created
 
 
 def delete_budget(session: Session, *, name: str, actor: str, now: datetime) -> None:
@@ -140,7 +146,8 @@ def delete_budget(session: Session, *, name: str, actor: str, now: datetime) -> 
 def list_budgets(session: Session, *, now: datetime, default_micro_usd: int) -> list[BudgetRead]:
     """Every budget by name, with its spend and state as of `now`."""
     budgets = session.execute(select(Budget).order_by(Budget.name)).scalars()
-    return [_status(session, b, now=now, default_micro_usd=default_micro_usd) for b in budgets]
+    spending = Spending(session, default_micro_usd=default_micro_usd)
+    return [_status(budget, spending, now=now) for budget in budgets]
 
 
 def read_budget(
@@ -150,37 +157,13 @@ def read_budget(
     budget = _row(session, name)
     if budget is None:
         raise NotFound(f"no budget named '{name}'")
-    return _status(session, budget, now=now, default_micro_usd=default_micro_usd)
+    spending = Spending(session, default_micro_usd=default_micro_usd, only=budget.scope_value)
+    return _status(budget, spending, now=now)
 
 
-def _spent(
-    session: Session, budget: Budget, *, start: datetime, end: datetime, default_micro_usd: int
-) -> int:
-    """What the budget's scope spent in [start, end), in `PARTS` of the budget's unit."""
-    if start >= end:
-        return 0
-    groups = cost_groups(
-        session,
-        start=start,
-        end=end,
-        group_by=[],
-        filters={budget.scope: budget.scope_value},
-        include_idle=False,
-        default_micro_usd=default_micro_usd,
-    )
-    if budget.unit == "gpu_hours":
-        return sum(gpu_hour_parts(exact.gpu_us) for _, exact in groups)
-    return sum(exact.cost + (exact.energy_cost or 0) for _, exact in groups)
-
-
-def _status(
-    session: Session, budget: Budget, *, now: datetime, default_micro_usd: int
-) -> BudgetRead:
+def _status(budget: Budget, spending: Spending, *, now: datetime) -> BudgetRead:
     start, end = window(budget.period, budget.starts_at, budget.ends_at, now=now)
-    spent = {
-        name: _spent(session, budget, start=s, end=e, default_micro_usd=default_micro_usd)
-        for name, (s, e) in spans(start, end, now=now).items()
-    }
+    spent = {name: spending.of(budget, span) for name, span in spans(start, end, now=now).items()}
     limit = limit_parts(budget.amount_micro)
     assessment = assess(limit=limit, spent=spent, now=now, end=end)
     return BudgetRead(

@@ -13,6 +13,7 @@ from app.budgets.schemas import BudgetRead, BudgetSet
 from app.budgets.service import delete_budget, list_budgets, set_budget
 from app.cli.common import CLI_ACTOR, examples, fail, in_transaction, load_settings
 from app.core.clock import utc_now
+from app.core.errors import InvalidInput
 from app.core.units import micro_from_usd, plain
 
 budget_cli = typer.Typer(
@@ -57,7 +58,7 @@ def budget_set(
     model: Annotated[str | None, typer.Option(help="Limit this model's jobs.")] = None,
     cluster: Annotated[str | None, typer.Option(help="Limit the jobs on this cluster.")] = None,
     usd: Annotated[
-        str | None, typer.Option(help="A limit in USD (GPU-hour and energy cost).")
+        str | None, typer.Option(help="A limit in USD (the GPU-hour cost, as billed).")
     ] = None,
     gpu_hours: Annotated[str | None, typer.Option(help="A limit in GPU-hours.")] = None,
     month: Annotated[bool, typer.Option(help="For each UTC month (the default).")] = False,
@@ -94,9 +95,20 @@ def budget_set(
 
     def store(session: Session) -> tuple[BudgetRead, bool]:
         default = micro_from_usd(settings.default_rate_usd)
-        return set_budget(
-            session, name=name, body=body, actor=CLI_ACTOR, now=utc_now(), default_micro_usd=default
-        )
+        try:
+            return set_budget(
+                session,
+                name=name,
+                body=body,
+                actor=CLI_ACTOR,
+                now=utc_now(),
+                default_micro_usd=default,
+            )
+        except InvalidInput as exc:  # the API's field names, as this command spells them
+            reason = exc.reason
+            for field, flag in FLAGS.items():
+                reason = reason.replace(field, flag)
+            raise InvalidInput(FLAGS.get(exc.field, exc.field), reason) from exc
 
     budget, created = in_transaction(store, writes=True)
     typer.echo(
