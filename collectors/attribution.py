@@ -23,7 +23,8 @@ _POD_CGROUP = re.compile(
 )
 _JOB_ENV = ("GPUCOST_JOB_ID", "SLURM_JOB_ID")
 # What the service accepts as a job id; anything else would get the whole report rejected.
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
+# A job id as the service accepts it, matched whole (`fullmatch`: `$` lets a newline through).
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
 # Job metadata read from a process's environment: field -> variables, first found wins.
 _METADATA_ENV = {
     "model": ("GPUCOST_MODEL",),
@@ -71,7 +72,7 @@ class Attributor:
         self._refused: set[str] = set()
 
     def _valid(self, job: str | None, source: str) -> str | None:
-        if job is None or _JOB_ID.match(job):
+        if job is None or JOB_ID.fullmatch(job):
             return job
         if job not in self._refused:
             self._refused.add(job)

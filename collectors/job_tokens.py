@@ -4,6 +4,8 @@ The count goes as `PUT /v1/jobs/{cluster}/{job}` with `tokens` alone: the servic
 fields given and keeps the others, so the model, phase, team and labels that the collector or
 an admin set stay as they are. A job the service does not know yet is created: the epilog
 that sends a job's count usually runs before the collector's last report of the job arrives.
+The count replaces the job's count (a PUT: sending it twice stores it once), so a job
+requeued under the same id reports its whole work across its runs, as docs/slurm.md says.
 
 Retries follow the sender's: a connection that fails, a timeout, a 5xx, 408, 425 or 429 is
 tried again after the same back-off (1 s doubling, with jitter), until a deadline. A refusal
@@ -20,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from collectors.attribution import _JOB_ID as JOB_ID
+from collectors.attribution import JOB_ID
 from collectors.clock import NS_PER_S, Clock
 from collectors.sender import Backoff
 
@@ -41,6 +43,11 @@ def parse_tokens(text: str) -> int:
         raise TokensError(
             f"--tokens: {text!r} is not a whole number of tokens written in plain digits"
         )
+    # Python refuses to convert more than 4300 digits (a traceback): a count that long is
+    # out of bounds whatever its digits, and is named by its length.
+    significant = text.lstrip("0")
+    if len(significant) > len(str(MAX_TOKENS)):
+        raise TokensError(f"--tokens: a {len(significant)}-digit number is more than 10^18")
     count = int(text)
     if count > MAX_TOKENS:
         raise TokensError(f"--tokens: {count} is more than {MAX_TOKENS} (10^18)")
@@ -49,7 +56,7 @@ def parse_tokens(text: str) -> int:
 
 def check_job_id(job_id: str) -> str:
     """A scheduler job id as the collector reports one (letters, digits, `._:@+-`)."""
-    if not JOB_ID.match(job_id):
+    if not JOB_ID.fullmatch(job_id):
         raise TokensError(
             f"--job: {job_id!r} is not a job id (letters, digits and ._:@+-, at most 128)"
         )
@@ -70,9 +77,9 @@ def _detail(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         body = None
-    if isinstance(body, dict) and body.get("detail"):
-        return str(body["detail"])
-    return " ".join(response.text.split())[:200] or response.reason_phrase
+    text = str(body["detail"]) if isinstance(body, dict) and body.get("detail") else response.text
+    # One line, whatever answered: the epilog logs it, and keeps only the last line.
+    return " ".join(text.split())[:200] or response.reason_phrase
 
 
 def put_tokens(
@@ -107,11 +114,19 @@ def put_tokens(
         else:
             if response.is_success:
                 try:
-                    stored = str(response.json()["tokens"])
+                    stored = response.json()["tokens"]
                 except (ValueError, KeyError, TypeError):
                     why = f"unreadable answer from {server}: {_detail(response)}"
                     raise TokensError(why) from None
-                return Stored(tokens=stored, created=response.status_code == 201)
+                # A 2xx from something else than the service (a proxy's page, an old
+                # service without tokens) is not a stored count.
+                if str(stored) != str(tokens):
+                    held = " ".join(str(stored).split())[:40]
+                    raise TokensError(
+                        f"the service answered {response.status_code} but holds {held} "
+                        f"tokens for job {job_id}, not {tokens}"
+                    )
+                return Stored(tokens=str(stored), created=response.status_code == 201)
             why = f"the service answered {response.status_code}: {_detail(response)}"
             if response.status_code < 500 and response.status_code not in _TRANSIENT:
                 raise TokensError(why)

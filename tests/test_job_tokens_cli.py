@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,14 +55,21 @@ def write_config(path: Path, server: str, token_file: Path, cluster: str = CLUST
     return path
 
 
-@pytest.fixture
-def node(db_url: str, tmp_path: Path) -> Iterator[Node]:
+@contextmanager
+def serving_node(db_url: str, tmp_path: Path) -> Iterator[Node]:
+    """A server on the test's database, and a node's collector settings for it."""
     token_file = tmp_path / "collector.token"
     token_file.write_text(token_on(db_url, "collector", cluster=CLUSTER, name="node-017") + "\n")
     admin = {"Authorization": f"Bearer {token_on(db_url, 'admin', name='admin')}"}
     with running_server(db_url, tmp_path) as server:
         config = write_config(tmp_path / "collector.toml", server.url, token_file)
         yield Node(server.url, config, token_file, admin)
+
+
+@pytest.fixture
+def node(db_url: str, tmp_path: Path) -> Iterator[Node]:
+    with serving_node(db_url, tmp_path) as served:
+        yield served
 
 
 def job_tokens(*args: str) -> subprocess.CompletedProcess[str]:
@@ -111,7 +119,10 @@ BAD_INPUT = [
         str(10**18 + 1),
         "--tokens: 1000000000000000001 is more than 1000000000000000000 (10^18)",
     ),  # fmt: skip
+    ("4242", "1" * 5000, "--tokens: a 5000-digit number is more than 10^18"),  # no traceback
+    ("4242", "0" * 30 + "1" + "0" * 19, "--tokens: a 20-digit number is more than 10^18"),
     ("../4242", "7", f"--job: '../4242' {NOT_A_JOB_ID}"),
+    ("4242\n", "7", f"--job: '4242\\n' {NOT_A_JOB_ID}"),  # `$` alone lets a line end through
     ("", "7", f"--job: '' {NOT_A_JOB_ID}"),
 ]
 
@@ -187,9 +198,11 @@ def epilog(tmp_path: Path, config: Path, send_seconds: int = 15) -> Path:
     return installed
 
 
-def run_epilog(script: Path, job: str, uid: int) -> subprocess.CompletedProcess[str]:
+def run_epilog(
+    script: Path, job: str, uid: int, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """As slurmd runs it: with only Slurm's variables."""
-    env = {"PATH": os.environ["PATH"], "SLURM_JOB_ID": job, "SLURM_JOB_UID": str(uid)}
+    env = {"PATH": path or os.environ["PATH"], "SLURM_JOB_ID": job, "SLURM_JOB_UID": str(uid)}
     return subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60)
 
 

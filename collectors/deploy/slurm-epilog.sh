@@ -14,16 +14,19 @@ set -u
 #   of mode 1777 the admin creates, see docs/slurm.md); empty sends no counts.
 # COLLECTOR, COLLECTOR_CONFIG: the collector's command and its configuration (the service,
 #   token and cluster that `gpucost-collector job-tokens` sends the count with).
-# SEND_SECONDS: the longest sending a count may take; past it the count is logged, not sent.
+# SEND_SECONDS: the longest sending a count may take (0 to 999); past it the count is logged,
+#   not sent. The whole epilog takes at most SEND_SECONDS + 9 s: the collector is stopped 5 s
+#   after it (killed 2 s later), reading the count and each log line take at most 1 s.
 MAPPING_DIR=/run/gpucost/jobs
 TOKENS_DIR=/var/spool/gpucost/tokens
 COLLECTOR=/opt/gpucost/bin/gpucost-collector
 COLLECTOR_CONFIG=/etc/gpucost/collector.toml
 SEND_SECONDS=15
 
-log() {
-    echo "gpucost epilog: $*" >&2
-    logger -t gpucost-epilog -- "$*" 2>/dev/null || :
+log() {  # one line of printable characters, to stderr and syslog (at most 1 s of it)
+    line=$(printf '%s' "$*" | LC_ALL=C tr -d '\000-\037\177')
+    printf 'gpucost epilog: %s\n' "$line" >&2  # dash's echo would expand a \n in it
+    timeout 1 logger -t gpucost-epilog -- "$line" 2>/dev/null || :
 }
 
 plain_path() {  # an absolute path of letters, digits and /._- (the prolog's rule)
@@ -33,9 +36,7 @@ plain_path() {  # an absolute path of letters, digits and /._- (the prolog's rul
 }
 
 job="${SLURM_JOB_ID:-}"
-case "$job" in
-    "" | .* | *[!A-Za-z0-9._-]*) exit 0 ;;  # no job, or not a name for a file
-esac
+[ -n "$job" ] || exit 0
 
 release_gpus() {
     plain_path "$MAPPING_DIR" || return 0  # the prolog says so, and fails
@@ -48,11 +49,17 @@ release_gpus() {
     done
 }
 
-# The job's count, from a file the job wrote in a directory every user may write to: only a
-# plain file of the job's own user (or root) is read, at most 32 bytes and 2 seconds of it
-# (a FIFO put in its place would block), and it must be digits. It is removed either way.
+# The job's count, from a file the job wrote in a directory every user may write to. The
+# job's user can replace that file at any moment (by a link to a file of root's, a FIFO, a
+# directory), so it is first moved, as it is, into a directory of root's that nobody else
+# may change (rename(2): no link is followed), and only then looked at: a plain file of the
+# job's own user with one link, at most 32 bytes of it, that must be digits. What was moved is
+# removed (a directory is left there, and said so), and the count sent.
 send_tokens() {
     [ -n "$TOKENS_DIR" ] || return 0
+    case "$job" in
+        .* | *[!A-Za-z0-9._-]*) return 0 ;;  # not a name for a file
+    esac
     if ! plain_path "$TOKENS_DIR" || ! plain_path "$COLLECTOR" || ! plain_path "$COLLECTOR_CONFIG"
     then
         log "TOKENS_DIR, COLLECTOR and COLLECTOR_CONFIG must be absolute paths of letters, digits and /._-"
@@ -60,16 +67,35 @@ send_tokens() {
     fi
     file="$TOKENS_DIR/$job"
     [ -e "$file" ] || [ -L "$file" ] || return 0
-    if [ -L "$file" ] || [ ! -f "$file" ]; then
-        rm -f -- "$file" 2>/dev/null
-        log "job $job: $file is not a plain file: not sent"
+    if ! aside=$(mktemp -d "$TOKENS_DIR/.gpucost-epilog.XXXXXX" 2>/dev/null); then
+        log "job $job: cannot make a directory in $TOKENS_DIR: $file not sent"
         return 0
     fi
-    owner=$(stat -c %u -- "$file" 2>/dev/null)
-    count=$(timeout 2 head -c 32 -- "$file" 2>/dev/null | tr -d '\r\n')
-    rm -f -- "$file"
-    if [ "$owner" != "${SLURM_JOB_UID:-}" ] && [ "$owner" != 0 ]; then
+    if ! mv -f -- "$file" "$aside/count" 2>/dev/null; then
+        rmdir -- "$aside" 2>/dev/null
+        log "job $job: cannot move $file aside: not sent"
+        return 0
+    fi
+    taken="$aside/count"
+    if [ -L "$taken" ] || [ ! -f "$taken" ]; then
+        if rm -f -- "$taken" 2>/dev/null && rmdir -- "$aside" 2>/dev/null; then
+            log "job $job: $file is not a plain file: not sent"
+        else
+            log "job $job: $file is not a plain file: not sent, left in $aside"
+        fi
+        return 0
+    fi
+    owner_links=$(stat -c '%u %h' -- "$taken" 2>/dev/null)
+    count=$(timeout 1 head -c 32 -- "$taken" 2>/dev/null | tr -d '\r\n')
+    rm -f -- "$taken"
+    rmdir -- "$aside" 2>/dev/null
+    owner=${owner_links% *}
+    if [ "$owner" != "${SLURM_JOB_UID:-}" ]; then
         log "job $job: $file belongs to uid $owner, not to the job's user: not sent"
+        return 0
+    fi
+    if [ "$owner_links" != "$owner 1" ]; then
+        log "job $job: $file has ${owner_links#* } links (one to another file?): not sent"
         return 0
     fi
     case "$count" in
@@ -81,7 +107,7 @@ send_tokens() {
         log "job $job: $COLLECTOR is not executable: $count tokens not sent"
         return 0
     fi
-    case "$SEND_SECONDS" in "" | *[!0-9]*) SEND_SECONDS=15 ;; esac
+    case "$SEND_SECONDS" in "" | *[!0-9]* | ????*) SEND_SECONDS=15 ;; esac
     said=$(timeout -k 2 "$((SEND_SECONDS + 5))" "$COLLECTOR" job-tokens \
         --config "$COLLECTOR_CONFIG" --job "$job" --tokens "$count" \
         --give-up-after "${SEND_SECONDS}s" 2>&1)
@@ -90,7 +116,8 @@ send_tokens() {
     if [ "$status" -eq 0 ]; then
         log "$said"
     else
-        [ "$status" -lt 124 ] || said="no answer within $SEND_SECONDS s"
+        # 124: `timeout` stopped it; 137: killed 2 s later (126, 127: it could not be run)
+        case "$status" in 124 | 137) said="no answer within $SEND_SECONDS s" ;; esac
         log "job $job: $count tokens not sent (${said#gpucost-collector: error: }); send them" \
             "with: gpucost-collector job-tokens --job $job --tokens $count"
     fi

@@ -74,3 +74,15 @@ def test_a_mapping_dir_that_is_not_a_plain_absolute_path_fails_the_prolog_only(t
         ran = subprocess.run([str(epilog)], env={"SLURM_JOB_ID": "1", "PATH": os.environ["PATH"]})
         assert ran.returncode == 0
     assert not (tmp_path / "a&b").exists()
+
+
+def test_a_job_id_from_a_process_must_be_whole_no_trailing_newline(tmp_path):
+    proc = tmp_path / "proc"
+    for pid, job in ((100, b"4242"), (101, b"4242\n")):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "environ").write_bytes(b"SLURM_JOB_ID=" + job + b"\0")
+        (proc / str(pid) / "cgroup").write_text("0::/system.slice/other.service\n")
+    attributor = Attributor(mapping_dir=tmp_path / "jobs", proc_root=proc)
+
+    assert attributor._process_job(100, {}) == "4242"
+    assert attributor._process_job(101, {}) is None  # the service would refuse it
