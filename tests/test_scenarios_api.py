@@ -103,6 +103,10 @@ def test_the_same_price_again_is_no_change_and_another_one_a_conflict(
         ({"tco": {**OWNED, "amortisation_months": 0}}, "tco.amortisation_months"),
         ({"tco": {**OWNED, "amortisation_months": "1.5"}}, "tco.amortisation_months"),
         ({"tco": {**OWNED, "purchase_usd": "-30000"}}, "tco.purchase_usd"),
+        # Past what the columns hold: refused at the edge, never a database error.
+        ({"tco": {**OWNED, "purchase_usd": "1000000000000"}}, "tco.purchase_usd"),
+        ({"tco": {**OWNED, "amortisation_months": 1_000_000}}, "tco.amortisation_months"),
+        ({"tco": {**OWNED, "pue": "1.0005"}}, "tco.pue"),
         ({"tco": {**OWNED, "hosting_usd_per_month": "150.0000001"}}, "tco.hosting_usd_per_month"),
         ({"tco": {**OWNED, "electricity_usd_per_kwh": True}}, "tco.electricity_usd_per_kwh"),
         ({"usd_per_gpu_hour": "2", "effective_from": "2025-01-01T00:30:00Z"}, "effective_from"),

@@ -7,7 +7,7 @@ change, a different one at the same hour a conflict. Nothing here touches the bo
 
 import difflib
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -26,6 +26,8 @@ from app.scenarios.schemas import ScenarioPriceCreate, ScenarioPriceRead, Scenar
 NAMES_LISTED = 8
 # What reports call the books beside scenarios (`gpucost report --scenario`): no scenario's.
 BOOKED = "booked"
+# Tries of `set_scenario` against deletes of the same name committed in between.
+SET_ATTEMPTS = 3
 
 
 def set_scenario(
@@ -35,12 +37,19 @@ def set_scenario(
     if name == BOOKED:
         raise InvalidInput("name", f"'{BOOKED}' is what reports call the books: choose another")
     row = {"name": name, "description": description, "created_at": now, "created_by": actor}
-    created = insert_unless_present(session, Scenario, row)
     details: dict[str, Any] = {"name": name, "description": description}
-    if not created:
+    # The insert finds the scenario present, or makes it; a delete committed between that
+    # and the lock leaves nothing to lock, and the insert, run again, makes it.
+    for _ in range(SET_ATTEMPTS):
+        created = insert_unless_present(session, Scenario, row)
         existing = session.execute(
             select(Scenario).where(Scenario.name == name).with_for_update()
-        ).scalar_one()
+        ).scalar_one_or_none()
+        if existing is not None:
+            break
+    else:
+        raise Conflict(f"scenario '{name}' is being deleted and set at once: try again")
+    if not created:
         if existing.description == description:
             return get_scenario(session, name=name), False
         details["old_description"] = existing.description
@@ -53,7 +62,7 @@ def set_scenario(
 
 def delete_scenario(session: Session, *, name: str, actor: str, now: datetime) -> int:
     """Remove the scenario and its prices; the number of prices removed."""
-    scenario = _scenario(session, name, lock=True)
+    scenario = _scenario(session, name, lock="update")
     prices = session.execute(
         select(func.count()).where(ScenarioPrice.scenario_id == scenario.id)
     ).scalar_one()
@@ -75,7 +84,9 @@ def add_price(
 ) -> tuple[ScenarioPriceRead, bool]:
     """Set a scenario's price for a GPU model (or all others) from an hour on; True if new,
     False if the same price was already set; a different one there is a conflict."""
-    scenario = _scenario(session, name, lock=False)
+    # A shared lock: prices are added side by side, never beside a delete of the scenario
+    # (which waits for them, or they for it, and then find no scenario: 404).
+    scenario = _scenario(session, name, lock="share")
     values = _price_values(body)
     created = insert_unless_present(
         session,
@@ -169,9 +180,10 @@ def _price_values(body: ScenarioPriceCreate) -> dict[str, Any]:
     }
 
 
-def _scenario(session: Session, name: str, *, lock: bool) -> Scenario:
+def _scenario(session: Session, name: str, *, lock: Literal["share", "update"]) -> Scenario:
     query = select(Scenario).where(Scenario.name == name)
-    found = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
+    locked = query.with_for_update(read=lock == "share")
+    found = session.execute(locked).scalar_one_or_none()
     if found is None:
         raise NotFound(unknown_scenario(session, name))
     return found
@@ -190,12 +202,31 @@ def unknown_scenario(session: Session, name: str) -> str:
     return f"no scenario named '{name}' (none is set yet)"
 
 
+def _with_prices(
+    session: Session, *, name: str | None
+) -> list[tuple[Scenario, list[ScenarioPrice]]]:
+    """Scenarios (one by name, or all by name) with their prices, read in one statement, so
+    that a scenario deleted meanwhile is seen whole or not at all."""
+    query = (
+        select(Scenario, ScenarioPrice)
+        .outerjoin(ScenarioPrice, ScenarioPrice.scenario_id == Scenario.id)
+        .order_by(Scenario.name)
+    )
+    if name is not None:
+        query = query.where(Scenario.name == name)
+    found: dict[int, tuple[Scenario, list[ScenarioPrice]]] = {}
+    for scenario, price in session.execute(query):
+        prices = found.setdefault(scenario.id, (scenario, []))[1]
+        if price is not None:
+            prices.append(price)
+    if name is not None and not found:
+        raise NotFound(unknown_scenario(session, name))
+    return list(found.values())
+
+
 def scenario_prices(session: Session, name: str) -> ScenarioPrices:
     """A scenario's prices as costs read them; NotFound, naming the nearest, if none."""
-    scenario = _scenario(session, name, lock=False)
-    rows = session.execute(
-        select(ScenarioPrice).where(ScenarioPrice.scenario_id == scenario.id)
-    ).scalars()
+    [(scenario, rows)] = _with_prices(session, name=name)
     prices = tuple(
         Price(r.gpu_model, r.effective_from, r.micro_usd_per_gpu_hour, r.micro_usd_per_kwh)
         for r in rows
@@ -205,20 +236,21 @@ def scenario_prices(session: Session, name: str) -> ScenarioPrices:
 
 def list_scenarios(session: Session) -> list[ScenarioRead]:
     """Every scenario by name, each with its prices."""
-    names = session.execute(select(Scenario.name).order_by(Scenario.name)).scalars()
-    return [get_scenario(session, name=name) for name in names]
+    return [_scenario_read(s, prices) for s, prices in _with_prices(session, name=None)]
 
 
 def get_scenario(session: Session, *, name: str) -> ScenarioRead:
+    """A scenario with every price; NotFound, naming the nearest, if none."""
+    [(scenario, prices)] = _with_prices(session, name=name)
+    return _scenario_read(scenario, prices)
+
+
+def _scenario_read(scenario: Scenario, rows: list[ScenarioPrice]) -> ScenarioRead:
     """A scenario with every price: general ones first, then by GPU model, oldest first,
     each with the instant the next of its key starts."""
-    scenario = _scenario(session, name, lock=False)
-    rows = list(
-        session.execute(
-            select(ScenarioPrice).where(ScenarioPrice.scenario_id == scenario.id)
-        ).scalars()
+    rows = sorted(
+        rows, key=lambda r: (r.gpu_model is not None, r.gpu_model or "", r.effective_from)
     )
-    rows.sort(key=lambda r: (r.gpu_model is not None, r.gpu_model or "", r.effective_from))
     prices = []
     for i, row in enumerate(rows):
         following = rows[i + 1] if i + 1 < len(rows) else None
