@@ -53,20 +53,14 @@ def test_scenarios_set_priced_listed_reported_side_by_side_and_deleted(
     )  # fmt: skip
     assert code == 0, err
     assert out == (
-        "Scenario rental-2usd:\n\n"
         "| Training Costs | Pre-Training | Context Extension | Post-Training | Total |\n"
         "| --- | --- | --- | --- | --- |\n"
         "| in GPU Hours | 4.5 | 0 | 0 | 4.5 |\n"
-        "| in USD | $9.00 | $0.00 | $0.00 | $9.00 |\n"
-        "Priced at NVIDIA A100 at $2 per GPU hour (the default rate); "
+        "| in USD, rental-2usd | $9.00 | $0.00 | $0.00 | $9.00 |\n"
+        "| in USD, owned-tco | $4.78 | $0.00 | $0.00 | $4.78 |\n"
+        "rental-2usd: Priced at NVIDIA A100 at $2 per GPU hour (the default rate); "
         "NVIDIA H800 at $2 per GPU hour (scenario rental-2usd).\n"
-        "\n"
-        "Scenario owned-tco:\n\n"
-        "| Training Costs | Pre-Training | Context Extension | Post-Training | Total |\n"
-        "| --- | --- | --- | --- | --- |\n"
-        "| in GPU Hours | 4.5 | 0 | 0 | 4.5 |\n"
-        "| in USD | $4.78 | $0.00 | $0.00 | $4.78 |\n"
-        "Priced at NVIDIA A100 at $1.061644 per GPU hour (scenario owned-tco); "
+        "owned-tco: Priced at NVIDIA A100 at $1.061644 per GPU hour (scenario owned-tco); "
         "NVIDIA H800 at $1.061644 per GPU hour (scenario owned-tco).\n"
     )
 

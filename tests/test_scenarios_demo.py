@@ -20,13 +20,17 @@ pytestmark = pytest.mark.slow
 ENERGY_USD = "7.31"
 
 
-def test_the_demo_prints_the_v3_table_under_two_scenarios(
+def test_the_demo_prints_the_v3_table_under_two_scenarios_side_by_side(
     v3_client: TestClient,  # noqa: F811 - the fixture
     db_url: str,
     tokens: dict[str, str],
     log_dir: Path,
 ) -> None:
     viewer = {"Authorization": f"Bearer {tokens['viewer']}"}
+    admin = {"Authorization": f"Bearer {tokens['admin']}"}
+    # The report's 14.8T pre-training tokens, as the demo's scenario carries them.
+    pretrain = {"tokens": 14_800_000_000_000}
+    assert v3_client.put("/v1/jobs/hf-h800/v3-pretrain", json=pretrain, headers=admin).is_success
     out = io.StringIO()
     console = Console(file=out, width=200)
     with running_server(db_url, log_dir) as server:
@@ -48,19 +52,20 @@ def test_the_demo_prints_the_v3_table_under_two_scenarios(
         "The same GPU-hours under two price scenarios, which never touch the books, exports "
         "or metrics (`gpucost scenario`, `?scenario=` on the cost API):",
         "",
-        "Scenario rental-2usd: H800s rented at $2 per GPU-hour, as the V3 report assumes.",
-        "",
-        *V3_MARKDOWN,
-        "",
-        "Priced at NVIDIA H800 at $2 per GPU hour (scenario rental-2usd).",
-        "",
-        "Scenario owned-tco: H800s owned: $30,000 each over 48 months, $150 a month hosting "
-        "each, electricity at $0.08 a kWh with a PUE of 1.3 (illustrative assumptions, not "
-        "facts).",
-        "",
         *V3_MARKDOWN[:3],
-        "| in USD | $2.828M | $0.126M | $0.005M | $2.96M |",
+        "| in USD, booked | $5.328M | $0.238M | $0.01M | $5.576M |",
+        "| in USD, rental-2usd | $5.328M | $0.238M | $0.01M | $5.576M |",
+        "| in USD, owned-tco | $2.828M | $0.126M | $0.005M | $2.96M |",
+        "| GPU Hours per Trillion Tokens | 180K | - | - | - |",
+        "| USD per Million Tokens, booked | $0.36 | - | - | - |",
+        "| USD per Million Tokens, rental-2usd | $0.36 | - | - | - |",
+        # $2,828,219.616 for 14.8M million tokens: $0.19109592, shown to four places.
+        "| USD per Million Tokens, owned-tco | $0.1911 | - | - | - |",
         "",
-        "Priced at NVIDIA H800 at $1.061644 per GPU hour (scenario owned-tco). Measured GPU "
-        f"energy adds ${ENERGY_USD}, not in the table.",
+        "rental-2usd: H800s rented at $2 per GPU-hour, as the V3 report assumes.",
+        "  Priced at NVIDIA H800 at $2 per GPU hour (scenario rental-2usd).",
+        "owned-tco: H800s owned: $30,000 each over 48 months, $150 a month hosting each, "
+        "electricity at $0.08 a kWh with a PUE of 1.3 (illustrative assumptions, not facts).",
+        "  Priced at NVIDIA H800 at $1.061644 per GPU hour (scenario owned-tco). Measured GPU "
+        f"energy adds ${ENERGY_USD}, not above.",
     ]

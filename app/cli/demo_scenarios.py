@@ -11,7 +11,7 @@ from rich.console import Console
 
 from app.cli.common import fail
 from app.costs.schemas import ModelCost
-from app.costs.table import rate_note, render_markdown, table_rows
+from app.costs.table import comparison_rows, rate_note, render_markdown
 
 # Before any simulated hour: each scenario's price holds for the whole replay.
 SINCE = "2020-01-01T00:00:00Z"
@@ -45,31 +45,34 @@ def _call(method: str, url: str, headers: dict[str, str], body: Any = None) -> A
 
 
 def show_scenarios(url: str, *, admin: str, viewer: str, model: str, console: Console) -> None:
-    """Set the demo's scenarios through the API and print the model's table under each."""
+    """Set the demo's scenarios through the API and print the model's table under the books
+    and each scenario side by side, with what each scenario assumes."""
     admin_headers = {"Authorization": f"Bearer {admin}"}
     viewer_headers = {"Authorization": f"Bearer {viewer}"}
     console.print(
         "The same GPU-hours under two price scenarios, which never touch the books, exports "
         "or metrics (`gpucost scenario`, `?scenario=` on the cost API):"
     )
+    costs = [("booked", _model_cost(url, model, viewer_headers, scenario=None))]
     for name, description, price in SCENARIOS:
         _call("PUT", f"{url}/v1/scenarios/{name}", admin_headers, {"description": description})
         body = {"effective_from": SINCE, **price}
         _call("POST", f"{url}/v1/scenarios/{name}/prices", admin_headers, body)
-        cost = ModelCost.model_validate(
-            _call("GET", f"{url}/v1/models/{model}/cost?scenario={name}", viewer_headers)
-        )
-        console.print()
-        console.print(f"Scenario {name}: {description}.")
-        console.print()
-        console.print(render_markdown(table_rows(cost)))
-        console.print()
+        costs.append((name, _model_cost(url, model, viewer_headers, scenario=name)))
+    console.print()
+    console.print(render_markdown(comparison_rows(costs)))
+    console.print()
+    for (name, cost), (_, description, _) in zip(costs[1:], SCENARIOS, strict=True):
         energy = cost.total.energy_cost_usd
+        console.print(f"{name}: {description}.")
         console.print(
-            rate_note(cost)
-            + (
-                ""
-                if energy is None
-                else f" Measured GPU energy adds ${energy:,.2f}, not in the table."
-            )
+            f"  {rate_note(cost)}"
+            + ("" if energy is None else f" Measured GPU energy adds ${energy:,.2f}, not above.")
         )
+
+
+def _model_cost(
+    url: str, model: str, headers: dict[str, str], *, scenario: str | None
+) -> ModelCost:
+    query = "" if scenario is None else f"?scenario={scenario}"
+    return ModelCost.model_validate(_call("GET", f"{url}/v1/models/{model}/cost{query}", headers))

@@ -14,7 +14,7 @@ from app.cli.common import CLI_ACTOR, examples, fail, in_transaction
 from app.core.clock import utc_now
 from app.core.units import plain
 from app.costs.schemas import ModelCost
-from app.costs.table import figure_rows, rate_note, render_csv, render_markdown, table_rows
+from app.costs.table import comparison_rows, figure_rows, rate_note, render_csv, render_markdown
 from app.scenarios.prices import ScenarioPrices
 from app.scenarios.schemas import SCENARIO_NAME, ScenarioPriceCreate, ScenarioWrite
 from app.scenarios.service import (
@@ -199,8 +199,8 @@ def priced_as(session: Session, name: str | None) -> ScenarioPrices | None:
 
 
 def print_scenarios(costs: list[ModelCost], *, output: str, note: bool) -> None:
-    """A model's cost table under each scenario, one after the other, each headed by its
-    name (`booked`: the books); CSV with a scenario column, JSON as a list."""
+    """A model's cost table under each scenario side by side: a USD row per scenario
+    (`booked`: the books); CSV with a scenario column, JSON as a list."""
     names = [cost.scenario or BOOKED for cost in costs]
     if output == "json":
         typer.echo("[" + ",\n".join(cost.model_dump_json(indent=2) for cost in costs) + "]")
@@ -214,18 +214,14 @@ def print_scenarios(costs: list[ModelCost], *, output: str, note: bool) -> None:
         header, body = rows[0], [row for row in rows if row[0] != "scenario"]
         typer.echo(render_csv([header, *body]), nl=False)
         return
-    console = Console()
-    for i, (name, cost) in enumerate(zip(names, costs, strict=True)):
-        rows = table_rows(cost)
-        heading = "Booked (the books)" if name == BOOKED else f"Scenario {name}"
-        if output == "markdown":
-            typer.echo(f"{heading}:\n\n{render_markdown(rows)}")
-        else:
-            table = Table(*rows[0], title=f"{cost.model} training costs: {heading}")
-            for row in rows[1:]:
-                table.add_row(*row)
-            console.print(table)
-        if note:
-            typer.echo(rate_note(cost))
-        if i < len(costs) - 1:
-            typer.echo()
+    rows = comparison_rows(list(zip(names, costs, strict=True)))
+    if output == "markdown":
+        typer.echo(render_markdown(rows))
+    else:
+        table = Table(*rows[0], title=f"{costs[0].model} training costs by pricing")
+        for row in rows[1:]:
+            table.add_row(*row)
+        Console().print(table)
+    if note:
+        for name, cost in zip(names, costs, strict=True):
+            typer.echo(f"{name}: {rate_note(cost)}")

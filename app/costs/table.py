@@ -75,6 +75,28 @@ def table_rows(cost: ModelCost) -> list[list[str]]:
     return rows if cost.total.tokens is None else rows + _efficiency_rows(columns)
 
 
+def comparison_rows(costs: list[tuple[str, ModelCost]]) -> list[list[str]]:
+    """One model's table under several prices side by side: its GPU-hours once (no price
+    changes them), then a USD row per named pricing, each in units that fit its own total;
+    with tokens, GPU-hours per trillion once and USD per million tokens per pricing."""
+    first = costs[0][1]
+    titles = [title for title, _ in _columns(first)]
+    rows = table_rows(first)[:2]  # header and GPU-hours
+    efficiency = first.total.tokens is not None
+    usd_rows, per_token_rows = [], []
+    for name, cost in costs:
+        if [title for title, _ in _columns(cost)] != titles:  # not one model's usage
+            raise ValueError(f"{name}: phases {titles} expected")
+        own = table_rows(cost)
+        usd_rows.append([f"in USD, {name}", *own[2][1:]])
+        if efficiency:
+            per_token_rows.append([f"USD per Million Tokens, {name}", *own[4][1:]])
+    rows += usd_rows
+    if efficiency:
+        rows += [table_rows(first)[3], *per_token_rows]
+    return rows
+
+
 def _efficiency_rows(columns: list[tuple[str, PhaseCost | None]]) -> list[list[str]]:
     per_trillion = [p.gpu_hours_per_trillion_tokens if p else None for _, p in columns]
     per_million = [p.usd_per_million_tokens if p else None for _, p in columns]
