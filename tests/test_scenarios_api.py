@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.test_costs import Auth
-from tests.test_scenarios import OWNED, add_price, priced, put_scenario
+from tests.test_scenarios import OWNED, add_price, priced, put_scenario, seed
 
 START = "2025-01-01T00:00:00Z"
 
@@ -163,3 +163,19 @@ def test_only_an_admin_changes_scenarios(client: TestClient, auth: Auth) -> None
     assert client.get("/v1/scenarios", headers=auth["collector"]).status_code == 403
     assert [s["name"] for s in client.get("/v1/scenarios", headers=viewer).json()] == ["s"]
     assert client.get("/v1/scenarios").status_code == 401
+
+
+def test_booked_names_the_books_everywhere_and_no_scenario(client: TestClient, auth: Auth) -> None:
+    seed(client, auth)
+    for path in ("/v1/costs", "/v1/models/m/cost"):
+        books = client.get(path, headers=auth["viewer"]).json()
+        for name in ("booked", "Booked"):
+            asked = client.get(path, params={"scenario": name}, headers=auth["viewer"])
+            assert asked.status_code == 200, asked.text
+            assert asked.json() == books and books["scenario"] is None, path
+    for name in ("booked", "Booked", "BOOKED"):
+        refused = put_scenario(client, auth, name)
+        assert refused.status_code == 422
+        assert refused.json()["detail"] == (
+            f"name: '{name}' is what reports call the books: choose another"
+        )

@@ -11,7 +11,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from app.cli.common import CLI_ACTOR, examples, fail, in_transaction, load_settings
-from app.cli.scenarios import priced_as, print_scenarios
+from app.cli.scenarios import print_scenarios
 from app.core.clock import utc_now
 from app.core.units import micro_from_usd, plain
 from app.costs.model import model_cost
@@ -22,6 +22,7 @@ from app.gpus.service import reported_gpu_models
 from app.jobs.service import models_with_usage
 from app.pricing.schemas import RateCreate, RateRead
 from app.pricing.service import list_rates, set_rate
+from app.scenarios.service import scenario_prices
 
 rate_cli = typer.Typer(
     help="GPU-hour prices (rate cards).",
@@ -209,7 +210,7 @@ def report(
                 end=None,
                 cluster=None,
                 default_micro_usd=micro_from_usd(settings.default_rate_usd),
-                scenario=priced_as(session, name),
+                scenario=scenario_prices(session, name),
             )
             for name in asked
         ]

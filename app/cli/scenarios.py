@@ -8,21 +8,18 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session
 
 from app.cli.common import CLI_ACTOR, examples, fail, in_transaction
 from app.core.clock import utc_now
 from app.core.units import plain
 from app.costs.schemas import ModelCost
 from app.costs.table import comparison_rows, figure_rows, rate_note, render_csv, render_markdown
-from app.scenarios.prices import ScenarioPrices
 from app.scenarios.schemas import SCENARIO_NAME, ScenarioPriceCreate, ScenarioWrite
 from app.scenarios.service import (
     BOOKED,
     add_price,
     delete_scenario,
     list_scenarios,
-    scenario_prices,
     set_scenario,
 )
 
@@ -191,11 +188,6 @@ def scenario_delete(name: Name) -> None:
         writes=True,
     )
     typer.echo(f"deleted: scenario {name} and its {prices} price{'s' * (prices != 1)}")
-
-
-def priced_as(session: Session, name: str | None) -> ScenarioPrices | None:
-    """The scenario `report --scenario` names; None for the books (`booked`, or none)."""
-    return None if name is None or name == BOOKED else scenario_prices(session, name)
 
 
 def print_scenarios(costs: list[ModelCost], *, output: str, note: bool) -> None:

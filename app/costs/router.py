@@ -94,7 +94,7 @@ def get_costs(
         filters=filters,
         include_idle=include_idle,
         default_micro_usd=micro_from_usd(settings.default_rate_usd),
-        scenario=None if scenario is None else scenario_prices(session, scenario),
+        scenario=scenario_prices(session, scenario),
     )
 
 
@@ -122,5 +122,5 @@ def get_model_cost(
         end=end,
         cluster=cluster,
         default_micro_usd=micro_from_usd(settings.default_rate_usd),
-        scenario=None if scenario is None else scenario_prices(session, scenario),
+        scenario=scenario_prices(session, scenario),
     )

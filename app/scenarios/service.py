@@ -34,8 +34,8 @@ def set_scenario(
     session: Session, *, name: str, description: str, actor: str, now: datetime
 ) -> tuple[ScenarioRead, bool]:
     """Create the scenario, or change its description; True if new."""
-    if name == BOOKED:
-        raise InvalidInput("name", f"'{BOOKED}' is what reports call the books: choose another")
+    if name.casefold() == BOOKED:
+        raise InvalidInput("name", f"'{name}' is what reports call the books: choose another")
     row = {"name": name, "description": description, "created_at": now, "created_by": actor}
     details: dict[str, Any] = {"name": name, "description": description}
     # The insert finds the scenario present, or makes it; a delete committed between that
@@ -224,8 +224,11 @@ def _with_prices(
     return list(found.values())
 
 
-def scenario_prices(session: Session, name: str) -> ScenarioPrices:
-    """A scenario's prices as costs read them; NotFound, naming the nearest, if none."""
+def scenario_prices(session: Session, name: str | None) -> ScenarioPrices | None:
+    """The prices costs read under `name`: None for the books (no name, or `booked`), else
+    the scenario's; NotFound, naming the nearest, if there is none."""
+    if name is None or name.casefold() == BOOKED:
+        return None
     [(scenario, rows)] = _with_prices(session, name=name)
     prices = tuple(
         Price(r.gpu_model, r.effective_from, r.micro_usd_per_gpu_hour, r.micro_usd_per_kwh)
