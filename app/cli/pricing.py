@@ -22,7 +22,7 @@ from app.gpus.service import reported_gpu_models
 from app.jobs.service import models_with_usage
 from app.pricing.schemas import RateCreate, RateRead
 from app.pricing.service import list_rates, set_rate
-from app.scenarios.service import scenario_prices
+from app.scenarios.reads import scenario_prices
 
 rate_cli = typer.Typer(
     help="GPU-hour prices (rate cards).",

@@ -14,14 +14,9 @@ from app.core.clock import utc_now
 from app.core.units import plain
 from app.costs.schemas import ModelCost
 from app.costs.table import comparison_rows, figure_rows, rate_note, render_csv, render_markdown
+from app.scenarios.reads import BOOKED, list_scenarios
 from app.scenarios.schemas import SCENARIO_NAME, ScenarioPriceCreate, ScenarioWrite
-from app.scenarios.service import (
-    BOOKED,
-    add_price,
-    delete_scenario,
-    list_scenarios,
-    set_scenario,
-)
+from app.scenarios.service import add_price, delete_scenario, set_scenario
 
 scenario_cli = typer.Typer(
     help="Price scenarios: rate cards that price usage as if, never the books.",

@@ -14,8 +14,8 @@ from app.core.units import micro_from_usd
 from app.costs.model import model_cost
 from app.costs.schemas import GROUP_KEYS, CostReport, ModelCost
 from app.costs.service import cost_report
+from app.scenarios.reads import scenario_prices
 from app.scenarios.schemas import SCENARIO_NAME
-from app.scenarios.service import scenario_prices
 
 router = APIRouter(prefix="/v1", tags=["costs"], route_class=DecimalJsonRoute)
 

@@ -8,6 +8,7 @@ from app.core.auth import AdminAuth, ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import SessionDep
 from app.core.numbers import DecimalJsonRoute
+from app.scenarios.reads import get_scenario, list_scenarios
 from app.scenarios.schemas import (
     SCENARIO_NAME,
     ScenarioPriceCreate,
@@ -15,13 +16,7 @@ from app.scenarios.schemas import (
     ScenarioRead,
     ScenarioWrite,
 )
-from app.scenarios.service import (
-    add_price,
-    delete_scenario,
-    get_scenario,
-    list_scenarios,
-    set_scenario,
-)
+from app.scenarios.service import add_price, delete_scenario, set_scenario
 
 router = APIRouter(prefix="/v1/scenarios", tags=["scenarios"], route_class=DecimalJsonRoute)
 Name = Annotated[
