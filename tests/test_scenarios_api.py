@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.scenarios import service
 from tests.test_costs import Auth
 from tests.test_scenarios import OWNED, add_price, priced, put_scenario, seed
 
@@ -179,3 +180,28 @@ def test_booked_names_the_books_everywhere_and_no_scenario(client: TestClient, a
         assert refused.json()["detail"] == (
             f"name: '{name}' is what reports call the books: choose another"
         )
+
+
+def test_a_scenario_holds_at_most_max_prices_and_a_refused_one_stores_nothing(
+    client: TestClient, auth: Auth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "MAX_PRICES", 3)
+    assert put_scenario(client, auth, "s").status_code == 201
+    hours = [f"2025-01-01T0{h}:00:00Z" for h in range(5)]
+    for hour in hours[:3]:
+        priced(client, auth, "s", effective_from=hour, usd_per_gpu_hour="2")
+
+    refused = add_price(client, auth, "s", effective_from=hours[3], usd_per_gpu_hour="2")
+    again = add_price(client, auth, "s", effective_from=hours[0], usd_per_gpu_hour="2")
+
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        "scenario 's' has 3 prices, the most one may have: delete the scenario and set it "
+        "again with fewer, or make another"
+    )
+    assert again.status_code == 200  # the same price again is still no change
+    stored = client.get("/v1/scenarios/s", headers=auth["viewer"]).json()["prices"]
+    assert [p["effective_from"] for p in stored] == hours[:3]
+    audit = client.get("/v1/audit", headers=auth["admin"]).json()
+    created = [e for e in audit["entries"] if e["action"] == "scenario_price.create"]
+    assert len(created) == 3
