@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -30,10 +30,20 @@ from tests.support import (
     skip_or_fail,
 )
 
+
+def postgres_url(url: str, suffix: str) -> str:
+    """`url` naming the database with `suffix` added (the query string, if any, kept)."""
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}{suffix}").render_as_string(hide_password=False)
+
+
 # Each pytest-xdist worker gets a database of its own (gpucost_test_gw0, ...).
-POSTGRES_URL = os.environ.get(
-    "GPUCOST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/gpucost_test"
-) + (f"_{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else "")
+POSTGRES_URL = postgres_url(
+    os.environ.get(
+        "GPUCOST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/gpucost_test"
+    ),
+    f"_{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else "",
+)
 BACKENDS = ["sqlite", "postgresql"]
 
 

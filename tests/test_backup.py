@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.main import create_app
-from tests.conftest import POSTGRES_URL, postgres_or_skip
+from tests.conftest import POSTGRES_URL, postgres_or_skip, postgres_url
 from tests.support import CLUSTER, SettableClock, drop_all_postgres, entry, libpq, report
 
 Auth = dict[str, dict[str, str]]
@@ -46,7 +46,7 @@ def test_dump_and_restore_keep_every_total(
 
     dump = tmp_path / "gpucost.dump"
     subprocess.run(["pg_dump", "--format=custom", f"--file={dump}", libpq(db_url)], check=True)
-    restored_url = POSTGRES_URL + "_restore"
+    restored_url = postgres_url(POSTGRES_URL, "_restore")
     postgres_or_skip(restored_url)
     drop_all_postgres(restored_url)
     subprocess.run(

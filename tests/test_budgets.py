@@ -260,6 +260,7 @@ def test_metrics_expose_each_budget_as_the_api_shows_it(seeded: TestClient, auth
     put(seeded, auth, "forecast", **monthly("100"))
     put(seeded, auth, "exceeded", **monthly("50"))
     put(seeded, auth, "hours", **monthly("10", scope="model", value="m-red", unit="gpu_hours"))
+    put(seeded, auth, "edge", **monthly("71.875"))  # $57.50 spent: exactly 80 %
 
     samples = scrape(seeded)
 
@@ -268,11 +269,20 @@ def test_metrics_expose_each_budget_as_the_api_shows_it(seeded: TestClient, auth
         ("forecast", "usd"): 100.0,
         ("exceeded", "usd"): 50.0,
         ("hours", "gpu_hours"): 10.0,
+        ("edge", "usd"): 71.875,
     }
     assert series(samples, "gpucost_budget_spent", labels) == {
         ("forecast", "usd"): 57.5,
         ("exceeded", "usd"): 57.5,
         ("hours", "gpu_hours"): 5.75,
+        ("edge", "usd"): 57.5,
+    }
+    # The alert's series, decided exactly by the service.
+    assert series(samples, "gpucost_budget_at_80_percent", labels) == {
+        ("forecast", "usd"): 0.0,
+        ("exceeded", "usd"): 1.0,
+        ("hours", "gpu_hours"): 0.0,
+        ("edge", "usd"): 1.0,
     }
     assert series(samples, "gpucost_budget_burn_per_day", (*labels, "window")) == {
         ("forecast", "usd", "24h"): 10.0,
@@ -281,12 +291,16 @@ def test_metrics_expose_each_budget_as_the_api_shows_it(seeded: TestClient, auth
         ("exceeded", "usd", "7d"): float(Decimal("2.142857143")),
         ("hours", "gpu_hours", "24h"): 1.0,
         ("hours", "gpu_hours", "7d"): float(Decimal("0.214285714")),
+        ("edge", "usd", "24h"): 10.0,
+        ("edge", "usd", "7d"): float(Decimal("2.142857143")),
     }
     crossing = datetime(2025, 1, 24, 18, 30, tzinfo=UTC).timestamp()
     # None for the exceeded budget: it has crossed.
     assert series(samples, "gpucost_budget_forecast_crossing_timestamp_seconds", labels) == {
         ("forecast", "usd"): crossing,
         ("hours", "gpu_hours"): crossing,
+        # $14.375 left at $10 a day: 34.5 hours after 2025-01-20 12:30.
+        ("edge", "usd"): datetime(2025, 1, 21, 23, 0, tzinfo=UTC).timestamp(),
     }
     end = datetime(2025, 2, 1, tzinfo=UTC).timestamp()
     assert set(series(samples, "gpucost_budget_window_end_timestamp_seconds", labels).values()) == {

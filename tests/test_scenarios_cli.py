@@ -101,3 +101,26 @@ def test_each_mistake_is_one_line(client: TestClient, auth: Auth, db_url: str) -
     for args, line in mistakes:
         code, out, err = gpucost(*args, url=db_url)
         assert (code, out, err) == (1, "", f"error: {line}\n"), args
+
+
+def test_a_scenario_named_scenario_keeps_its_csv_rows(
+    client: TestClient, auth: Auth, db_url: str
+) -> None:
+    seed(client, auth)
+    price = ["scenario", "price", "scenario", "--from", FROM, "--usd-per-gpu-hour", "3"]
+    for args in (["scenario", "set", "scenario"], price):
+        assert gpucost(*args, url=db_url)[0] == 0, args
+
+    code, out, err = gpucost(
+        "report", "m", "--format", "csv", "--scenario", "booked", "--scenario", "scenario",
+        url=db_url,
+    )  # fmt: skip
+
+    assert code == 0, err
+    assert out.splitlines() == [
+        "scenario,figure,Pre-Training,Context Extension,Post-Training,Total",
+        "booked,gpu_hours,4.5,0,0,4.5",
+        "booked,cost_usd,10.4,0,0,10.4",
+        "scenario,gpu_hours,4.5,0,0,4.5",
+        "scenario,cost_usd,13.5,0,0,13.5",
+    ]

@@ -189,7 +189,7 @@ def report(
         typer.Option(
             "--scenario",
             help="Price under this scenario (gpucost scenario list), never the books; "
-            "repeat for a table each, one after the other; 'booked' is the books.",
+            "repeat to compare them side by side (a USD row each); 'booked' is the books.",
         ),
     ] = None,
 ) -> None:

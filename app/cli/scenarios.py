@@ -193,12 +193,9 @@ def print_scenarios(costs: list[ModelCost], *, output: str, note: bool) -> None:
         typer.echo("[" + ",\n".join(cost.model_dump_json(indent=2) for cost in costs) + "]")
         return
     if output == "csv":
-        rows = [
-            ["scenario" if i == 0 else name, *row]
-            for name, cost in zip(names, costs, strict=True)
-            for i, row in enumerate(figure_rows(cost))
-        ]
-        header, body = rows[0], [row for row in rows if row[0] != "scenario"]
+        tables = [figure_rows(cost) for cost in costs]
+        header = ["scenario", *tables[0][0]]
+        body = [[name, *row] for name, rows in zip(names, tables, strict=True) for row in rows[1:]]
         typer.echo(render_csv([header, *body]), nl=False)
         return
     rows = comparison_rows(list(zip(names, costs, strict=True)))

@@ -1,4 +1,5 @@
-"""Budgets on `/metrics`: each budget's limit, spend, burn rates and forecast crossing.
+"""Budgets on `/metrics`: each budget's limit, spend, 80 % flag, burn rates and forecast
+crossing.
 
 The figures are `GET /v1/budgets`' (the same rules, the same roll-up), read from the database
 through a cache of their own, so every replica exposes the same values. Labelled by budget
@@ -46,6 +47,11 @@ class BudgetCollector(Collector):
             "What a budget's scope spent in its current window up to now, in its unit",
             labels=LABELS,
         )
+        at_80 = GaugeMetricFamily(
+            "gpucost_budget_at_80_percent",
+            "1 when a budget has spent 80 % of its limit or more (exact, as GET /v1/budgets)",
+            labels=LABELS,
+        )
         burn = GaugeMetricFamily(
             "gpucost_budget_burn_per_day",
             "Spend per day over the last 24 or 168 complete UTC hours of the window",
@@ -65,6 +71,7 @@ class BudgetCollector(Collector):
             labels = [budget.name, budget.unit]
             limit.add_metric(labels, float(budget.amount))
             spent.add_metric(labels, float(budget.spent))
+            at_80.add_metric(labels, 1.0 if budget.at_80_percent else 0.0)
             for name, value in zip(
                 BURN_HOURS, (budget.burn_per_day_24h, budget.burn_per_day_7d), strict=True
             ):
@@ -72,7 +79,7 @@ class BudgetCollector(Collector):
             if budget.forecast_crossing is not None:
                 crossing.add_metric(labels, budget.forecast_crossing.timestamp())
             window_end.add_metric(labels, budget.window_end.timestamp())
-        yield from (limit, spent, burn, crossing, window_end)
+        yield from (limit, spent, at_80, burn, crossing, window_end)
 
 
 def budget_collector(
