@@ -108,6 +108,8 @@ def test_the_same_price_again_is_no_change_and_another_one_a_conflict(
         ({"tco": {**OWNED, "purchase_usd": "1000000000000"}}, "tco.purchase_usd"),
         ({"tco": {**OWNED, "amortisation_months": 1_000_000}}, "tco.amortisation_months"),
         ({"tco": {**OWNED, "pue": "1.0005"}}, "tco.pue"),
+        # $100M over one month: $136,986.30 a GPU-hour, over the $10,000 any price may be.
+        ({"tco": {**OWNED, "purchase_usd": "100000000", "amortisation_months": 1}}, "tco"),
         ({"tco": {**OWNED, "hosting_usd_per_month": "150.0000001"}}, "tco.hosting_usd_per_month"),
         ({"tco": {**OWNED, "electricity_usd_per_kwh": True}}, "tco.electricity_usd_per_kwh"),
         ({"usd_per_gpu_hour": "2", "effective_from": "2025-01-01T00:30:00Z"}, "effective_from"),

@@ -12,7 +12,10 @@ from app.core.timestamps import UtcHour
 from app.core.units import Amount
 from app.reports.schemas import NAME_PATTERN
 
-Price = Annotated[Decimal, Field(ge=0, le=10_000, decimal_places=6, allow_inf_nan=False), Number]
+PRICE_MOST = Decimal(10_000)  # USD a GPU-hour or a kWh may cost, at most
+Price = Annotated[
+    Decimal, Field(ge=0, le=PRICE_MOST, decimal_places=6, allow_inf_nan=False), Number
+]
 ClusterName = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 
 

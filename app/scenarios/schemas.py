@@ -4,13 +4,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.core.errors import PRINTABLE
 from app.core.numbers import Count, Number
 from app.core.timestamps import UtcHour
-from app.core.units import Amount
-from app.pricing.schemas import Price
+from app.core.units import Amount, micro_from_usd, usd_from_micro
+from app.pricing.schemas import PRICE_MOST, Price
+from app.scenarios import tco
 
 # A scenario's name: what `?scenario=` and the CLI take, so no spaces and no slashes.
 SCENARIO_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -37,6 +38,21 @@ class TcoCreate(BaseModel):
         Field(ge=1, le=10, decimal_places=3, allow_inf_nan=False, examples=["1.3"]),
         Number,
     ]
+
+    @model_validator(mode="after")
+    def _a_price_like_any(self) -> "TcoCreate":
+        """The GPU-hour price derived stays within what a price given may be."""
+        derived = tco.micro_usd_per_gpu_hour(
+            purchase_micro_usd=micro_from_usd(self.purchase_usd),
+            amortisation_months=self.amortisation_months,
+            hosting_micro_usd_per_month=micro_from_usd(self.hosting_usd_per_month),
+        )
+        if derived > micro_from_usd(PRICE_MOST):
+            raise ValueError(
+                f"these inputs give ${usd_from_micro(derived)} per GPU-hour, over the "
+                f"${PRICE_MOST} a price may be"
+            )
+        return self
 
 
 class ScenarioPriceCreate(BaseModel):
