@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # the simulator is imported by the two commands only, not by 
 
 out = Console(soft_wrap=True, highlight=False)
 # The demo's reduction (see `demo`): the same 2,048 GPUs as 8 collectors of 256, one report
-# per GPU and job per simulated day, so that it runs in one to three minutes on two cores.
+# per GPU and job per simulated day, so that it runs in under three minutes on two cores.
 DEMO_GPUS_PER_NODE = 8 * 32
 DEMO_REPORT_SECONDS = 86_400
 
@@ -219,7 +219,7 @@ def demo(
             f"collectors of {simulated.gpus_per_node} GPUs (the scenario has {scenario.nodes} "
             f"nodes of {scenario.gpus_per_node}), {float(scenario.end) / 3600:,.2f} simulated "
             "hours, one report per GPU and job per simulated day (service limit raised to "
-            "1 day for the demo), on a temporary SQLite database. This takes one to three minutes, "
+            "1 day for the demo), on a temporary SQLite database. This takes up to three minutes, "
             "depending on the machine."
         )
         with _service(env, _free_port(port), workdir / "server.log") as url:
