@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from app.core.sums import exact_sum
 from app.models import Cluster, EnergyRate, HourlyUsage, Job, Rate
+from app.pricing.spans import in_force
 
 if TYPE_CHECKING:  # the scenario builds its prices over these, so it imports this module
     from app.scenarios.prices import ScenarioPrices
@@ -95,20 +96,18 @@ def in_period(start: datetime | None, end: datetime | None) -> list[ColumnElemen
 
 def price_cases(rows: Sequence[Any], match: Any) -> list[tuple[ColumnElement[bool], int]]:
     """(condition, price) per effective-dated price, per-cluster prices first: they win."""
-    rows = sorted(
-        rows, key=lambda r: (r.cluster_id is None, r.key, r.cluster_id or 0, r.effective_from)
-    )
     cases = []
-    for i, row in enumerate(rows):
-        following = rows[i + 1] if i + 1 < len(rows) else None
+    spans = in_force(
+        rows,
+        key=lambda r: (r.cluster_id is None, r.key, r.cluster_id or 0),
+        start=lambda r: r.effective_from,
+    )
+    for row, end in spans:
         conditions = [match(row), HourlyUsage.hour >= row.effective_from]
         if row.cluster_id is not None:
             conditions.append(HourlyUsage.cluster_id == row.cluster_id)
-        if following is not None and (following.key, following.cluster_id) == (
-            row.key,
-            row.cluster_id,
-        ):
-            conditions.append(HourlyUsage.hour < following.effective_from)
+        if end is not None:
+            conditions.append(HourlyUsage.hour < end)
         cases.append((and_(*conditions), row.price))
     return cases
 

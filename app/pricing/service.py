@@ -12,6 +12,7 @@ from app.core.units import micro_from_usd, plain, usd_from_micro
 from app.core.upsert import get_or_create_ids
 from app.models import Cluster, EnergyRate, Rate
 from app.pricing.schemas import EnergyRateCreate, EnergyRateRead, RateCreate, RateRead
+from app.pricing.spans import in_force
 
 # Rate or EnergyRate: the two tables share every column but the price.
 PriceModel = Any
@@ -131,18 +132,13 @@ def _with_ends(
     session: Session, model: PriceModel, key_of: Any
 ) -> list[tuple[Any, str | None, datetime | None]]:
     """Each price row with its cluster's name and the instant the next price of its key starts."""
-    rows: list[Any] = list(
-        session.execute(
-            select(model, Cluster.name).outerjoin(Cluster, Cluster.id == model.cluster_id)
-        ).all()
+    rows = session.execute(
+        select(model, Cluster.name).outerjoin(Cluster, Cluster.id == model.cluster_id)
+    ).all()
+    spans = in_force(
+        rows, key=lambda r: (key_of(r[0]), r[1] or ""), start=lambda r: r[0].effective_from
     )
-    rows.sort(key=lambda r: (key_of(r[0]), r[1] or "", r[0].effective_from))
-    result: list[tuple[Any, str | None, datetime | None]] = []
-    for i, (row, cluster) in enumerate(rows):
-        nxt = rows[i + 1] if i + 1 < len(rows) else None
-        same_key = nxt is not None and (key_of(nxt[0]), nxt[1]) == (key_of(row), cluster)
-        result.append((row, cluster, nxt[0].effective_from if same_key and nxt else None))
-    return result
+    return [(row, cluster, end) for (row, cluster), end in spans]
 
 
 def list_rates(session: Session) -> list[RateRead]:

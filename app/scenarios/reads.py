@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import NotFound
 from app.core.units import usd_from_micro
 from app.models import Scenario, ScenarioPrice
+from app.pricing.spans import in_force
 from app.scenarios import tco
 from app.scenarios.prices import Price, ScenarioPrices
 from app.scenarios.schemas import ScenarioPriceRead, ScenarioRead, TcoRead
@@ -83,16 +84,12 @@ def get_scenario(session: Session, *, name: str) -> ScenarioRead:
 def _scenario_read(scenario: Scenario, rows: list[ScenarioPrice]) -> ScenarioRead:
     """A scenario with every price: general ones first, then by GPU model, oldest first,
     each with the instant the next of its key starts."""
-    rows = sorted(
-        rows, key=lambda r: (r.gpu_model is not None, r.gpu_model or "", r.effective_from)
+    spans = in_force(
+        rows,
+        key=lambda r: (r.gpu_model is not None, r.gpu_model or ""),
+        start=lambda r: r.effective_from,
     )
-    prices = []
-    for i, row in enumerate(rows):
-        following = rows[i + 1] if i + 1 < len(rows) else None
-        same_key = following is not None and following.gpu_model == row.gpu_model
-        prices.append(
-            _price_read(row, following.effective_from if same_key and following else None)
-        )
+    prices = [_price_read(row, end) for row, end in spans]
     return ScenarioRead(
         name=scenario.name,
         description=scenario.description,
