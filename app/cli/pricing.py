@@ -1,6 +1,5 @@
 """Prices and what they make of usage: rate cards and the per-model cost table."""
 
-import difflib
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.cli.common import CLI_ACTOR, examples, fail, in_transaction, load_settings
 from app.cli.scenarios import print_scenarios
 from app.core.clock import utc_now
+from app.core.errors import nearest
 from app.core.units import micro_from_usd, plain
 from app.costs.model import model_cost
 from app.costs.query import IDLE, UNATTRIBUTED
@@ -248,8 +248,7 @@ def _known_model(known: list[str], asked: str) -> str:
         return same[0]
     if same:
         fail(f"model '{asked}' is ambiguous: {', '.join(same)} differ only in letter case")
-    near = difflib.get_close_matches(asked.casefold(), [m.casefold() for m in known], n=3)
-    hint = [model for model in known if model.casefold() in near]
+    hint = nearest(asked, known)
     if hint:
         fail(f"no usage recorded for model '{asked}'; did you mean {', '.join(hint)}?")
     fail(f"no usage recorded for model '{asked}' (gpucost models lists those with usage)")

@@ -4,6 +4,7 @@ Every error answers `{"error": "<Name>", "detail": "<what was wrong>"}`; validat
 add `"errors": [{"field": ..., "reason": ...}]` naming each offending field.
 """
 
+import difflib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -106,6 +107,13 @@ class DatabaseUnavailable(AppError):
     """The database cannot serve the request now; the client should retry."""
 
     status = 503
+
+
+def nearest(asked: str, known: Iterable[str]) -> list[str]:
+    """The known names closest to `asked` in any letter case, for a "did you mean"."""
+    names = list(known)
+    near = difflib.get_close_matches(asked.casefold(), [n.casefold() for n in names], n=3)
+    return [name for name in names if name.casefold() in near]
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:

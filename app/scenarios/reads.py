@@ -2,13 +2,12 @@
 them; an unknown name is refused naming the nearest. `booked` names the books, no scenario.
 """
 
-import difflib
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.errors import NotFound
+from app.core.errors import NotFound, nearest
 from app.core.units import usd_from_micro
 from app.models import Scenario, ScenarioPrice
 from app.pricing.spans import in_force
@@ -25,8 +24,7 @@ BOOKED = "booked"
 def unknown_scenario(session: Session, name: str) -> str:
     """The line refusing a scenario name that none has, naming the nearest ones."""
     known = sorted(session.execute(select(Scenario.name)).scalars())
-    near = difflib.get_close_matches(name.casefold(), [k.casefold() for k in known], n=3)
-    hint = [k for k in known if k.casefold() in near]
+    hint = nearest(name, known)
     if hint:
         return f"no scenario named '{name}'; did you mean {', '.join(hint)}?"
     if known:
