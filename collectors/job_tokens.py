@@ -24,13 +24,12 @@ import httpx
 
 from collectors.attribution import JOB_ID
 from collectors.clock import NS_PER_S, Clock
-from collectors.sender import Backoff
+from collectors.sender import Backoff, transient
 
 # The service's bound on a job's count (app/jobs/schemas.py); checked here too, so that a
 # mistake is named before anything is sent.
 MAX_TOKENS = 10**18
 _DIGITS = re.compile(r"[0-9]+")
-_TRANSIENT = {408, 425, 429}
 
 
 class TokensError(Exception):
@@ -128,7 +127,7 @@ def put_tokens(
                     )
                 return Stored(tokens=str(stored), created=response.status_code == 201)
             why = f"the service answered {response.status_code}: {_detail(response)}"
-            if response.status_code < 500 and response.status_code not in _TRANSIENT:
+            if not transient(response.status_code):
                 raise TokensError(why)
         delay = backoff.next_delay()
         if clock.monotonic_ns() + int(delay * NS_PER_S) >= deadline:

@@ -21,7 +21,11 @@ from collectors.spool import Spool, SpooledReport
 
 logger = logging.getLogger(__name__)
 
-_RETRY_STATUSES = {401, 403, 404, 405, 408, 425, 429}
+# Answers that may pass when sent again as they are: a busy or restarting service.
+_TRANSIENT = {408, 425, 429}
+# The sender also waits out refusals an operator can fix (a token, a URL): its reports are
+# spooled, so nothing is lost while it does.
+_RETRY_STATUSES = {401, 403, 404, 405} | _TRANSIENT
 
 
 # The service keeps an idle connection 75 s (`gpucost serve`): a collector reporting every
@@ -36,8 +40,13 @@ def service_client(timeout: float) -> httpx.Client:
     return httpx.Client(timeout=timeout, limits=limits)
 
 
+def transient(status: int) -> bool:
+    """A server error or an answer to send the same again later."""
+    return status >= 500 or status in _TRANSIENT
+
+
 def retryable(status: int) -> bool:
-    return status >= 500 or status in _RETRY_STATUSES
+    return transient(status) or status in _RETRY_STATUSES
 
 
 # The service's name for a refusal of GPU time already counted (its answer's "error").
