@@ -5,6 +5,7 @@ import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -32,6 +33,7 @@ from app.periods.router import router as periods_router
 from app.pricing.router import router as pricing_router
 from app.reports.coalesce import report_coalescer
 from app.reports.router import router as reports_router
+from app.reports.schemas import BODY_SCHEMAS
 from app.scenarios.router import router as scenarios_router
 from app.ui.router import router as ui_router
 
@@ -47,10 +49,10 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # A thread back from the database waits for the interpreter lock while request
-        # threads parse and validate bodies; switching threads more often than every 5 ms
-        # keeps a transaction's dozen round trips from waiting a full interval each (a group
-        # of reports took three times as long under load with the default).
+        # A thread back from the database waits for the interpreter lock while the serving
+        # loop (or a batch's thread) parses and validates bodies; switching threads more often
+        # than every 5 ms keeps a transaction's dozen round trips from waiting a full interval
+        # each (a group of reports took three times as long under load with the default).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         # What start-up built (modules, routes, schemas, the engine) lives as long as the
         # process: frozen, the cycle collector stops walking it. A batch of 500 reports makes
@@ -82,18 +84,20 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.state.schema_head = head_revision()
     app.state.known_tokens = KnownTokens(clock)
     app.state.known_ids = KnownIds()
+    # The pool's connections and as many again on overflow (see create_db_engine).
+    slots = 2 * settings.db_pool_size
     app.state.report_coalescer = report_coalescer(
         app.state.known_ids,
         clock=clock,
-        max_reports=settings.max_batch_reports,
+        # Each waiting report holds a slot: a transaction never waits for more than these.
+        max_reports=min(settings.max_batch_reports, slots),
         tolerance=settings.occupancy_tolerance_seconds,
         gather=settings.ingest_gather_seconds,
     )
     install_error_handlers(app)
     app.add_middleware(
         DatabaseSlots,
-        # The pool's connections and as many again on overflow (see create_db_engine).
-        slots=2 * settings.db_pool_size,
+        slots=slots,
         wait_seconds=settings.db_pool_timeout_seconds,
     )
     # Outside the slots: a body is read whole before its request waits for one.
@@ -125,5 +129,19 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.include_router(audit_router, responses=ERROR_RESPONSES)
     app.include_router(budgets_router, responses=ERROR_RESPONSES)
     app.include_router(ui_router)
-    install_metrics(app)
+    _document_bodies(app)
+    install_metrics(app)  # reads the document
     return app
+
+
+def _document_bodies(app: FastAPI) -> None:
+    # The schemas of the bodies that routes read themselves, among the document's components.
+    document = app.openapi
+
+    def with_bodies() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            components = document().setdefault("components", {})
+            components.setdefault("schemas", {}).update(BODY_SCHEMAS)
+        return app.openapi_schema or document()
+
+    app.openapi = with_bodies  # type: ignore[method-assign]

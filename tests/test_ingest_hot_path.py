@@ -1,8 +1,8 @@
 """The single-report hot path: transactions that grow with the load, ids that cost no
 statement once known, and never an id from a transaction that was rolled back."""
 
+import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,7 +18,7 @@ from app.main import create_app
 from app.models import Cluster, Job, Node
 from app.reports.coalesce import Coalescer
 from app.reports.schemas import ReportIn
-from app.reports.service import Stored
+from app.reports.service import Outcome, Stored
 from tests.conftest import make_token
 from tests.support import CLUSTER, SettableClock, entry, report, reset_database
 
@@ -43,8 +43,18 @@ class Recorder:
     def __call__(self, _session: Any, reports: list[ReportIn]) -> list[Stored]:
         self.batches.append([r.seq for r in reports])
         self.entered.set()
-        self.release.wait()
+        assert self.release.wait(10)
         return [Stored(report_id=r.seq, duplicate=False) for r in reports]
+
+
+class HeldClock:
+    """The coalescer's monotonic clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 # The coalescer's own work: a real session that stores nothing (the store is recorded).
@@ -55,40 +65,201 @@ def empty_session() -> Session:
     return Session(ENGINE)
 
 
-def submit_in_thread(coalescer: Coalescer, seq: int) -> threading.Thread:
-    report_in = ReportIn.model_validate(minute(seq))
-    thread = threading.Thread(target=coalescer.submit, args=(empty_session, report_in))
-    thread.start()
-    return thread
+def submit(coalescer: Coalescer, seq: int, node: str = "node-a") -> "asyncio.Task[Outcome]":
+    report_in = ReportIn.model_validate(minute(seq, node=node))
+    return asyncio.create_task(coalescer.submit(empty_session, report_in))
+
+
+async def wait_for(condition: Any) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+def queued(coalescer: Coalescer) -> int:
+    return sum(len(lane.queue) for lane in coalescer._lanes.values())
+
+
+def writing(coalescer: Coalescer) -> bool:
+    return any(lane.writer is not None for lane in coalescer._lanes.values())
+
+
+async def while_one_is_stored(
+    store: Recorder, coalescer: Coalescer, seqs: tuple[int, ...]
+) -> tuple["asyncio.Task[Outcome]", list["asyncio.Task[Outcome]"]]:
+    """Report 1 held in its transaction, and `seqs` (each from its own node) submitted
+    meanwhile, queued behind it."""
+    store.release.clear()
+    first = submit(coalescer, 1)
+    await wait_for(store.entered.is_set)
+    later = [submit(coalescer, seq, node=f"node-{seq}") for seq in seqs]
+    await wait_for(lambda: queued(coalescer) == len(seqs))
+    return first, later
 
 
 def test_reports_arriving_while_one_is_stored_wait_to_go_together() -> None:
     store = Recorder()
-    coalescer = Coalescer(store=store, max_reports=100, gather=0.5)
-    store.release.clear()
-    first = submit_in_thread(coalescer, 1)
-    assert store.entered.wait(10)
-    second = submit_in_thread(coalescer, 2)  # queued behind the transaction in progress
-    deadline = time.monotonic() + 10
-    while not coalescer._queue and time.monotonic() < deadline:
-        time.sleep(0.001)
-    store.release.set()  # the second is handed the turn and gathers for 0.5 s
-    later = [submit_in_thread(coalescer, seq) for seq in (3, 4)]
-    for thread in (first, second, *later):
-        thread.join(10)
+    coalescer = Coalescer(store=store, max_reports=100, gather=0.0)
+
+    async def run() -> list[Outcome]:
+        first, later = await while_one_is_stored(store, coalescer, (2, 3, 4))
+        store.release.set()
+        async with asyncio.timeout(10):
+            return await asyncio.gather(first, *later)
+
+    outcomes = asyncio.run(run())
+
+    assert store.batches == [[1], [2, 3, 4]]
+    assert [o.report_id for o in outcomes if isinstance(o, Stored)] == [1, 2, 3, 4]
+
+
+def test_senders_reporting_together_wait_out_gather_and_go_together() -> None:
+    store, clock = Recorder(), HeldClock()
+    coalescer = Coalescer(store=store, max_reports=100, gather=600, monotonic=clock)
+
+    async def run() -> None:
+        await submit(coalescer, 1, node="node-1")
+        clock.now += 600 - 0.05  # 50 ms of its 600 s left
+        second = submit(coalescer, 2, node="node-2")  # another sender within gather
+        await asyncio.sleep(0.01)
+        assert store.batches == [[1]]  # waiting
+        third = submit(coalescer, 3, node="node-3")
+        async with asyncio.timeout(10):
+            await asyncio.gather(second, third)
+
+    asyncio.run(run())
+
+    assert store.batches == [[1], [2, 3]]
+
+
+def test_one_sender_alone_never_waits() -> None:
+    store, clock = Recorder(), HeldClock()
+    coalescer = Coalescer(store=store, max_reports=100, gather=600, monotonic=clock)
+
+    async def run() -> None:
+        for seq in range(1, 4):  # its next report once the last is answered, at once
+            async with asyncio.timeout(10):  # a wait of its gather would take ten minutes
+                await submit(coalescer, seq)
+
+    asyncio.run(run())
+
+    assert store.batches == [[1], [2], [3]]
+
+
+def test_reports_at_a_trickle_never_wait() -> None:
+    store, clock = Recorder(), HeldClock()
+    coalescer = Coalescer(store=store, max_reports=100, gather=600, monotonic=clock)
+
+    async def run() -> None:
+        for seq in range(1, 4):
+            async with asyncio.timeout(10):
+                await submit(coalescer, seq, node=f"node-{seq}")
+            clock.now += 600
+
+    asyncio.run(run())
+
+    assert store.batches == [[1], [2], [3]]
+
+
+def test_a_full_transaction_does_not_wait() -> None:
+    store, clock = Recorder(), HeldClock()
+    coalescer = Coalescer(store=store, max_reports=2, gather=600, monotonic=clock)
+
+    async def run() -> None:
+        await submit(coalescer, 1, node="node-1")
+        waiting = [submit(coalescer, seq, node=f"node-{seq}") for seq in (2, 3, 4, 5)]
+        async with asyncio.timeout(10):  # its clock says 600 s to go: not waited
+            await asyncio.gather(*waiting)
+
+    asyncio.run(run())
+
+    assert store.batches == [[1], [2, 3], [4, 5]]
+
+
+def test_reports_holding_every_slot_do_not_wait() -> None:
+    # Waiting and being stored, they hold as many slots as max_reports: no more can come.
+    store, clock = Recorder(), HeldClock()
+    coalescer = Coalescer(store=store, max_reports=4, gather=600, monotonic=clock)
+
+    async def run() -> None:
+        first, later = await while_one_is_stored(store, coalescer, (2, 3, 4))
+        store.release.set()
+        async with asyncio.timeout(10):  # its clock says 600 s to go: not waited
+            await asyncio.gather(first, *later)
+
+    asyncio.run(run())
 
     assert store.batches == [[1], [2, 3, 4]]
 
 
-def test_reports_arriving_one_at_a_time_never_wait() -> None:
+def test_a_request_given_up_still_has_its_report_stored() -> None:
     store = Recorder()
-    coalescer = Coalescer(store=store, max_reports=100, gather=600)
-    for seq in range(1, 4):
-        thread = submit_in_thread(coalescer, seq)
-        thread.join(30)  # a wait of its gather would hold it ten minutes
-        assert not thread.is_alive()
+    coalescer = Coalescer(store=store, max_reports=100, gather=0.0)
 
-    assert store.batches == [[1], [2], [3]]
+    async def run() -> None:
+        first, (given_up,) = await while_one_is_stored(store, coalescer, (2,))
+        given_up.cancel()
+        store.release.set()
+        async with asyncio.timeout(10):
+            await first
+            await wait_for(lambda: not writing(coalescer))
+
+    asyncio.run(run())
+
+    assert store.batches == [[1], [2]]
+
+
+def test_a_transaction_that_fails_outside_the_store_fails_only_its_own_reports() -> None:
+    store = Recorder()
+    coalescer = Coalescer(store=store, max_reports=100, gather=0.0)
+    broken = iter([RuntimeError("no session to be had")])
+
+    def sessions() -> Session:
+        failure = next(broken, None)
+        if failure is not None:
+            raise failure
+        return empty_session()
+
+    async def run() -> list[Any]:
+        tasks = [
+            asyncio.create_task(coalescer.submit(sessions, ReportIn.model_validate(minute(seq))))
+            for seq in (1, 2)
+        ]
+        async with asyncio.timeout(10):
+            first = await asyncio.gather(tasks[0], return_exceptions=True)
+            later = submit(coalescer, 3)
+            return [*first, *await asyncio.gather(tasks[1], later, return_exceptions=True)]
+
+    first, second, third = asyncio.run(run())
+
+    # The first two went in one transaction, which could not begin; the next one could.
+    assert isinstance(first, RuntimeError) and isinstance(second, RuntimeError)
+    assert isinstance(third, Stored)
+    assert store.batches == [[3]]
+
+
+def test_reports_waiting_when_the_server_stops_are_answered() -> None:
+    store = Recorder()
+    coalescer = Coalescer(store=store, max_reports=100, gather=0.0)
+
+    async def run() -> list[Any]:
+        first, (second,) = await while_one_is_stored(store, coalescer, (2,))
+        writer = next(iter(coalescer._lanes.values())).writer
+        assert writer is not None
+        writer.cancel()  # as the serving loop's tasks are when it stops
+        await asyncio.sleep(0.01)
+        writer.cancel()  # twice: the transaction under way still ends first
+        await asyncio.sleep(0.01)
+        assert not first.done()
+        store.release.set()  # the transaction under way ends as it would
+        async with asyncio.timeout(10):
+            return await asyncio.gather(first, second, return_exceptions=True)
+
+    first, second = asyncio.run(run())
+
+    assert isinstance(first, Stored) and first.report_id == 1
+    assert isinstance(second, RuntimeError) and "interrupted" in str(second)
+    assert store.batches == [[1]]
 
 
 @contextmanager

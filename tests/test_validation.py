@@ -1,5 +1,6 @@
 """Every ingest rule: a rejected report is a 422 naming its field, and nothing of it is stored."""
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,6 +137,25 @@ def test_body_that_is_not_json_is_a_clear_error(client: TestClient, auth: Auth) 
 
     assert response.status_code == 422
     assert response.json()["error"] == "ValidationError"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+@pytest.mark.parametrize("path", ["/v1/reports", "/v1/reports:batch"])
+def test_a_report_not_sent_as_json_is_refused_and_nothing_stored(
+    client: TestClient, auth: Auth, db: Session, path: str, content_type: str | None
+) -> None:
+    body = json.dumps(report() if path == "/v1/reports" else {"reports": [report()]})
+    headers = {**auth["collector"], **({"Content-Type": content_type} if content_type else {})}
+
+    response = client.post(path, content=body, headers=headers)
+
+    assert response.status_code == 422
+    assert (
+        response.json()["detail"] == "body: must be JSON, sent with Content-Type: application/json"
+    )
+    assert db.execute(select(func.count()).select_from(Report)).scalar_one() == 0
+    json_as_well = {**headers, "Content-Type": "application/merge-patch+json; charset=utf-8"}
+    assert client.post(path, content=body, headers=json_as_well).status_code in (200, 201)
 
 
 def test_oversized_body_is_refused_with_413(

@@ -56,9 +56,6 @@ def route_path(scope: Scope) -> str:
     return path[len(root) :] if path[len(root)] == "/" else path  # as Starlette routes
 
 
-_bearer = HTTPBearer(auto_error=False, description="An API token from `gpucost token create`")
-
-
 @dataclass(frozen=True)
 class Principal:
     name: str
@@ -86,9 +83,6 @@ def new_token() -> str:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 @dataclass
@@ -247,23 +241,27 @@ class Authenticate:
             return self.known.principal(session, credentials)
 
 
-async def _principal(request: Request, _credentials: BearerDep) -> Principal:
-    # The bearer dependency documents the scheme in the API description; the token itself
-    # was checked by Authenticate before the request got this far.
-    principal = principal_of(request.scope)
-    if principal is None:  # a route outside API that asks for a token: none can have one
-        raise Unauthorized("missing bearer token in the Authorization header")
-    return principal
+class _Roles(HTTPBearer):
+    """A route's dependency on who sent its request (`Authenticate` checked the token before
+    the request got this far): refused unless of one of `roles`. A bearer scheme, so that the
+    API document states how to authenticate."""
+
+    def __init__(self, *roles: str) -> None:
+        super().__init__(
+            auto_error=False,
+            scheme_name="HTTPBearer",
+            description="An API token from `gpucost token create`",
+        )
+        self.roles = roles
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        principal = principal_of(request.scope)
+        if principal is None:  # a route outside API that asks for a token: none can have one
+            raise Unauthorized("missing bearer token in the Authorization header")
+        return require_role(principal, *self.roles)
 
 
-def _require(*roles: str):  # type: ignore[no-untyped-def]
-    async def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
-        return require_role(principal, *roles)
-
-    return dependency
-
-
-AdminAuth = Annotated[Principal, Depends(_require("admin"))]
-ViewerAuth = Annotated[Principal, Depends(_require("admin", "viewer"))]
-CollectorAuth = Annotated[Principal, Depends(_require("collector"))]
-JobWriterAuth = Annotated[Principal, Depends(_require("admin", "collector"))]
+AdminAuth = Annotated[Principal, Depends(_Roles("admin"))]
+ViewerAuth = Annotated[Principal, Depends(_Roles("admin", "viewer"))]
+CollectorAuth = Annotated[Principal, Depends(_Roles("collector"))]
+JobWriterAuth = Annotated[Principal, Depends(_Roles("admin", "collector"))]

@@ -10,11 +10,12 @@ import json
 import re
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 # Digits, one optional point, one optional exponent: what JSON and `Decimal` both read alike.
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -37,6 +38,57 @@ def floats_are_exact(body: bytes) -> bool:
     pydantic's own JSON parser (which reads numbers as floats, and three times faster than
     `parse_json`'s objects then validated) reads the same decimals."""
     return _LONG_NUMBER.search(body) is None
+
+
+M = TypeVar("M", bound=BaseModel)
+JSON_ONLY = "must be JSON, sent with Content-Type: application/json"
+
+
+def read_json(body: bytes) -> Any:
+    """A request body's JSON, by `parse_json`, refused as FastAPI refuses a body it reads."""
+    if not body:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required"}]
+        )
+    try:
+        return parse_json(body)
+    except json.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}]
+        ) from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, or nested past Python's limit
+        raise HTTPException(400, "There was an error parsing the body") from exc
+
+
+def body_errors(exc: ValidationError) -> RequestValidationError:
+    """A model's validation errors as the body's, as FastAPI reports them."""
+    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
+
+
+async def json_body(request: Request) -> bytes:
+    """The request's body, refused (422) unless sent as JSON (`application/json`, or
+    `application/...+json`), as FastAPI refuses another body for a route's JSON model."""
+    body = await request.body()
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    subtype = media_type.removeprefix("application/")
+    if body and subtype != "json" and (subtype == media_type or not subtype.endswith("+json")):
+        raise RequestValidationError([{"type": "content_type", "loc": ("body",), "msg": JSON_ONLY}])
+    return body
+
+
+def read_body(model: type[M], body: bytes) -> M:
+    """A request body read into `model` as a route's JSON body is, exactly: from its JSON by
+    pydantic when `floats_are_exact`, through `read_json` otherwise and to say what is wrong."""
+    if floats_are_exact(body):
+        try:
+            return model.model_validate_json(body)
+        except ValidationError:
+            pass
+    raw = read_json(body)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise body_errors(exc) from None
 
 
 def _number(value: Any) -> Any:

@@ -1,19 +1,30 @@
-"""Group commit for single reports: reports that arrive while another transaction of reports
-is being stored wait, then go to the database together, in one transaction.
+"""Group commit for single reports: the reports a process receives close together from
+several senders go to the database together, in one transaction.
 
 A fleet sends one small report per node a minute, hundreds a second in all. Stored one
 transaction each, most of a report's cost is the statements and the commit that every
-transaction pays whatever its size; stored together, they share them.
+transaction pays whatever its size (about 2.3 ms of server CPU, against 0.27 ms a report);
+stored together, they share them.
 
-Under load, a request that was handed the turn (it came while a transaction was stored: the
-reports arrive faster than they are stored) first waits `gather` seconds for those still
-arriving, so that transactions grow with the load instead of staying at one or two reports
-(measured: a transaction of one report costs 3 ms of CPU, of four 1.5 ms a report). A report
-that finds nothing in progress is stored at once: alone, or at a trickle, none waits.
+One transaction at a time, at most one every `gather` seconds while several senders report:
+a report that comes within `gather` of the last transaction's start, less than `gather`
+after another sender's report, waits out the rest of that interval, joined by those that
+arrive meanwhile. So under load transactions grow with the rate (100 reports a second and
+0.1 s: about ten), and a report waits at most `gather` and the transaction before it. One
+sender alone (it sends its next report once this one is answered) and reports at a trickle
+are stored at once. A transaction starts early once it holds `max_reports`: each waiting
+request holds one of the service's database slots (app.core.concurrency), so `max_reports`
+is at most their number.
+
+Requests wait on the serving loop, not in worker threads: only the transaction itself runs
+in a thread, and its requests are answered together when it ends.
 """
 
-import threading
+import asyncio
+import contextvars
+import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,79 +38,123 @@ from app.core.upsert import KnownIds
 from app.reports.schemas import ReportIn
 from app.reports.service import Outcome, ingest_reports
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(eq=False)
 class _Waiting:
     report: ReportIn
-    outcome: Outcome | None = None
+    answer: "asyncio.Future[Outcome] | None" = None
+    outcome: Outcome | None = None  # set by the transaction
     error: BaseException | None = None
-    done: bool = False
-    lead: bool = False  # its turn to store what waits
-    woken: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(eq=False)
+class _Lane:
+    """What waits on one event loop (a server process has one), and its writer."""
+
+    queue: list[_Waiting] = field(default_factory=list)
+    storing: int = 0  # reports in the transaction under way
+    # Set when the reports waiting and those being stored are `max_reports`.
+    full: asyncio.Event = field(default_factory=asyncio.Event)
+    writer: "asyncio.Task[None] | None" = None
+    began: float = float("-inf")  # when its last transaction began
+    # The last report's sender and when it came; when another sender's report last came.
+    sender: tuple[str, str] | None = None
+    sent_at: float = float("-inf")
+    other_sent_at: float = float("-inf")
 
 
 @dataclass
 class Coalescer:
-    """One writer at a time per process: a request that finds no transaction of reports in
-    progress stores everything waiting (its own report among it, up to `max_reports`),
-    then hands the turn to the oldest report still waiting; the others wait to be told
-    their outcome, or that their turn has come."""
+    """The reports waiting to be stored, and the task that stores them."""
 
     store: Callable[[Session, list[ReportIn]], list[Outcome]]
     max_reports: int
     gather: float = 0.0
-    _queue: list[_Waiting] = field(default_factory=list)
-    _storing: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    monotonic: Callable[[], float] = time.monotonic
+    _lanes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane]" = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
 
-    def submit(self, sessions: Callable[[], Session], report: ReportIn) -> Outcome:
-        """Store `report` (in a session from `sessions`, or in another waiting request's) and
-        return its outcome; raises what storing its transaction raised. Only a request
-        whose turn it is to store takes a session, and with it a pooled connection."""
-        mine = _Waiting(report)
-        with self._lock:
-            self._queue.append(mine)
-            if not self._storing:
-                self._storing = mine.lead = True
-        while not mine.done:
-            if not mine.lead:
-                mine.woken.wait()
-                mine.woken.clear()
-                if mine.lead and len(self._queue) < self.max_reports:
-                    time.sleep(self.gather)
-                continue
-            with self._lock:
-                batch = self._queue[: self.max_reports]
-                del self._queue[: self.max_reports]
+    async def submit(self, sessions: Callable[[], Session], report: ReportIn) -> Outcome:
+        """Store `report` in the next transaction (in a session from `sessions`) and return
+        its outcome; raises what storing its transaction raised."""
+        loop = asyncio.get_running_loop()
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._lanes[loop] = _Lane()
+        now, sender = self.monotonic(), (report.cluster, report.node)
+        if sender != lane.sender:
+            lane.sender, lane.other_sent_at = sender, lane.sent_at
+        lane.sent_at = now
+        mine = _Waiting(report, loop.create_future())
+        lane.queue.append(mine)
+        if len(lane.queue) + lane.storing >= self.max_reports:
+            lane.full.set()  # as many as hold slots: no other report can come to join them
+        if lane.writer is None:
+            # In a context of its own: not the request's that happened to start it.
+            writing = self._write(lane, sessions, paced=now - lane.other_sent_at < self.gather)
+            lane.writer = loop.create_task(writing, context=contextvars.Context())
+        assert mine.answer is not None
+        return await mine.answer  # a request given up leaves its report to be stored
+
+    async def _write(self, lane: _Lane, sessions: Callable[[], Session], *, paced: bool) -> None:
+        try:
+            while lane.queue:
+                wait = lane.began + self.gather - self.monotonic()
+                if (paced or len(lane.queue) > 1) and wait > 0 and not lane.full.is_set():
+                    try:
+                        async with asyncio.timeout(wait):
+                            await lane.full.wait()
+                    except TimeoutError:
+                        pass
+                lane.began = self.monotonic()
+                batch = lane.queue[: self.max_reports]
+                del lane.queue[: self.max_reports]
+                lane.storing = len(batch)
+                if len(lane.queue) + lane.storing < self.max_reports:
+                    lane.full.clear()
+                try:
+                    await self._store(sessions, batch)
+                finally:
+                    lane.storing = 0
+                paced = True  # what queued meanwhile came while a transaction was stored
+        except BaseException:
+            # Cancelled (the server stops): what still waits is answered, not left hanging.
+            unstored, lane.queue[:] = list(lane.queue), []
+            _answer(unstored, RuntimeError("storing was interrupted"))
+            raise
+        finally:
+            lane.writer = None
+
+    async def _store(self, sessions: Callable[[], Session], batch: list[_Waiting]) -> None:
+        """Store the batch in a worker thread and answer its requests. Cancelled meanwhile
+        (the server stops), it lets the transaction end first, so that each request is
+        answered with what became of its report."""
+        storing = asyncio.get_running_loop().run_in_executor(
+            None, self._store_in_session, sessions, batch
+        )
+        cancelled: asyncio.CancelledError | None = None
+        while not storing.done():
             try:
-                with sessions() as session:
-                    self._run(session, batch)
-            finally:
-                self._hand_over(mine, batch)
-        if mine.error is not None:
-            raise mine.error
-        assert mine.outcome is not None
-        return mine.outcome
+                await asyncio.shield(storing)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+            except Exception:  # read below
+                break
+        if storing.exception() is not None:  # not the store's own failure: see _run
+            log.error("storing a transaction of reports failed", exc_info=storing.exception())
+        _answer(batch, storing.exception() or RuntimeError("storing was interrupted"))
+        if cancelled is not None:
+            raise cancelled
 
-    def _hand_over(self, mine: _Waiting, batch: list[_Waiting]) -> None:
-        # Wake each stored request once, and the next in line, if any, with the turn.
-        for waiting in batch:
-            if not waiting.done:  # storing was interrupted before it came to this one
-                waiting.error, waiting.done = RuntimeError("storing was interrupted"), True
-        with self._lock:
-            mine.lead = False
-            following = self._queue[0] if self._queue else None
-            if following is None:
-                self._storing = False
-            else:
-                following.lead = True
-        for waiting in batch:
-            if waiting is not mine:
-                waiting.woken.set()
-        if following is not None:
-            following.woken.set()
+    def _store_in_session(self, sessions: Callable[[], Session], batch: list[_Waiting]) -> None:
+        with sessions() as session:
+            self._run(session, batch)
 
     def _run(self, session: Session, batch: list[_Waiting]) -> None:
+        """Store the batch in one transaction; each waiting report gets its outcome or error."""
         try:
             outcomes = commit_with_retry(
                 session, lambda: self.store(session, [w.report for w in batch])
@@ -111,19 +166,22 @@ class Coalescer:
                 for waiting in batch:
                     self._run(session, [waiting])
                 return
-            self._fail(batch, exc)
-        except BaseException as exc:  # interrupted: the waiting are answered, then it goes on
-            self._fail(batch, exc)
-            raise
+            for waiting in batch:
+                waiting.error = exc
         else:
             for waiting, outcome in zip(batch, outcomes, strict=True):
-                waiting.outcome, waiting.done = outcome, True
+                waiting.outcome = outcome
 
-    @staticmethod
-    def _fail(batch: list[_Waiting], exc: BaseException) -> None:
-        # Every request of the transaction answers with what went wrong.
-        for waiting in batch:
-            waiting.error, waiting.done = exc, True
+
+def _answer(batch: list[_Waiting], unanswered: BaseException) -> None:
+    """Answer each request: its report's outcome or error, else `unanswered`."""
+    for waiting in batch:
+        if waiting.answer is None or waiting.answer.done():
+            continue
+        if waiting.outcome is not None:
+            waiting.answer.set_result(waiting.outcome)
+        else:
+            waiting.answer.set_exception(waiting.error or unanswered)
 
 
 def report_coalescer(

@@ -1,22 +1,26 @@
 """`POST /v1/reports` and `POST /v1/reports:batch`: what collectors send."""
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
-from starlette.datastructures import State
 
 from app.core.auth import CollectorAuth, Principal
 from app.core.clock import Clock, ClockDep
 from app.core.config import Settings
 from app.core.db import SessionDep, SettingsDep, commit_with_retry
 from app.core.errors import AppError, ErrorBody, InvalidInput, validation_body
-from app.core.numbers import DecimalJsonRoute, floats_are_exact, parse_json
+from app.core.numbers import (
+    DecimalJsonRoute,
+    body_errors,
+    floats_are_exact,
+    json_body,
+    read_body,
+    read_json,
+)
 from app.core.upsert import KnownIds
 from app.metrics.deps import ServiceMetricsDep
 from app.metrics.service import ServiceMetrics
@@ -24,6 +28,7 @@ from app.reports.checks import check_report
 from app.reports.occupancy import Overlap
 from app.reports.schemas import (
     BATCH_REQUEST_BODY,
+    REPORT_REQUEST_BODY,
     BatchIn,
     BatchItemOut,
     BatchOut,
@@ -31,7 +36,7 @@ from app.reports.schemas import (
     ReportOutcome,
     ValidBatchIn,
 )
-from app.reports.service import Outcome, Stored, ingest_reports
+from app.reports.service import Outcome, ingest_reports
 
 router = APIRouter(prefix="/v1", tags=["reports"], route_class=DecimalJsonRoute)
 
@@ -67,41 +72,42 @@ def _store(
     )
 
 
-def _store_one(state: State, principal: Principal, report: ReportIn) -> Stored:
-    principal.require_cluster(report.cluster)
-    check_report(report, settings=state.settings, now=state.clock())
-    stored = state.report_coalescer.submit(state.session_factory, report)
-    if isinstance(stored, AppError):
-        if isinstance(stored, Overlap):
-            state.service_metrics.overlaps.inc()
-        raise stored
-    return stored
-
-
 @router.post(
     "/reports",
     status_code=201,
+    response_model=ReportOutcome,
     responses={
         200: {"description": "Already stored: counted once", "model": ReportOutcome},
         **_ERRORS,
     },
+    openapi_extra=REPORT_REQUEST_BODY,
 )
-async def post_report(
-    report: ReportIn, principal: CollectorAuth, request: Request, response: Response
-) -> ReportOutcome:
+async def post_report(request: Request, principal: CollectorAuth) -> Response:
     """Store one collector report; 201 when new, 200 with `duplicate: true` for a resend."""
-    # The busiest route: one thread hand-off (checks and storing), not one per dependency,
-    # and no request session held while it waits for its turn to store.
-    stored = await run_in_threadpool(_store_one, request.app.state, principal, report)
-    if stored.duplicate:
-        response.status_code = 200
-    return ReportOutcome(
+    # The busiest route, kept lean: the body read from its JSON in one pass, the report
+    # waiting for its transaction on the serving loop (app.reports.coalesce), the answer
+    # written once.
+    state = request.app.state
+    report = read_body(ReportIn, await json_body(request))
+    principal.require_cluster(report.cluster)
+    check_report(report, settings=state.settings, now=state.clock())
+    stored = await state.report_coalescer.submit(state.session_factory, report)
+    if isinstance(stored, AppError):
+        if isinstance(stored, Overlap):
+            state.service_metrics.overlaps.inc()
+        raise stored
+    outcome = ReportOutcome(
         status="duplicate" if stored.duplicate else "accepted",
         duplicate=stored.duplicate,
         cluster=report.cluster,
         node=report.node,
         seq=report.seq,
         report_id=stored.report_id,
+    )
+    return Response(
+        outcome.model_dump_json(),
+        status_code=200 if stored.duplicate else 201,
+        media_type="application/json",
     )
 
 
@@ -116,7 +122,7 @@ async def post_report_batch(
 ) -> BatchOut:
     """Store many reports, each on its own: accepted, duplicate or rejected, in order."""
     # The body is read here, after the token is checked, and validated in one pass.
-    body = await request.body()
+    body = await json_body(request)
     known = request.app.state.known_ids
     return await run_in_threadpool(
         _store_batch, body, principal, session, known, settings, clock, metrics
@@ -180,27 +186,15 @@ def _store_batch(
 
 
 def _parse_batch(body: bytes) -> Sequence[ReportIn | dict[str, Any]]:
-    """The batch's reports, read with decimal numbers. When all are valid, as they nearly
-    always are, they are validated in one pass; otherwise each is returned raw, to be
-    validated on its own, so that a bad report rejects only itself."""
-    if floats_are_exact(body):  # as a collector's numbers are: straight from the JSON
+    """The batch's reports. When all are valid, as they nearly always are, they are read in
+    one pass; otherwise each is returned raw, to be validated on its own, so that a bad report
+    rejects only itself."""
+    if floats_are_exact(body):  # as a collector's numbers are: read as read_body does
         try:
             return ValidBatchIn.model_validate_json(body).reports
         except ValidationError:
             pass
-    # Refused as FastAPI refuses the bodies it reads itself (see POST /v1/reports).
-    if not body:
-        raise RequestValidationError(
-            [{"type": "missing", "loc": ("body",), "msg": "Field required"}]
-        )
-    try:
-        raw = parse_json(body)
-    except json.JSONDecodeError as exc:
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}]
-        ) from None
-    except (ValueError, RecursionError) as exc:  # not UTF-8, or nested past Python's limit
-        raise HTTPException(400, "There was an error parsing the body") from exc
+    raw = read_json(body)
     try:
         return ValidBatchIn.model_validate(raw).reports
     except ValidationError:
@@ -208,6 +202,4 @@ def _parse_batch(body: bytes) -> Sequence[ReportIn | dict[str, Any]]:
     try:
         return BatchIn.model_validate(raw).reports
     except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-        ) from None
+        raise body_errors(exc) from None

@@ -129,14 +129,25 @@ class ValidBatchIn(BaseModel):
     reports: Annotated[list[ReportIn], Field(min_length=1)]
 
 
-# The batch route reads its body itself (see ValidBatchIn); its documented shape is BatchIn's,
-# inlined (BatchIn has no nested model, so its schema has no references to resolve).
-BATCH_REQUEST_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": BatchIn.model_json_schema()}},
-    }
-}
+_COMPONENT = "#/components/schemas/{model}"
+
+
+def _schemas(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's schema and those it refers to, by name, as the API document's components."""
+    schema = model.model_json_schema(ref_template=_COMPONENT)
+    return {model.__name__: schema, **schema.pop("$defs", {})}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+# Both routes read their bodies themselves (see app.core.numbers.read_body), so they are
+# documented here: a report as the `ReportIn` component (added by `BODY_SCHEMAS`), a batch as
+# BatchIn inlined (it has no nested model, so its schema has no references to resolve).
+REPORT_REQUEST_BODY = _body({"$ref": _COMPONENT.format(model=ReportIn.__name__)})
+BATCH_REQUEST_BODY = _body(BatchIn.model_json_schema())
+BODY_SCHEMAS = _schemas(ReportIn)
 
 
 class ReportOutcome(BaseModel):
