@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     slots = 2 * settings.db_pool_size
     app.state.report_coalescer = report_coalescer(
         app.state.known_ids,
+        app.state.session_factory,
         clock=clock,
         # Each waiting report holds a slot: a transaction never waits for more than these.
         max_reports=min(settings.max_batch_reports, slots),

@@ -8,8 +8,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
@@ -67,7 +70,7 @@ def empty_session() -> Session:
 
 def submit(coalescer: Coalescer, seq: int, node: str = "node-a") -> "asyncio.Task[Outcome]":
     report_in = ReportIn.model_validate(minute(seq, node=node))
-    return asyncio.create_task(coalescer.submit(empty_session, report_in))
+    return asyncio.create_task(coalescer.submit(report_in))
 
 
 async def wait_for(condition: Any) -> None:
@@ -99,7 +102,7 @@ async def while_one_is_stored(
 
 def test_reports_arriving_while_one_is_stored_wait_to_go_together() -> None:
     store = Recorder()
-    coalescer = Coalescer(store=store, max_reports=100, gather=0.0)
+    coalescer = Coalescer(store=store, sessions=empty_session, max_reports=100, gather=0.0)
 
     async def run() -> list[Outcome]:
         first, later = await while_one_is_stored(store, coalescer, (2, 3, 4))
@@ -115,7 +118,9 @@ def test_reports_arriving_while_one_is_stored_wait_to_go_together() -> None:
 
 def test_senders_reporting_together_wait_out_gather_and_go_together() -> None:
     store, clock = Recorder(), HeldClock()
-    coalescer = Coalescer(store=store, max_reports=100, gather=600, monotonic=clock)
+    coalescer = Coalescer(
+        store=store, sessions=empty_session, max_reports=100, gather=600, monotonic=clock
+    )
 
     async def run() -> None:
         await submit(coalescer, 1, node="node-1")
@@ -134,7 +139,9 @@ def test_senders_reporting_together_wait_out_gather_and_go_together() -> None:
 
 def test_one_sender_alone_never_waits() -> None:
     store, clock = Recorder(), HeldClock()
-    coalescer = Coalescer(store=store, max_reports=100, gather=600, monotonic=clock)
+    coalescer = Coalescer(
+        store=store, sessions=empty_session, max_reports=100, gather=600, monotonic=clock
+    )
 
     async def run() -> None:
         for seq in range(1, 4):  # its next report once the last is answered, at once
@@ -148,7 +155,9 @@ def test_one_sender_alone_never_waits() -> None:
 
 def test_reports_at_a_trickle_never_wait() -> None:
     store, clock = Recorder(), HeldClock()
-    coalescer = Coalescer(store=store, max_reports=100, gather=600, monotonic=clock)
+    coalescer = Coalescer(
+        store=store, sessions=empty_session, max_reports=100, gather=600, monotonic=clock
+    )
 
     async def run() -> None:
         for seq in range(1, 4):
@@ -163,7 +172,9 @@ def test_reports_at_a_trickle_never_wait() -> None:
 
 def test_a_full_transaction_does_not_wait() -> None:
     store, clock = Recorder(), HeldClock()
-    coalescer = Coalescer(store=store, max_reports=2, gather=600, monotonic=clock)
+    coalescer = Coalescer(
+        store=store, sessions=empty_session, max_reports=2, gather=600, monotonic=clock
+    )
 
     async def run() -> None:
         await submit(coalescer, 1, node="node-1")
@@ -176,25 +187,9 @@ def test_a_full_transaction_does_not_wait() -> None:
     assert store.batches == [[1], [2, 3], [4, 5]]
 
 
-def test_reports_holding_every_slot_do_not_wait() -> None:
-    # Waiting and being stored, they hold as many slots as max_reports: no more can come.
-    store, clock = Recorder(), HeldClock()
-    coalescer = Coalescer(store=store, max_reports=4, gather=600, monotonic=clock)
-
-    async def run() -> None:
-        first, later = await while_one_is_stored(store, coalescer, (2, 3, 4))
-        store.release.set()
-        async with asyncio.timeout(10):  # its clock says 600 s to go: not waited
-            await asyncio.gather(first, *later)
-
-    asyncio.run(run())
-
-    assert store.batches == [[1], [2, 3, 4]]
-
-
 def test_a_request_given_up_still_has_its_report_stored() -> None:
     store = Recorder()
-    coalescer = Coalescer(store=store, max_reports=100, gather=0.0)
+    coalescer = Coalescer(store=store, sessions=empty_session, max_reports=100, gather=0.0)
 
     async def run() -> None:
         first, (given_up,) = await while_one_is_stored(store, coalescer, (2,))
@@ -210,8 +205,6 @@ def test_a_request_given_up_still_has_its_report_stored() -> None:
 
 
 def test_a_transaction_that_fails_outside_the_store_fails_only_its_own_reports() -> None:
-    store = Recorder()
-    coalescer = Coalescer(store=store, max_reports=100, gather=0.0)
     broken = iter([RuntimeError("no session to be had")])
 
     def sessions() -> Session:
@@ -220,15 +213,14 @@ def test_a_transaction_that_fails_outside_the_store_fails_only_its_own_reports()
             raise failure
         return empty_session()
 
+    store = Recorder()
+    coalescer = Coalescer(store=store, sessions=sessions, max_reports=100, gather=0.0)
+
     async def run() -> list[Any]:
-        tasks = [
-            asyncio.create_task(coalescer.submit(sessions, ReportIn.model_validate(minute(seq))))
-            for seq in (1, 2)
-        ]
+        tasks = [submit(coalescer, seq, node=f"node-{seq}") for seq in (1, 2)]
         async with asyncio.timeout(10):
-            first = await asyncio.gather(tasks[0], return_exceptions=True)
-            later = submit(coalescer, 3)
-            return [*first, *await asyncio.gather(tasks[1], later, return_exceptions=True)]
+            first = await asyncio.gather(*tasks, return_exceptions=True)
+            return [*first, await submit(coalescer, 3)]
 
     first, second, third = asyncio.run(run())
 
@@ -238,9 +230,49 @@ def test_a_transaction_that_fails_outside_the_store_fails_only_its_own_reports()
     assert store.batches == [[3]]
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [PoolTimeoutError("no connection freed in time"), OperationalError("x", {}, Exception())],
+)
+def test_a_database_out_of_reach_fails_the_transaction_once(failure: Exception) -> None:
+    calls: list[list[int]] = []
+
+    def store(_session: Any, reports: list[ReportIn]) -> list[Stored]:
+        calls.append([r.seq for r in reports])
+        raise failure
+
+    coalescer = Coalescer(store=store, sessions=empty_session, max_reports=100, gather=0.0)
+
+    async def run() -> list[Any]:
+        waiting = [submit(coalescer, seq, node=f"node-{seq}") for seq in (1, 2, 3)]
+        async with asyncio.timeout(30):
+            return await asyncio.gather(*waiting, return_exceptions=True)
+
+    answers = asyncio.run(run())
+
+    # Not tried again report by report: each try would wait for the database once more.
+    assert all(type(answer) is type(failure) for answer in answers)
+    assert calls == [[1, 2, 3]]
+
+
+def test_a_report_the_store_fails_strangely_is_still_answered() -> None:
+    def store(_session: Any, reports: list[ReportIn]) -> list[Stored]:
+        raise StopIteration  # what no future can hold
+
+    coalescer = Coalescer(store=store, sessions=empty_session, max_reports=100, gather=0.0)
+
+    async def run() -> Any:
+        async with asyncio.timeout(10):
+            return await asyncio.gather(submit(coalescer, 1), return_exceptions=True)
+
+    (answer,) = asyncio.run(run())
+
+    assert isinstance(answer, RuntimeError) and "StopIteration" in str(answer)
+
+
 def test_reports_waiting_when_the_server_stops_are_answered() -> None:
     store = Recorder()
-    coalescer = Coalescer(store=store, max_reports=100, gather=0.0)
+    coalescer = Coalescer(store=store, sessions=empty_session, max_reports=100, gather=0.0)
 
     async def run() -> list[Any]:
         first, (second,) = await while_one_is_stored(store, coalescer, (2,))
@@ -260,6 +292,26 @@ def test_reports_waiting_when_the_server_stops_are_answered() -> None:
     assert isinstance(first, Stored) and first.report_id == 1
     assert isinstance(second, RuntimeError) and "interrupted" in str(second)
     assert store.batches == [[1]]
+
+
+def test_a_writer_cancelled_before_it_began_is_replaced() -> None:
+    store = Recorder()
+    coalescer = Coalescer(store=store, sessions=empty_session, max_reports=100, gather=0.0)
+
+    async def run() -> list[Any]:
+        first = submit(coalescer, 1)
+        await asyncio.sleep(0)  # the request has queued its report and started the writer
+        writer = next(iter(coalescer._lanes.values())).writer
+        assert writer is not None
+        writer.cancel()  # before its first step
+        async with asyncio.timeout(10):
+            answers = await asyncio.gather(first, return_exceptions=True)
+            return [*answers, await submit(coalescer, 2)]
+
+    first, second = asyncio.run(run())
+
+    assert isinstance(first, RuntimeError) and "interrupted" in str(first)
+    assert isinstance(second, Stored) and second.report_id == 2
 
 
 @contextmanager

@@ -139,7 +139,9 @@ def test_body_that_is_not_json_is_a_clear_error(client: TestClient, auth: Auth) 
     assert response.json()["error"] == "ValidationError"
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "json", "text/json", None]
+)
 @pytest.mark.parametrize("path", ["/v1/reports", "/v1/reports:batch"])
 def test_a_report_not_sent_as_json_is_refused_and_nothing_stored(
     client: TestClient, auth: Auth, db: Session, path: str, content_type: str | None

@@ -70,8 +70,8 @@ async def json_body(request: Request) -> bytes:
     `application/...+json`), as FastAPI refuses another body for a route's JSON model."""
     body = await request.body()
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    subtype = media_type.removeprefix("application/")
-    if body and subtype != "json" and (subtype == media_type or not subtype.endswith("+json")):
+    maintype, _, subtype = media_type.partition("/")
+    if body and (maintype != "application" or not (subtype == "json" or subtype.endswith("+json"))):
         raise RequestValidationError([{"type": "content_type", "loc": ("body",), "msg": JSON_ONLY}])
     return body
 

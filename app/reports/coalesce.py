@@ -6,15 +6,15 @@ transaction each, most of a report's cost is the statements and the commit that 
 transaction pays whatever its size (about 2.3 ms of server CPU, against 0.27 ms a report);
 stored together, they share them.
 
-One transaction at a time, at most one every `gather` seconds while several senders report:
-a report that comes within `gather` of the last transaction's start, less than `gather`
-after another sender's report, waits out the rest of that interval, joined by those that
-arrive meanwhile. So under load transactions grow with the rate (100 reports a second and
-0.1 s: about ten), and a report waits at most `gather` and the transaction before it. One
-sender alone (it sends its next report once this one is answered) and reports at a trickle
-are stored at once. A transaction starts early once it holds `max_reports`: each waiting
-request holds one of the service's database slots (app.core.concurrency), so `max_reports`
-is at most their number.
+One transaction at a time, and while several senders report, at most one every `gather`
+seconds: a report that comes within `gather` of the last transaction's start, less than
+`gather` after another sender's report, waits out the rest of that interval, joined by those
+that arrive meanwhile. So under load transactions grow with the rate (100 reports a second
+and 0.1 s: about ten), and a report waits for at most `gather`, the transaction under way
+when it came, and its own. One sender alone (it sends its next report once this one is
+answered) and reports at a trickle are stored at once. A transaction starts early once
+`max_reports` wait: each waiting request holds one of the service's database slots
+(app.core.concurrency), so `max_reports` is at most their number.
 
 Requests wait on the serving loop, not in worker threads: only the transaction itself runs
 in a thread, and its requests are answered together when it ends.
@@ -29,7 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
 from app.core.clock import Clock
@@ -54,10 +55,8 @@ class _Lane:
     """What waits on one event loop (a server process has one), and its writer."""
 
     queue: list[_Waiting] = field(default_factory=list)
-    storing: int = 0  # reports in the transaction under way
-    # Set when the reports waiting and those being stored are `max_reports`.
-    full: asyncio.Event = field(default_factory=asyncio.Event)
     writer: "asyncio.Task[None] | None" = None
+    full: "asyncio.Future[None] | None" = None  # while the writer waits: done when full
     began: float = float("-inf")  # when its last transaction began
     # The last report's sender and when it came; when another sender's report last came.
     sender: tuple[str, str] | None = None
@@ -65,11 +64,17 @@ class _Lane:
     other_sent_at: float = float("-inf")
 
 
+# A transaction that fails for want of the database fails all its reports; any other failure
+# (a value the database refuses, say) is one report's: each is then stored on its own.
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
+
+
 @dataclass
 class Coalescer:
     """The reports waiting to be stored, and the task that stores them."""
 
     store: Callable[[Session, list[ReportIn]], list[Outcome]]
+    sessions: Callable[[], Session]
     max_reports: int
     gather: float = 0.0
     monotonic: Callable[[], float] = time.monotonic
@@ -77,9 +82,13 @@ class Coalescer:
         default_factory=weakref.WeakKeyDictionary
     )
 
-    async def submit(self, sessions: Callable[[], Session], report: ReportIn) -> Outcome:
-        """Store `report` in the next transaction (in a session from `sessions`) and return
-        its outcome; raises what storing its transaction raised."""
+    def __post_init__(self) -> None:
+        if self.max_reports < 1:
+            raise ValueError("a transaction holds at least one report")
+
+    async def submit(self, report: ReportIn) -> Outcome:
+        """Store `report` in the next transaction and return its outcome; raises what
+        storing its transaction raised."""
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(loop)
         if lane is None:
@@ -90,51 +99,61 @@ class Coalescer:
         lane.sent_at = now
         mine = _Waiting(report, loop.create_future())
         lane.queue.append(mine)
-        if len(lane.queue) + lane.storing >= self.max_reports:
-            lane.full.set()  # as many as hold slots: no other report can come to join them
-        if lane.writer is None:
+        if len(lane.queue) >= self.max_reports and lane.full is not None and not lane.full.done():
+            lane.full.set_result(None)
+        if lane.writer is None or lane.writer.done():
             # In a context of its own: not the request's that happened to start it.
-            writing = self._write(lane, sessions, paced=now - lane.other_sent_at < self.gather)
+            writing = self._write(lane, paced=now - lane.other_sent_at < self.gather)
             lane.writer = loop.create_task(writing, context=contextvars.Context())
+            lane.writer.add_done_callback(lambda writer: _orphaned(lane, writer))
         assert mine.answer is not None
         return await mine.answer  # a request given up leaves its report to be stored
 
-    async def _write(self, lane: _Lane, sessions: Callable[[], Session], *, paced: bool) -> None:
+    async def _write(self, lane: _Lane, *, paced: bool) -> None:
+        batch: list[_Waiting] = []
         try:
             while lane.queue:
                 wait = lane.began + self.gather - self.monotonic()
-                if (paced or len(lane.queue) > 1) and wait > 0 and not lane.full.is_set():
-                    try:
-                        async with asyncio.timeout(wait):
-                            await lane.full.wait()
-                    except TimeoutError:
-                        pass
+                if (paced or len(lane.queue) > 1) and wait > 0:
+                    await self._gather(lane, wait)
                 lane.began = self.monotonic()
                 batch = lane.queue[: self.max_reports]
                 del lane.queue[: self.max_reports]
-                lane.storing = len(batch)
-                if len(lane.queue) + lane.storing < self.max_reports:
-                    lane.full.clear()
-                try:
-                    await self._store(sessions, batch)
-                finally:
-                    lane.storing = 0
+                await self._store(batch)
+                batch = []
                 paced = True  # what queued meanwhile came while a transaction was stored
-        except BaseException:
-            # Cancelled (the server stops): what still waits is answered, not left hanging.
-            unstored, lane.queue[:] = list(lane.queue), []
-            _answer(unstored, RuntimeError("storing was interrupted"))
-            raise
+        except BaseException as exc:
+            # Cancelled (the server stops), or a failure of its own: every report it holds
+            # is answered, not left waiting.
+            unstored = [*batch, *lane.queue]
+            lane.queue.clear()
+            if isinstance(exc, Exception):
+                log.error("storing reports failed", exc_info=exc)
+                _answer(unstored, exc)
+            else:
+                _answer(unstored, RuntimeError("storing was interrupted"))
+                raise
         finally:
             lane.writer = None
 
-    async def _store(self, sessions: Callable[[], Session], batch: list[_Waiting]) -> None:
+    async def _gather(self, lane: _Lane, wait: float) -> None:
+        """Wait `wait` seconds for more reports, or until the lane holds `max_reports`."""
+        if len(lane.queue) >= self.max_reports:
+            return
+        lane.full = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(wait):
+                await lane.full
+        except TimeoutError:
+            pass
+        finally:
+            lane.full = None
+
+    async def _store(self, batch: list[_Waiting]) -> None:
         """Store the batch in a worker thread and answer its requests. Cancelled meanwhile
         (the server stops), it lets the transaction end first, so that each request is
         answered with what became of its report."""
-        storing = asyncio.get_running_loop().run_in_executor(
-            None, self._store_in_session, sessions, batch
-        )
+        storing = asyncio.get_running_loop().run_in_executor(None, self._store_batch, batch)
         cancelled: asyncio.CancelledError | None = None
         while not storing.done():
             try:
@@ -143,14 +162,15 @@ class Coalescer:
                 cancelled = exc
             except Exception:  # read below
                 break
-        if storing.exception() is not None:  # not the store's own failure: see _run
-            log.error("storing a transaction of reports failed", exc_info=storing.exception())
-        _answer(batch, storing.exception() or RuntimeError("storing was interrupted"))
+        failure = None if storing.cancelled() else storing.exception()
+        if failure is not None:  # not the store's (see _run): storing itself failed
+            log.error("storing a transaction of reports failed", exc_info=failure)
+        _answer(batch, failure or RuntimeError("storing was interrupted"))
         if cancelled is not None:
             raise cancelled
 
-    def _store_in_session(self, sessions: Callable[[], Session], batch: list[_Waiting]) -> None:
-        with sessions() as session:
+    def _store_batch(self, batch: list[_Waiting]) -> None:
+        with self.sessions() as session:
             self._run(session, batch)
 
     def _run(self, session: Session, batch: list[_Waiting]) -> None:
@@ -160,9 +180,7 @@ class Coalescer:
                 session, lambda: self.store(session, [w.report for w in batch])
             )
         except Exception as exc:
-            if len(batch) > 1 and not isinstance(exc, OperationalError):
-                # One report failed them all (the database refused one of its values, say):
-                # store each on its own, so that it fails only its own request.
+            if len(batch) > 1 and not isinstance(exc, _UNAVAILABLE):
                 for waiting in batch:
                     self._run(session, [waiting])
                 return
@@ -173,6 +191,15 @@ class Coalescer:
                 waiting.outcome = outcome
 
 
+def _orphaned(lane: _Lane, writer: "asyncio.Task[None]") -> None:
+    # A writer cancelled before it began (the server stops) never ran its own cleanup.
+    if lane.writer is writer:
+        lane.writer = None
+        unstored = list(lane.queue)
+        lane.queue.clear()
+        _answer(unstored, RuntimeError("storing was interrupted"))
+
+
 def _answer(batch: list[_Waiting], unanswered: BaseException) -> None:
     """Answer each request: its report's outcome or error, else `unanswered`."""
     for waiting in batch:
@@ -180,18 +207,29 @@ def _answer(batch: list[_Waiting], unanswered: BaseException) -> None:
             continue
         if waiting.outcome is not None:
             waiting.answer.set_result(waiting.outcome)
-        else:
-            waiting.answer.set_exception(waiting.error or unanswered)
+            continue
+        error = waiting.error or unanswered
+        if isinstance(error, StopIteration) or not isinstance(error, Exception):
+            error = RuntimeError(f"storing failed: {error!r}")  # one a future cannot hold
+        waiting.answer.set_exception(error)
 
 
 def report_coalescer(
-    known: KnownIds, *, clock: Clock, max_reports: int, tolerance: Decimal, gather: float
+    known: KnownIds,
+    sessions: Callable[[], Session],
+    *,
+    clock: Clock,
+    max_reports: int,
+    tolerance: Decimal,
+    gather: float,
 ) -> Coalescer:
-    """The coalescer of an app's single-report requests, each report received when stored."""
+    """The coalescer of an app's single-report requests, each report received when stored,
+    in a session from `sessions`."""
     return Coalescer(
         store=lambda session, reports: ingest_reports(
             session, known, reports=reports, received_at=clock(), tolerance=tolerance
         ),
+        sessions=sessions,
         max_reports=max_reports,
         gather=gather,
     )

@@ -91,7 +91,7 @@ async def post_report(request: Request, principal: CollectorAuth) -> Response:
     report = read_body(ReportIn, await json_body(request))
     principal.require_cluster(report.cluster)
     check_report(report, settings=state.settings, now=state.clock())
-    stored = await state.report_coalescer.submit(state.session_factory, report)
+    stored = await state.report_coalescer.submit(report)
     if isinstance(stored, AppError):
         if isinstance(stored, Overlap):
             state.service_metrics.overlaps.inc()
