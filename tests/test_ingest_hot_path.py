@@ -137,33 +137,27 @@ def test_senders_reporting_together_wait_out_gather_and_go_together() -> None:
     assert store.batches == [[1], [2, 3]]
 
 
-def test_one_sender_alone_never_waits() -> None:
+@pytest.mark.parametrize(
+    ("nodes", "apart"),
+    [
+        # One sender alone: its next report once the last is answered, at once.
+        (["node-a"] * 3, 0),
+        # Several senders at a trickle: each report a whole gather after the last.
+        (["node-1", "node-2", "node-3"], 600),
+    ],
+    ids=["one-sender-alone", "a-trickle"],
+)
+def test_reports_that_nothing_could_join_never_wait(nodes: list[str], apart: float) -> None:
     store, clock = Recorder(), HeldClock()
     coalescer = Coalescer(
         store=store, sessions=empty_session, max_reports=100, gather=600, monotonic=clock
     )
 
     async def run() -> None:
-        for seq in range(1, 4):  # its next report once the last is answered, at once
+        for seq, node in enumerate(nodes, start=1):
             async with asyncio.timeout(10):  # a wait of its gather would take ten minutes
-                await submit(coalescer, seq)
-
-    asyncio.run(run())
-
-    assert store.batches == [[1], [2], [3]]
-
-
-def test_reports_at_a_trickle_never_wait() -> None:
-    store, clock = Recorder(), HeldClock()
-    coalescer = Coalescer(
-        store=store, sessions=empty_session, max_reports=100, gather=600, monotonic=clock
-    )
-
-    async def run() -> None:
-        for seq in range(1, 4):
-            async with asyncio.timeout(10):
-                await submit(coalescer, seq, node=f"node-{seq}")
-            clock.now += 600
+                await submit(coalescer, seq, node=node)
+            clock.now += apart
 
     asyncio.run(run())
 

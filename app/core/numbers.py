@@ -76,14 +76,23 @@ async def json_body(request: Request) -> bytes:
     return body
 
 
+def read_exact_json(model: type[M], body: bytes) -> M | None:
+    """The body read into `model` by pydantic's own JSON parser, when `floats_are_exact` and
+    it is valid; None otherwise (read it with `read_json` then)."""
+    if not floats_are_exact(body):
+        return None
+    try:
+        return model.model_validate_json(body)
+    except ValidationError:
+        return None
+
+
 def read_body(model: type[M], body: bytes) -> M:
-    """A request body read into `model` as a route's JSON body is, exactly: from its JSON by
-    pydantic when `floats_are_exact`, through `read_json` otherwise and to say what is wrong."""
-    if floats_are_exact(body):
-        try:
-            return model.model_validate_json(body)
-        except ValidationError:
-            pass
+    """A request body read into `model` as a route's JSON body is, exactly: by
+    `read_exact_json` when it can, through `read_json` otherwise and to say what is wrong."""
+    read = read_exact_json(model, body)
+    if read is not None:
+        return read
     raw = read_json(body)
     try:
         return model.model_validate(raw)

@@ -16,9 +16,9 @@ from app.core.errors import AppError, ErrorBody, InvalidInput, validation_body
 from app.core.numbers import (
     DecimalJsonRoute,
     body_errors,
-    floats_are_exact,
     json_body,
     read_body,
+    read_exact_json,
     read_json,
 )
 from app.core.upsert import KnownIds
@@ -189,11 +189,9 @@ def _parse_batch(body: bytes) -> Sequence[ReportIn | dict[str, Any]]:
     """The batch's reports. When all are valid, as they nearly always are, they are read in
     one pass; otherwise each is returned raw, to be validated on its own, so that a bad report
     rejects only itself."""
-    if floats_are_exact(body):  # as a collector's numbers are: read as read_body does
-        try:
-            return ValidBatchIn.model_validate_json(body).reports
-        except ValidationError:
-            pass
+    valid = read_exact_json(ValidBatchIn, body)  # as a collector's batches nearly always are
+    if valid is not None:
+        return valid.reports
     raw = read_json(body)
     try:
         return ValidBatchIn.model_validate(raw).reports
