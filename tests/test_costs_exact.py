@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 from typing import Any
 
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.core.config import Settings
-from tests.support import CLUSTER, entry, report
+from tests.support import CLUSTER, SettableClock, entry, report
 from tests.test_metrics import scrape, series
 
 Auth = dict[str, dict[str, str]]
@@ -129,51 +130,61 @@ def exact(numerator: int, denominator: int) -> str:
 
 
 def test_sums_past_2_to_the_63_read_back_exactly(
-    client: TestClient, auth: Auth, db: Session
+    client: TestClient, auth: Auth, db: Session, clock: SettableClock
 ) -> None:
+    clock.moment = datetime(2025, 4, 1, tzinfo=UTC)
     priced(client, auth, "2")
     labelled(client, auth, "huge", "huge")
-    for seq, hour in enumerate((10, 11, 12), start=1):
+    months = ("2025-01", "2025-02", "2025-03")
+    for seq, month in enumerate(months, start=1):
         body = report(
             seq,
-            start=f"2025-01-06T{hour}:00:00Z",
-            end=f"2025-01-06T{hour}:01:00Z",
+            start=f"{month}-06T10:00:00Z",
+            end=f"{month}-06T10:01:00Z",
             gpus=[entry(0, job_id="huge")],
         )
         assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
-    # Stored values no report could carry, so that every sum of them passes 2^63.
-    db.execute(text("UPDATE usage_hourly SET gpu_us = :v, busy_us = :v, energy_mj = :v"),
-               {"v": HUGE})  # fmt: skip
+    # Stored values no report could carry, one a month, so that every sum of them passes
+    # 2^63 on every level of the rollup (each level's one row a month, set alike).
+    for table in ("usage_hourly", "usage_daily", "usage_monthly"):
+        db.execute(text(f"UPDATE {table} SET gpu_us = :v, busy_us = :v, energy_mj = :v"),
+                   {"v": HUGE})  # fmt: skip
+    db.execute(text("UPDATE usage_model_hourly SET gpu_us = :v"), {"v": HUGE})
     db.commit()
     total = 3 * HUGE
     assert total >= 2**63
     hours, cost = exact(total, 3_600_000_000), exact(total * 2_000_000, 3_600_000_000 * 10**6)
     seconds = format((Decimal(total) / 10**6).normalize(), "f")
+    one_hours = exact(HUGE, 3_600_000_000)
+    one_cost = exact(HUGE * 2_000_000, 3_600_000_000 * 10**6)
+    quarter = {"from": "2025-01-01T00:00:00Z", "to": "2025-04-01T00:00:00Z"}
 
-    body = get(client, auth, "/v1/costs", group_by="day,team")
+    body = get(client, auth, "/v1/costs", group_by="team")
     for figures in (*body["rows"], body["total"]):
         assert (figures["gpu_seconds"], figures["gpu_hours"], figures["busy_gpu_hours"]) == (
             seconds, hours, hours
         )  # fmt: skip
         assert (figures["energy_kwh"], figures["cost_usd"]) == (hours, cost)
+    by_day = get(client, auth, "/v1/costs", group_by="day,team", **quarter)
+    assert [(r["day"], r["gpu_hours"], r["cost_usd"]) for r in by_day["rows"]] == [
+        (f"{month}-06", one_hours, one_cost) for month in months
+    ]
+    assert (by_day["total"]["gpu_hours"], by_day["total"]["cost_usd"]) == (hours, cost)
     model = get(client, auth, "/v1/models/huge/cost")
     assert (model["total"]["gpu_hours"], model["total"]["cost_usd"]) == (hours, cost)
-    assert model["total"]["peak_gpus"] == exact(HUGE, 3_600_000_000)
+    assert model["total"]["peak_gpus"] == one_hours
 
-    (row,) = csv_rows(client, auth, "focus.csv", granularity="month", **MONTH)
-    assert (Decimal(row["PricingQuantity"]), Decimal(row["BilledCost"])) == (
-        Decimal(hours),
-        Decimal(cost),
-    )
-    assert Decimal(row["ListCost"]) == Decimal(hours) * 2
-    hourly = csv_rows(client, auth, "focus.csv", granularity="hour", **MONTH)
-    assert sum(Decimal(r["BilledCost"]) for r in hourly) == Decimal(cost)
-    (summary,) = csv_rows(client, auth, "costs.csv", **MONTH)
-    assert (summary["gpu_hours"], summary["cost_usd"], summary["energy_kwh"]) == (
-        hours,
-        cost,
-        hours,
-    )
+    rows = csv_rows(client, auth, "focus.csv", granularity="month", **quarter)
+    assert [(Decimal(r["PricingQuantity"]), Decimal(r["BilledCost"])) for r in rows] == [
+        (Decimal(one_hours), Decimal(one_cost)) for _ in months
+    ]
+    assert [Decimal(r["ListCost"]) for r in rows] == [Decimal(one_hours) * 2 for _ in months]
+    hourly = csv_rows(client, auth, "focus.csv", granularity="hour", **quarter)
+    assert [Decimal(r["BilledCost"]) for r in hourly] == [Decimal(one_cost) for _ in months]
+    summary = csv_rows(client, auth, "costs.csv", **quarter)
+    assert [(r["gpu_hours"], r["cost_usd"], r["energy_kwh"]) for r in summary] == [
+        (one_hours, one_cost, one_hours) for _ in months
+    ]
 
     samples = scrape(client)
     fleet = (CLUSTER, "NVIDIA H800")

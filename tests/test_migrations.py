@@ -36,7 +36,10 @@ TABLES = {
     "scenario_prices",
     "scenarios",
     "usage",
+    "usage_daily",
     "usage_hourly",
+    "usage_model_hourly",
+    "usage_monthly",
 }
 
 

@@ -27,6 +27,7 @@ from app.core.clock import utc_now
 from app.core.logging import log_config
 from app.retention.service import prune_raw
 from app.tokens import service as tokens
+from app.totals.check import check_totals, rebuild_totals
 
 db_cli = typer.Typer(
     help="Database schema migrations and pruning.",
@@ -146,6 +147,33 @@ def db_prune(
         f"{len(pruned.partitions_dropped)} monthly partitions dropped, "
         f"{pruned.usage_rows_deleted} rows and {pruned.reports_deleted} reports deleted"
     )
+
+
+@db_cli.command(
+    "check-totals",
+    epilog=examples("gpucost db check-totals", "gpucost db check-totals --repair"),
+)
+def db_check_totals(
+    repair: Annotated[
+        bool, typer.Option(help="Sum the day, month and model levels again from their hours.")
+    ] = False,
+) -> None:
+    """Check that the rollup's day, month and model levels hold exactly the sums of their
+    hours; exit 1, listing each difference, when they do not (and --repair was not given)."""
+    checked = in_transaction(check_totals)
+    for d in checked.disagreements:
+        typer.echo(
+            f"{d.level} {d.key}: stored {d.stored or 'nothing'}, its hours {d.hours or 'nothing'}"
+        )
+    read = ", ".join(f"{count} {unit} rows" for unit, count in checked.rows.items())
+    if not checked.disagreements:
+        typer.echo(f"every total equals the sum of its hours ({read})")
+        return
+    if not repair:
+        fail(f"{len(checked.disagreements)} totals differ from their hours ({read} read)")
+    written = in_transaction(rebuild_totals, writes=True)
+    rows = ", ".join(f"{count} {unit} rows" for unit, count in written.items())
+    typer.echo(f"{len(checked.disagreements)} totals differed: rebuilt from the hours ({rows})")
 
 
 @db_cli.command("current", epilog=examples("gpucost db current"))

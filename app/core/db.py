@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from psycopg.types.array import ListBinaryDumper
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -95,6 +95,13 @@ def create_session_factory(engine: Engine, *, read_only: bool = False) -> sessio
     """Sessions on the engine; `read_only` ones never take SQLite's write lock."""
     bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
     return sessionmaker(bind, expire_on_commit=False)
+
+
+def exclude_writers(session: Session, table: Table) -> None:
+    """Hold every other transaction's writes to `table` off until this one ends; reads go
+    on. PostgreSQL locks the table; SQLite has one writer at a time (BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"LOCK TABLE {table.name} IN EXCLUSIVE MODE"))
 
 
 READS = ("GET", "HEAD")

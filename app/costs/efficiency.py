@@ -27,7 +27,8 @@ from sqlalchemy import ColumnElement, Connection, select
 from app.core.sums import exact_sum
 from app.core.units import PARTS, US_PER_HOUR, hours, rounded
 from app.costs.figures import Exact
-from app.models import HourlyUsage, Job
+from app.models import Job
+from app.totals.levels import MONTH, on_level
 
 TRILLION = 10**12
 MILLION = 10**6
@@ -54,20 +55,25 @@ def counted_by_phase(
     end: datetime | None,
     shown: Callable[[str | None], str],
 ) -> tuple[dict[str, Counted], Counted | None]:
-    """The tokens and GPU-time (within `where`) of the `owned` jobs that carry tokens, per
-    phase by the name `shown` gives a stored one (phases with none left out), and in all
-    (None when no job carries tokens)."""
+    """The tokens and GPU-time of the `owned` jobs matching `where` (conditions on the hourly
+    level, not its hours) that carry tokens, per phase by the name `shown` gives a stored
+    one (phases with none left out), and in all (None when no job carries tokens)."""
     carrying = [owned, Job.tokens.is_not(None)]
     if start is not None:
         carrying.append(Job.first_seen >= start)
     if end is not None:
         carrying.append(Job.last_seen <= end)
-    # Each job's GPU-time first (a job has atoms per hour and GPU model), then per phase:
-    # joined to the atoms directly, a job's tokens would be counted once per atom.
+    # Each job's GPU-time first (a job has atoms per month and GPU model), then per phase:
+    # joined to the atoms directly, a job's tokens would be counted once per atom. A job
+    # that carries tokens has all of its usage within the period, so its months hold it.
+    months = MONTH.table
     per_job = (
-        select(HourlyUsage.job_id, exact_sum(HourlyUsage.gpu_us).label("gpu_us"))
-        .where(HourlyUsage.job_id.in_(select(Job.id).where(*carrying)), *where)
-        .group_by(HourlyUsage.job_id)
+        select(months.c.job_id, exact_sum(months.c.gpu_us).label("gpu_us"))
+        .where(
+            months.c.job_id.in_(select(Job.id).where(*carrying)),
+            *(on_level(condition, MONTH) for condition in where),
+        )
+        .group_by(months.c.job_id)
         .subquery("per_job")
     )
     query = (

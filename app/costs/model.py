@@ -35,6 +35,8 @@ from app.costs.schemas import ModelCost, PhaseCost, RateUsed
 from app.costs.service import rollup_filters
 from app.jobs.phases import phase_order
 from app.models import Cluster, HourlyUsage, Job
+from app.totals.levels import MODEL_HOURS, over
+from app.totals.store import labels_of
 
 if TYPE_CHECKING:
     from app.scenarios.prices import ScenarioPrices
@@ -56,13 +58,20 @@ def model_cost(
 ) -> ModelCost:
     """A model's cost phase by phase, in training order, then the total, at the books'
     prices or a `scenario`'s."""
-    where = [*in_period(start, end), *rollup_filters({"cluster": cluster}, True)]
+    filters = rollup_filters({"cluster": cluster}, True)
+    where = [*in_period(start, end), *filters]
     connection = session.connection()
     by_phase: dict[str, Exact] = {}
     names: dict[str | None, str] = {}  # each phase as stored, and as shown
     used: set[tuple[str, int, int]] = set()
     figures_query = _figures_query(
-        session, model=model, where=where, default=default_micro_usd, scenario=scenario
+        session,
+        model=model,
+        start=start,
+        end=end,
+        where=filters,
+        default=default_micro_usd,
+        scenario=scenario,
     )
     for row in connection.execute(figures_query):
         name = names.setdefault(row.phase, _phase_name(row.phase, model))
@@ -81,7 +90,7 @@ def model_cost(
         else counted_by_phase(
             connection,
             owned=_owned(model),
-            where=where,
+            where=filters,
             start=start,
             end=end,
             shown=lambda phase: _phase_name(phase, model),
@@ -133,6 +142,8 @@ def _figures_query(
     session: Session,
     *,
     model: str,
+    start: datetime | None,
+    end: datetime | None,
     where: list[ColumnElement[bool]],
     default: int,
     scenario: "ScenarioPrices | None",
@@ -143,6 +154,8 @@ def _figures_query(
         idle = priced_usage(
             session,
             default_micro_usd=default,
+            start=start,
+            end=end,
             where=[*where, HourlyUsage.job_id.is_(None)],
             scenario=scenario,
         ).subquery("priced")
@@ -155,13 +168,23 @@ def _figures_query(
         # takes half as long again on a year of a model's usage.
         job_atoms = [HourlyUsage.job_id == Job.id, *where]
         priced: Any = priced_usage(
-            session, default_micro_usd=default, where=job_atoms, scenario=scenario
+            session,
+            default_micro_usd=default,
+            start=start,
+            end=end,
+            where=job_atoms,
+            scenario=scenario,
         ).lateral("priced")
         on: ColumnElement[bool] = true()
     else:  # SQLite has no lateral subqueries.
         owned_atoms = [HourlyUsage.job_id.in_(select(Job.id).where(_owned(model))), *where]
         priced = priced_usage(
-            session, default_micro_usd=default, where=owned_atoms, scenario=scenario
+            session,
+            default_micro_usd=default,
+            start=start,
+            end=end,
+            where=owned_atoms,
+            scenario=scenario,
         ).subquery("priced")
         on = priced.c.job_id == Job.id
     keys = [Job.phase, priced.c.gpu_model, *price_columns(priced)]
@@ -201,25 +224,29 @@ def _peaks_query(
 ) -> Select[Any]:
     """The GPU-time of the model's busiest hour, then of each phase's: summed per hour in all
     and per phase, one column a phase (a model has a handful), so that one grouping of the
-    atoms by hour answers them all. Grouped by hour and phase, they would need a second
-    grouping by hour, and a sort, for the model's busiest hour."""
-    atoms = HourlyUsage
+    hours by hour answers them all. Grouped by hour and phase, they would need a second
+    grouping by hour, and a sort, for the model's busiest hour. A model's hours are read
+    from the rollup's model level; idle capacity's from the hourly level."""
     if model == IDLE:  # idle capacity is one phase of its own
-        base = select().select_from(atoms).where(atoms.job_id.is_(None))
-        in_phase: list[Any] = [atoms.gpu_us for _ in phases]
+        atoms = HourlyUsage.__table__
+        base = select().select_from(atoms).where(atoms.c.job_id.is_(None))
+        in_phase: list[Any] = [atoms.c.gpu_us for _ in phases]
+        conditions = where
     else:
-        base = select().select_from(atoms).join(Job, Job.id == atoms.job_id).where(_owned(model))
+        atoms = MODEL_HOURS
+        named = labels_of(None if model == UNATTRIBUTED else model, None)[0]
+        base = select().select_from(atoms).where(atoms.c.model == named)
         in_phase = [
-            case((Job.phase.is_(None) if phase is None else Job.phase == phase, atoms.gpu_us))
-            for phase in phases
+            case((atoms.c.phase == labels_of(None, phase)[1], atoms.c.gpu_us)) for phase in phases
         ]
+        conditions = [over(condition, atoms) for condition in where]
     hourly = (
         base.add_columns(
-            exact_sum(atoms.gpu_us).label("model_us"),
+            exact_sum(atoms.c.gpu_us).label("model_us"),
             *(exact_sum(column).label(f"phase_us_{i}") for i, column in enumerate(in_phase)),
         )
-        .where(*where)
-        .group_by(atoms.hour)
+        .where(*conditions)
+        .group_by(atoms.c.hour)
         .subquery("hourly")
     )
     return select(*(func.max(column) for column in hourly.c))

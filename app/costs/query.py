@@ -8,14 +8,17 @@ leaves 64 bits long before a sum does (a job-hour on 2,048 GPUs at 2 USD is 1.5e
 micro-USD-microseconds), so no database ever holds one. Every grouping sums the same
 exact parts, so every total is the exact sum of its rows, and each is rounded once, shown.
 
-Queries run in two stages: atoms are summed per job, cluster, GPU model and price (and hour
-or day where asked) straight from the rollup table, then those few rows are joined to jobs
-and grouped by labels, still per price. Rate cards are few, so they are read first and
-turned into one CASE expression per price kind rather than joined to every atom.
+Queries run in two stages: atoms are summed per job, cluster, GPU model and price (and day
+or month where asked) straight from the rollup, then those few rows are joined to jobs and
+grouped by labels, still per price. Rate cards are few, so they are read first and turned
+into one CASE expression per price kind rather than joined to every atom. Stage one reads
+each part of the range from the coarsest level of the rollup that holds it at one price
+(app.totals): an atom's sums over a whole day or month, priced at that period's price, are
+the sums of its hours priced each at theirs.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +35,14 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    union_all,
 )
 from sqlalchemy.orm import Session
 
 from app.core.sums import exact_sum
 from app.models import Cluster, EnergyRate, HourlyUsage, Job, Rate
 from app.pricing.spans import in_force
+from app.totals.levels import DAY, MONTH, Level, Range, cover, on_level, within
 
 if TYPE_CHECKING:  # the scenario builds its prices over these, so it imports this module
     from app.scenarios.prices import ScenarioPrices
@@ -114,11 +119,13 @@ def price_cases(rows: Sequence[Any], match: Any) -> list[tuple[ColumnElement[boo
 
 @dataclass(frozen=True)
 class AtomPrices:
-    """Per-atom expressions: the rate in force, who set it (`SOURCES`), the energy price."""
+    """Per-atom expressions: the rate in force, who set it (`SOURCES`), the energy price;
+    and the instants from which any of them changes."""
 
     rate: ColumnElement[int]
     source: ColumnElement[int]
     energy_rate: ColumnElement[int]
+    changes: frozenset[datetime] = field(default_factory=frozenset)
 
     def labelled(self) -> list[ColumnElement[Any]]:
         """The three as stage-one columns named as `PRICES`."""
@@ -157,7 +164,8 @@ def atom_prices(
         else literal(DEFAULT, Integer)
     )
     energy_rate = case(*energy_cases) if energy_cases else literal(None, BigInteger)
-    books = AtomPrices(rate=rate, source=source, energy_rate=energy_rate)
+    changes = frozenset(row.effective_from for row in (*rates, *energy))
+    books = AtomPrices(rate=rate, source=source, energy_rate=energy_rate, changes=changes)
     return books if scenario is None else scenario.over(books)
 
 
@@ -165,24 +173,47 @@ def priced_usage(
     session: Session,
     *,
     default_micro_usd: int,
+    start: datetime | None,
+    end: datetime | None,
     where: Sequence[ColumnElement[bool]],
-    by: dict[str, ColumnElement[Any]] | None = None,
+    by: dict[str, str] | None = None,
     scenario: "ScenarioPrices | None" = None,
-) -> Select[Any]:
-    """Stage one: the atoms matching `where`, summed exactly per job, cluster, GPU model
-    and price (and per `by` keys), at the books' prices or a `scenario`'s; callers make it
-    a subquery, or a lateral one."""
+) -> Any:
+    """Stage one: the atoms from `start` to `end` matching `where` (both written over the
+    hourly level), summed exactly per job, cluster, GPU model and price, and per period
+    for each `by` name ("day" or "month"), at the books' prices or a `scenario`'s; callers
+    make it a subquery, or a lateral one."""
     prices = atom_prices(session, default_micro_usd=default_micro_usd, scenario=scenario)
+    periods = by or {}
+    coarsest = DAY if "day" in periods.values() else MONTH
+    parts = [
+        _level_sums(session, level, ranges, prices=prices, where=where, periods=periods)
+        for level, ranges in cover(start, end, changes=prices.changes, coarsest=coarsest).items()
+    ]
+    return parts[0] if len(parts) == 1 else union_all(*parts)
+
+
+def _level_sums(
+    session: Session,
+    level: Level,
+    ranges: list[Range],
+    *,
+    prices: AtomPrices,
+    where: Sequence[ColumnElement[bool]],
+    periods: dict[str, str],
+) -> Select[Any]:
+    """Stage one on one level, over its rows within `ranges`."""
+    table = level.table
     keys: list[Any] = [
-        HourlyUsage.job_id,
-        HourlyUsage.cluster_id,
-        HourlyUsage.gpu_model,
-        *(column.label(name) for name, column in (by or {}).items()),
-        *prices.labelled(),
+        table.c.job_id,
+        table.c.cluster_id,
+        table.c.gpu_model,
+        *(period(session, unit, level.start).label(name) for name, unit in periods.items()),
+        *(on_level(column, level) for column in prices.labelled()),
     ]
     return (
-        select(*keys, *(exact_sum(getattr(HourlyUsage, name)).label(name) for name in FIGURES))
-        .where(*where)
+        select(*keys, *(exact_sum(table.c[name]).label(name) for name in FIGURES))
+        .where(within(level, ranges), *(on_level(condition, level) for condition in where))
         .group_by(*(k.element if hasattr(k, "element") else k for k in keys))
     )
 

@@ -10,11 +10,9 @@ from app.core.units import usd_from_micro
 from app.costs.figures import Exact, grouped
 from app.costs.query import (
     LABELS,
-    in_period,
     joined,
     label,
     label_is,
-    period,
     price_columns,
     priced_usage,
     resum,
@@ -44,10 +42,6 @@ def _key_columns(group_by: list[str], priced: Subquery) -> dict[str, Any]:
         else:
             columns[key] = priced.c[key]
     return columns
-
-
-def _period_keys(session: Session, group_by: list[str]) -> dict[str, Any]:
-    return {key: period(session, key) for key in group_by if key in ("day", "month")}
 
 
 def rollup_filters(filters: dict[str, str | None], include_idle: bool) -> list[ColumnElement[bool]]:
@@ -89,8 +83,10 @@ def cost_groups(
     priced = priced_usage(
         session,
         default_micro_usd=default_micro_usd,
-        where=[*in_period(start, end), *rollup_filters(filters, include_idle)],
-        by=_period_keys(session, group_by),
+        start=start,
+        end=end,
+        where=rollup_filters(filters, include_idle),
+        by={key: key for key in group_by if key in ("day", "month")},
         scenario=scenario,
     ).subquery("priced")
     keys = _key_columns(group_by, priced)

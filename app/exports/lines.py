@@ -25,7 +25,6 @@ from app.costs.query import (
     in_period,
     joined,
     label,
-    period,
     price_columns,
     priced_usage,
 )
@@ -210,8 +209,10 @@ def _summed_atoms(
     priced = priced_usage(
         session,
         default_micro_usd=default_micro_usd,
-        where=in_period(start, end),
-        by={"charge": period(session, granularity)},
+        start=start,
+        end=end,
+        where=[],
+        by={"charge": granularity},
     ).subquery("priced")
     p = priced.c
     labels = [label(name, p.job_id) for name in ("model", "phase", "team", "user")]

@@ -13,7 +13,8 @@ from app.core.sums import exact_sum
 from app.core.unique import insert_unless_present
 from app.core.upsert import get_or_create_ids
 from app.jobs.schemas import JobRead, JobUpdate, JobUsage
-from app.models import Cluster, HourlyUsage, Job
+from app.models import Cluster, Job, MonthlyUsage
+from app.totals.store import labels_of, move_job_hours
 
 MICRO = Decimal(1_000_000)
 MILLI = Decimal(1_000)
@@ -56,6 +57,7 @@ def upsert_job(
         created = insert_unless_present(session, Job, row)
         job = session.execute(locked).scalar_one()
     given = changes.model_dump(exclude_unset=True)
+    labelled = labels_of(job.model, job.phase)
     old = {field: getattr(job, column) for field, column in _FIELDS.items() if field in given}
     for field, value in given.items():
         # Labels are kept in key order, so that equal labels are equal JSON text (exports
@@ -64,6 +66,14 @@ def upsert_job(
             job, _FIELDS[field], value if field != "labels" else dict(sorted((value or {}).items()))
         )
     new = {field: getattr(job, column) for field, column in _FIELDS.items() if field in given}
+    # Under the job's row lock, taken above: no report of the job is stored meanwhile.
+    move_job_hours(
+        session,
+        job_pk=job.id,
+        cluster_pk=cluster_id,
+        old=labelled,
+        new=labels_of(job.model, job.phase),
+    )
     if created or old != new:
         job.updated_at = now
         record(
@@ -109,11 +119,11 @@ def job_usage_between(
             Job.name,
             Job.first_seen,
             Job.last_seen,
-            exact_sum(HourlyUsage.gpu_us).label("gpu_us"),
-            exact_sum(HourlyUsage.busy_us).label("busy_us"),
+            exact_sum(MonthlyUsage.gpu_us).label("gpu_us"),
+            exact_sum(MonthlyUsage.busy_us).label("busy_us"),
         )
         .join(Cluster, Cluster.id == Job.cluster_id)
-        .join(HourlyUsage, HourlyUsage.job_id == Job.id)
+        .join(MonthlyUsage, MonthlyUsage.job_id == Job.id)
         .where(Cluster.name == cluster, Job.first_seen < end, Job.last_seen > start)
         .group_by(Job.id, Job.scheduler_job_id, Job.name, Job.first_seen, Job.last_seen)
     )
@@ -147,7 +157,7 @@ def _filtered(**filters: str | None) -> Select[Job]:
 
 
 def read_jobs(session: Session, query: Select[Job]) -> list[JobRead]:
-    """Jobs with their usage totals, summed from the hourly rollup."""
+    """Jobs with their usage totals, summed from the rollup's month level."""
     jobs = session.execute(query).scalars().all()
     if not jobs:
         return []
@@ -160,13 +170,13 @@ def read_jobs(session: Session, query: Select[Job]) -> list[JobRead]:
         row.job_id: row
         for row in session.execute(
             select(
-                HourlyUsage.job_id,
-                exact_sum(HourlyUsage.gpu_us).label("gpu_us"),
-                exact_sum(HourlyUsage.busy_us).label("busy_us"),
-                exact_sum(HourlyUsage.energy_mj).label("energy_mj"),
+                MonthlyUsage.job_id,
+                exact_sum(MonthlyUsage.gpu_us).label("gpu_us"),
+                exact_sum(MonthlyUsage.busy_us).label("busy_us"),
+                exact_sum(MonthlyUsage.energy_mj).label("energy_mj"),
             )
-            .where(HourlyUsage.job_id.in_([j.id for j in jobs]))
-            .group_by(HourlyUsage.job_id)
+            .where(MonthlyUsage.job_id.in_([j.id for j in jobs]))
+            .group_by(MonthlyUsage.job_id)
         )
     }
     result = []

@@ -18,7 +18,7 @@ from app.core.units import seconds, shown
 from app.costs.figures import Exact
 from app.costs.query import UNATTRIBUTED
 from app.costs.service import cost_groups
-from app.models import Cluster, Gpu, HourlyUsage, Job, Node
+from app.models import Cluster, Gpu, Job, MonthlyUsage, Node
 
 LABEL_NAMES = ("cluster", "model", "phase", "team", "gpu_model")
 
@@ -88,19 +88,20 @@ def month_start(moment: datetime) -> datetime:
 
 
 def _metered(session: Session) -> dict[tuple[str, str], Metered]:
-    """Integer sums per cluster and GPU model: they only grow, whatever is restated."""
-    idle_us = case((HourlyUsage.job_id.is_(None), HourlyUsage.gpu_us), else_=0)
+    """Integer sums per cluster and GPU model, from the rollup's month level: they only
+    grow, whatever is restated."""
+    idle_us = case((MonthlyUsage.job_id.is_(None), MonthlyUsage.gpu_us), else_=0)
     query = (
         select(
             Cluster.name,
-            HourlyUsage.gpu_model,
-            exact_sum(HourlyUsage.gpu_us),
+            MonthlyUsage.gpu_model,
+            exact_sum(MonthlyUsage.gpu_us),
             exact_sum(idle_us),
-            exact_sum(HourlyUsage.busy_us),
-            exact_sum(HourlyUsage.energy_mj),
+            exact_sum(MonthlyUsage.busy_us),
+            exact_sum(MonthlyUsage.energy_mj),
         )
-        .join(Cluster, Cluster.id == HourlyUsage.cluster_id)
-        .group_by(Cluster.name, HourlyUsage.gpu_model)
+        .join(Cluster, Cluster.id == MonthlyUsage.cluster_id)
+        .group_by(Cluster.name, MonthlyUsage.gpu_model)
     )
     return {
         (cluster, gpu_model): Metered(*(int(value) for value in sums))

@@ -9,7 +9,15 @@ from app.models.periods import Period, PeriodLine
 from app.models.pricing import EnergyRate, Rate
 from app.models.retention import PruneMark
 from app.models.scenarios import Scenario, ScenarioPrice
-from app.models.usage import GPU_OCCUPANCY, HourlyUsage, Report, Usage
+from app.models.usage import (
+    GPU_OCCUPANCY,
+    DailyUsage,
+    HourlyUsage,
+    ModelHourlyUsage,
+    MonthlyUsage,
+    Report,
+    Usage,
+)
 
 __all__ = [
     "GPU_OCCUPANCY",
@@ -19,11 +27,14 @@ __all__ = [
     "Base",
     "Budget",
     "Cluster",
+    "DailyUsage",
     "EnergyRate",
     "Gpu",
     "GpuPlacement",
     "HourlyUsage",
     "Job",
+    "ModelHourlyUsage",
+    "MonthlyUsage",
     "Node",
     "Period",
     "PeriodLine",

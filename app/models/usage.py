@@ -5,6 +5,7 @@ on every backend; the API turns them back into seconds and joules as decimals.
 """
 
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
@@ -70,41 +71,100 @@ GPU_OCCUPANCY = Table(
 )
 
 
-class HourlyUsage(Base):
-    """Usage per job (or idle capacity, job_id null), GPU model and UTC hour."""
-
-    __tablename__ = "usage_hourly"
+class _Sums:
+    """What each level of the rollup holds: a job's (or idle capacity's, job_id null) sums
+    on one cluster and GPU model over one UTC period, whose start each level names."""
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
     gpu_model: Mapped[str] = mapped_column(String(128))
-    hour: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     gpu_us: Mapped[int] = mapped_column(BigInteger)
     busy_us: Mapped[int] = mapped_column(BigInteger)
     energy_mj: Mapped[int] = mapped_column(BigInteger)
 
 
-# NULLs never collide in a unique index, so job rows and idle rows each get their own.
+class HourlyUsage(_Sums, Base):
+    """Usage per job (or idle capacity), GPU model and UTC hour: what ingest adds to."""
+
+    __tablename__ = "usage_hourly"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class DailyUsage(_Sums, Base):
+    """The hourly rollup summed per UTC day (app.totals)."""
+
+    __tablename__ = "usage_daily"
+
+    day: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class MonthlyUsage(_Sums, Base):
+    """The hourly rollup summed per UTC month (app.totals)."""
+
+    __tablename__ = "usage_monthly"
+
+    month: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class ModelHourlyUsage(Base):
+    """GPU-time per model and phase, as the jobs are labelled ('' for none), cluster and UTC
+    hour: what a model's busiest hour is read from (app.totals)."""
+
+    __tablename__ = "usage_model_hourly"
+    __table_args__ = (
+        Index(
+            "uq_usage_model_hourly_model_phase_cluster_id_hour",
+            "model",
+            "phase",
+            "cluster_id",
+            "hour",
+            unique=True,
+            postgresql_include=["gpu_us"],
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"))
+    model: Mapped[str] = mapped_column(String(128))
+    phase: Mapped[str] = mapped_column(String(64))
+    hour: Mapped[datetime] = mapped_column(UTCDateTime)
+    gpu_us: Mapped[int] = mapped_column(BigInteger)
+
+
+# NULLs never collide in a unique index, so job rows and idle rows each get their own, on
+# every level.
 JOB_HOUR_WHERE = HourlyUsage.job_id.is_not(None)
 IDLE_HOUR_WHERE = HourlyUsage.job_id.is_(None)
-Index(
-    "uq_usage_hourly_job_hour",
-    HourlyUsage.job_id,
-    HourlyUsage.gpu_model,
-    HourlyUsage.hour,
-    unique=True,
-    # Covering on PostgreSQL: a model's or team's cost reads only this index.
-    postgresql_include=["cluster_id", "gpu_us", "busy_us", "energy_mj"],
-    postgresql_where=JOB_HOUR_WHERE,
-    sqlite_where=JOB_HOUR_WHERE,
-)
-Index(
-    "uq_usage_hourly_idle_hour",
-    HourlyUsage.cluster_id,
-    HourlyUsage.gpu_model,
-    HourlyUsage.hour,
-    unique=True,
-    postgresql_where=IDLE_HOUR_WHERE,
-    sqlite_where=IDLE_HOUR_WHERE,
-)
+
+
+def _unique_keys(level: type[HourlyUsage | DailyUsage | MonthlyUsage], unit: str) -> None:
+    table = cast(Table, level.__table__)
+    start = table.c[unit]
+    job, idle = table.c.job_id.is_not(None), table.c.job_id.is_(None)
+    Index(
+        f"uq_{table.name}_job_{unit}",
+        table.c.job_id,
+        table.c.gpu_model,
+        start,
+        unique=True,
+        # Covering on PostgreSQL: a model's or team's cost reads only this index.
+        postgresql_include=["cluster_id", "gpu_us", "busy_us", "energy_mj"],
+        postgresql_where=job,
+        sqlite_where=job,
+    )
+    Index(
+        f"uq_{table.name}_idle_{unit}",
+        table.c.cluster_id,
+        table.c.gpu_model,
+        start,
+        unique=True,
+        postgresql_where=idle,
+        sqlite_where=idle,
+    )
+
+
+_unique_keys(HourlyUsage, "hour")
+_unique_keys(DailyUsage, "day")
+_unique_keys(MonthlyUsage, "month")

@@ -6,12 +6,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, case, or_, update
+from sqlalchemy import Row, Table, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.upsert import KnownIds, find_rows, get_or_create, insert_many
 from app.models import Cluster, Gpu, GpuPlacement, Job, Node
 from app.reports.schemas import ReportIn
+from app.totals.store import Labels, labels_of
 
 # One placement per GPU: its node, its index there, its model.
 Placement = tuple[int, int, str]
@@ -195,13 +196,26 @@ def job_ids(
     return {(key[0], key[1]): pk for key, pk in found.items()}
 
 
-def widen_spans(session: Session, spans: Mapping[int, tuple[datetime, datetime]]) -> None:
-    """Widen each job's first and last seen instants (by job id) to take in the batch."""
+def widen_spans(
+    session: Session, spans: Mapping[int, tuple[datetime, datetime]]
+) -> dict[int, Labels]:
+    """Widen each job's first and last seen instants (by job id) to take in the batch; each
+    job's labels on the model level (app.totals), read under its row lock."""
     if not spans:
-        return
+        return {}
     # Row locks are taken in id order, before any rollup row, so that two batches of one
-    # job wait for each other instead of deadlocking. The rows are hot (every report of a
-    # job moves its last instant): the caller takes these locks last, just before commit.
+    # job wait for each other instead of deadlocking, all in one statement. The rows are hot
+    # (every report of a job moves its last instant): the caller takes these locks last,
+    # just before commit. A relabelling (app.jobs) holds the same lock while it moves the
+    # job's hours, so the labels read here stay the job's until this batch commits.
+    table = cast(Table, Job.__table__)
+    locked = session.execute(
+        select(table.c.id, table.c.model, table.c.phase)
+        .where(table.c.id.in_(sorted(spans)))
+        .order_by(table.c.id)
+        .with_for_update(key_share=True)
+    )
+    labels = {pk: labels_of(model, phase) for pk, model, phase in locked}
     session.connection().execute(
         _WIDEN_SPANS,
         [
@@ -209,6 +223,7 @@ def widen_spans(session: Session, spans: Mapping[int, tuple[datetime, datetime]]
             for pk, (first_at, last_at) in sorted(spans.items())
         ],
     )
+    return labels
 
 
 def placements_of(report: ReportIn, node_pk: int) -> dict[str, Placement]:

@@ -16,8 +16,8 @@ from app.core.upsert import KnownIds, find_rows, insert_many, insert_rows
 from app.models import PruneMark, Report, Usage
 from app.reports import identities, occupancy
 from app.reports.entries import payload_digest
-from app.reports.rollup import HourlyTotals
 from app.reports.schemas import ReportIn
+from app.totals.store import Totals
 
 USAGE_COLUMNS = (
     "report_id",
@@ -258,7 +258,7 @@ def _store_usage(
     jobs = identities.job_ids(session, known, spans=spans, now=received_at)
 
     rows: list[tuple[Any, ...]] = []
-    totals = HourlyTotals()
+    totals = Totals()
     for p, report_pk in new:
         start = p.report.start
         attributed = [
@@ -283,5 +283,5 @@ def _store_usage(
     insert_rows(session, USAGE, USAGE_COLUMNS, rows)
     # Last, the rows other transactions update too (a job's span, its hourly sums): their
     # locks are held from here to the commit only.
-    identities.widen_spans(session, {jobs[key]: span for key, span in spans.items()})
-    totals.store(session)
+    labels = identities.widen_spans(session, {jobs[key]: span for key, span in spans.items()})
+    totals.store(session, labels)

@@ -67,4 +67,5 @@ class ScenarioPrices:
             ),
             else_=books.energy_rate,
         )
-        return AtomPrices(rate=rate, source=source, energy_rate=energy)
+        changes = books.changes | {p.effective_from for p in self.prices}
+        return AtomPrices(rate=rate, source=source, energy_rate=energy, changes=changes)

@@ -1,26 +1,29 @@
-"""The hourly rollup, kept in the ingest transaction: a batch's usage summed per job (or idle
-capacity), GPU model and UTC hour, then added to the stored sums in one upsert."""
+"""The rollup kept in the ingest transaction: a batch's usage summed per job (or idle
+capacity), GPU model and UTC hour, then added to the stored sums of each level, one upsert
+for each level's job rows and one for its idle rows, and one for the model level; and a
+job's hours moved on the model level when its model or phase changes."""
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.upsert import insert_many
-from app.models import HourlyUsage
-from app.models.usage import IDLE_HOUR_WHERE, JOB_HOUR_WHERE
+from app.core.sums import exact_sum
+from app.core.upsert import chunks, insert_many
 from app.reports.entries import Entry
 from app.reports.hours import hour_slices, split_amounts
+from app.totals.levels import FINEST_FIRST, HOUR, MODEL_HOURS, Level
 
-ROLLUP = cast(Table, HourlyUsage.__table__)
-# (cluster id, job id or 0 for idle capacity, GPU model, hour)
+# (cluster id, job id or 0 for idle capacity, GPU model, period start)
 Key = tuple[int, int, str, datetime]
+# A job's (model, phase) on the model level, '' for none.
+Labels = tuple[str, str]
 
 
-class HourlyTotals:
+class Totals:
     """Sums of GPU-µs, busy-µs and mJ per rollup key, split across hours exactly."""
 
     def __init__(self) -> None:
@@ -48,46 +51,109 @@ class HourlyTotals:
                 acc[1] += shares[1]
                 acc[2] += shares[2]
 
-    def store(self, session: Session) -> None:
-        """Add the sums into the rollup, job rows first, each part in key order so that
-        concurrent batches lock the rows they share in the same order."""
-        job_rows: list[dict[str, Any]] = []
-        idle_rows: list[dict[str, Any]] = []
-        for (cluster_pk, job_pk, model, hour), acc in sorted(
-            self._sums.items(), key=lambda item: (item[0][1], item[0][2], item[0][3], item[0][0])
-        ):
-            row = {
-                "cluster_id": cluster_pk,
-                "job_id": job_pk or None,
-                "gpu_model": model,
-                "hour": hour,
-                "gpu_us": acc[0],
-                "busy_us": acc[1],
-                "energy_mj": acc[2],
-            }
-            (job_rows if job_pk else idle_rows).append(row)
-        if job_rows:
-            insert_many(session, ROLLUP, job_rows, _add_to_job_hours)
-        if idle_rows:
-            insert_many(session, ROLLUP, idle_rows, _add_to_idle_hours)
+    def store(self, session: Session, labels: Mapping[int, Labels]) -> None:
+        """Add the sums into each level, finest first, and in each level job rows first,
+        in key order: concurrent batches lock the rows they share in the same order. Each
+        job's GPU-time goes to the model level under `labels`, its (model, phase) now."""
+        for level in FINEST_FIRST:
+            sums: dict[Key, list[int]] = defaultdict(lambda: [0, 0, 0])
+            for (cluster_pk, job_pk, model, hour), acc in self._sums.items():
+                into = sums[(cluster_pk, job_pk, model, level.start_of(hour))]
+                for i, amount in enumerate(acc):
+                    into[i] += amount
+            _add(session, level, sums)
+        by_label: dict[tuple[str, str, int, datetime], int] = defaultdict(int)
+        for (cluster_pk, job_pk, _, hour), acc in self._sums.items():
+            if job_pk:
+                by_label[(*labels[job_pk], cluster_pk, hour)] += acc[0]
+        _add_by_label(session, by_label)
 
 
-def _add_to_job_hours(stmt: Any) -> Any:
-    return _adding(stmt, keys=["job_id", "gpu_model", "hour"], where=JOB_HOUR_WHERE)
+def labels_of(model: str | None, phase: str | None) -> Labels:
+    """A job's key on the model level: its model and phase, '' for none."""
+    return (model or "", phase or "")
 
 
-def _add_to_idle_hours(stmt: Any) -> Any:
-    return _adding(stmt, keys=["cluster_id", "gpu_model", "hour"], where=IDLE_HOUR_WHERE)
+def move_job_hours(
+    session: Session, *, job_pk: int, cluster_pk: int, old: Labels, new: Labels
+) -> None:
+    """Move a job's GPU-time on the model level from its old labels to its new ones, hour by
+    hour; the caller holds the job's row lock, which ingest takes before adding to it."""
+    if old == new:
+        return
+    hourly = HOUR.table
+    hours = session.execute(
+        select(hourly.c.hour, exact_sum(hourly.c.gpu_us))
+        .where(hourly.c.job_id == job_pk)
+        .group_by(hourly.c.hour)
+    ).all()
+    moved: dict[tuple[str, str, int, datetime], int] = {}
+    for hour, gpu_us in hours:
+        moved[(*old, cluster_pk, hour)] = -int(gpu_us)
+        moved[(*new, cluster_pk, hour)] = int(gpu_us)
+    _add_by_label(session, moved)
 
 
-def _adding(stmt: Any, *, keys: list[str], where: Any) -> Any:
-    table = ROLLUP
+def _add_by_label(session: Session, sums: Mapping[tuple[str, str, int, datetime], int]) -> None:
+    rows = [
+        {"model": model, "phase": phase, "cluster_id": cluster_pk, "hour": hour, "gpu_us": gpu_us}
+        for (model, phase, cluster_pk, hour), gpu_us in sorted(sums.items())
+    ]
+    for part in chunks(rows):
+        insert_many(session, MODEL_HOURS, part, _add_gpu_time)
+
+
+def _add_gpu_time(stmt: Any) -> Any:
     return stmt.on_conflict_do_update(
-        index_elements=keys,
-        index_where=where,
-        set_={
-            "gpu_us": table.c.gpu_us + stmt.excluded.gpu_us,
-            "busy_us": table.c.busy_us + stmt.excluded.busy_us,
-            "energy_mj": table.c.energy_mj + stmt.excluded.energy_mj,
-        },
+        index_elements=["model", "phase", "cluster_id", "hour"],
+        set_={"gpu_us": MODEL_HOURS.c.gpu_us + stmt.excluded.gpu_us},
     )
+
+
+def _add(session: Session, level: Level, sums: dict[Key, list[int]]) -> None:
+    job_rows: list[dict[str, Any]] = []
+    idle_rows: list[dict[str, Any]] = []
+    for (cluster_pk, job_pk, model, start), acc in sorted(
+        sums.items(), key=lambda item: (item[0][1], item[0][2], item[0][3], item[0][0])
+    ):
+        row = {
+            "cluster_id": cluster_pk,
+            "job_id": job_pk or None,
+            "gpu_model": model,
+            level.unit: start,
+            "gpu_us": acc[0],
+            "busy_us": acc[1],
+            "energy_mj": acc[2],
+        }
+        (job_rows if job_pk else idle_rows).append(row)
+    job_sums, idle_sums = _ADDING[level.unit]
+    if job_rows:
+        insert_many(session, level.table, job_rows, job_sums)
+    if idle_rows:
+        insert_many(session, level.table, idle_rows, idle_sums)
+
+
+def _adding(level: Level, *, idle: bool) -> Callable[[Any], Any]:
+    """The upsert's clause adding to a level's stored job (or idle) rows: built once per
+    level, as `insert_many` caches statements by it."""
+    table = level.table
+    keys = ["cluster_id" if idle else "job_id", "gpu_model", level.unit]
+    where = table.c.job_id.is_(None) if idle else table.c.job_id.is_not(None)
+
+    def add_on_conflict(stmt: Any) -> Any:
+        return stmt.on_conflict_do_update(
+            index_elements=keys,
+            index_where=where,
+            set_={
+                "gpu_us": table.c.gpu_us + stmt.excluded.gpu_us,
+                "busy_us": table.c.busy_us + stmt.excluded.busy_us,
+                "energy_mj": table.c.energy_mj + stmt.excluded.energy_mj,
+            },
+        )
+
+    return add_on_conflict
+
+
+_ADDING = {
+    level.unit: (_adding(level, idle=False), _adding(level, idle=True)) for level in FINEST_FIRST
+}

@@ -1,8 +1,10 @@
 """A year of hourly usage for a 2,048-GPU fleet, written straight into a fresh database.
 
-Read benchmarks need realistic volume, not realistic ingest: rows go in with PostgreSQL
-COPY after the schema is migrated. 2,048 H800s are 64 slots of 32 GPUs; each slot runs
-its jobs back to back through the year (5,000 jobs in all), and one GPU in twenty is idle.
+Read benchmarks need realistic volume, not realistic ingest: hours go in with PostgreSQL
+COPY after the schema is migrated, and the rollup's other levels (day, month, model) are then
+summed from them as `gpucost db check-totals --repair` would. 2,048 H800s are 64 slots of
+32 GPUs; each slot runs its jobs back to back through the year (5,000 jobs in all), and one
+GPU in twenty is idle.
 """
 
 import random
@@ -13,7 +15,8 @@ import psycopg
 
 from app.core import migrate
 from app.core.config import Settings
-from app.core.db import create_db_engine
+from app.core.db import create_db_engine, create_session_factory
+from app.totals.check import rebuild_totals
 from tests.support import drop_all_postgres, ensure_postgres_database, libpq
 
 YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -35,7 +38,8 @@ class Dataset:
 
 
 def load_year(url: str, *, jobs: int = 5000, slot_gpus: int = SLOT_GPUS, seed: int = 7) -> Dataset:
-    """Recreate the database at `url` and fill it; returns what was written.
+    """Recreate the database at `url` and fill it (hours, then the other levels from them);
+    returns what was written.
 
     Smaller slots mean more jobs running at once, and so more hourly rows.
     """
@@ -127,8 +131,20 @@ def load_year(url: str, *, jobs: int = 5000, slot_gpus: int = SLOT_GPUS, seed: i
             " ('NVIDIA H800', NULL, %s, 1800000, %s, 'bench')",
             (YEAR_START, created, YEAR_START + timedelta(days=182), created),
         )
+    fill_levels(url)
     # Steady state, as autovacuum keeps a live database: statistics and visibility map.
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
     busiest = max(model_hours, key=lambda m: model_hours[m])
     return Dataset(url=url, jobs=len(schedule), rollup_rows=rows, busiest_model=busiest)
+
+
+def fill_levels(url: str) -> None:
+    """The rollup's other levels summed from the hours in one transaction, as
+    `gpucost db check-totals --repair` does."""
+    engine = create_db_engine(Settings(database_url=url))
+    try:
+        with create_session_factory(engine).begin() as session:
+            rebuild_totals(session)
+    finally:
+        engine.dispose()
