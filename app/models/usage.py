@@ -133,13 +133,8 @@ class ModelHourlyUsage(Base):
     gpu_us: Mapped[int] = mapped_column(BigInteger)
 
 
-# NULLs never collide in a unique index, so job rows and idle rows each get their own, on
-# every level.
-JOB_HOUR_WHERE = HourlyUsage.job_id.is_not(None)
-IDLE_HOUR_WHERE = HourlyUsage.job_id.is_(None)
-
-
 def _unique_keys(level: type[HourlyUsage | DailyUsage | MonthlyUsage], unit: str) -> None:
+    # NULLs never collide in a unique index, so job rows and idle rows each get their own.
     table = cast(Table, level.__table__)
     start = table.c[unit]
     job, idle = table.c.job_id.is_not(None), table.c.job_id.is_(None)
