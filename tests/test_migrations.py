@@ -37,6 +37,7 @@ TABLES = {
     "scenarios",
     "usage",
     "usage_daily",
+    "usage_gpu_hourly",
     "usage_hourly",
     "usage_model_hourly",
     "usage_monthly",

@@ -8,9 +8,9 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.models import AuditEntry, Report, Usage
+from app.models import GPU_HOURS, AuditEntry, Gpu, HourlyUsage, Job, Report, Usage
 from app.retention.service import prune_raw
-from tests.support import SettableClock, entry, report
+from tests.support import SettableClock, entry, gpu_uuid, report
 
 Auth = dict[str, dict[str, str]]
 JANUARY = report(
@@ -73,5 +73,131 @@ def test_cli_prune_is_one_line_and_keeps_totals(
 
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("pruned raw usage before ")
-    assert result.stdout.endswith(" and 2 reports deleted\n")  # rows go with partitions on PG
+    assert result.stdout.endswith(", 2 reports deleted\n")
     assert totals(client, auth) == before
+
+
+def folded(db: Session) -> dict[tuple[str, str | None, datetime], tuple[int, int, int]]:
+    """The GPU-hour records as (GPU uuid, scheduler job id or None, hour) -> sums."""
+    rows = db.execute(
+        select(
+            Gpu.uuid,
+            Job.scheduler_job_id,
+            GPU_HOURS.c.hour,
+            GPU_HOURS.c.gpu_us,
+            GPU_HOURS.c.busy_us,
+            GPU_HOURS.c.energy_mj,
+        )
+        .join(Gpu, Gpu.id == GPU_HOURS.c.gpu_id)
+        .outerjoin(Job, Job.id == GPU_HOURS.c.job_id)
+    ).all()
+    db.rollback()  # the read's transaction ends: the next prune begins its own
+    return {(uuid, job, hour): (gpu, busy, energy) for uuid, job, hour, gpu, busy, energy in rows}
+
+
+def hour(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def prune_at(db: Session, now: datetime, days: int) -> None:
+    with db.begin():
+        prune_raw(db, now=now, retention_days=days, actor="test")
+
+
+def test_prune_folds_raw_usage_into_exact_gpu_hours(
+    client: TestClient, auth: Auth, db: Session, clock: SettableClock
+) -> None:
+    clock.moment = datetime(2025, 6, 1, tzinfo=UTC)
+    bodies = [
+        # 90 s across 11:00 on GPU 0: 60 s in hour 10, 30 in hour 11, split as the rollup
+        # splits it (floored cumulative shares); GPU 1 idle in the same report.
+        report(
+            1,
+            start="2025-03-10T10:59:00Z",
+            end="2025-03-10T11:00:30Z",
+            gpus=[
+                entry(0, gpu_seconds=90, util_pct=50, energy_j=1000),
+                entry(1, job_id=None, gpu_seconds=90, util_pct=0, energy_j=7),
+            ],
+        ),
+        # The same GPU and job a minute later, in hour 11: added to the same record.
+        report(
+            2,
+            start="2025-03-10T11:00:30Z",
+            end="2025-03-10T11:01:30Z",
+            gpus=[entry(0, gpu_seconds=60, util_pct=100, energy_j=30)],
+        ),
+        # Another job on GPU 0 later that hour: a record of its own.
+        report(
+            3,
+            start="2025-03-10T11:10:00Z",
+            end="2025-03-10T11:11:00Z",
+            gpus=[entry(0, job_id="777", gpu_seconds=60, util_pct=25, energy_j=5)],
+        ),
+    ]
+    for body in bodies:
+        assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
+    before = totals(client, auth)
+
+    prune_at(db, clock.moment, 30)
+
+    gpu0, gpu1 = gpu_uuid(0), gpu_uuid(1)
+    assert folded(db) == {
+        (gpu0, "91234", hour("2025-03-10T10:00")): (60_000_000, 30_000_000, 666_666),
+        (gpu0, "91234", hour("2025-03-10T11:00")): (
+            30_000_000 + 60_000_000,
+            15_000_000 + 60_000_000,
+            333_334 + 30_000,
+        ),
+        (gpu0, "777", hour("2025-03-10T11:00")): (60_000_000, 15_000_000, 5_000),
+        (gpu1, None, hour("2025-03-10T10:00")): (60_000_000, 0, 4_666),
+        (gpu1, None, hour("2025-03-10T11:00")): (30_000_000, 0, 2_334),
+    }
+    assert db.execute(select(func.count()).select_from(Usage)).scalar_one() == 0
+    assert db.execute(select(func.count()).select_from(Report)).scalar_one() == 0
+    assert totals(client, auth) == before
+    # A job's records sum, hour by hour, to what the rollup holds for it.
+    rollup = dict(
+        db.execute(
+            select(HourlyUsage.hour, HourlyUsage.gpu_us)
+            .join(Job, Job.id == HourlyUsage.job_id)
+            .where(Job.scheduler_job_id == "91234")
+        ).all()
+    )
+    assert rollup == {
+        moment: sums[0] for (_, job, moment), sums in folded(db).items() if job == "91234"
+    }
+
+
+def test_a_report_folded_across_two_prunes_is_added_to_not_written_twice(
+    client: TestClient, auth: Auth, db: Session, clock: SettableClock
+) -> None:
+    clock.moment = datetime(2025, 6, 1, tzinfo=UTC)
+    # 10:30-11:30, then 11:30-12:00: the first prune (cutoff 11:00) folds the first report,
+    # half of it into hour 11; the second adds the other report to that record.
+    for seq, (start, end, seconds) in enumerate(
+        [("10:30", "11:30", 3600), ("11:30", "12:00", 1800)], start=1
+    ):
+        body = report(
+            seq,
+            start=f"2025-03-10T{start}:00Z",
+            end=f"2025-03-10T{end}:00Z",
+            gpus=[entry(0, gpu_seconds=seconds, util_pct=100, energy_j=seconds)],
+        )
+        assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
+
+    prune_at(db, datetime(2025, 3, 10, 11, tzinfo=UTC), 0)
+    first = folded(db)
+    prune_at(db, datetime(2025, 3, 10, 13, tzinfo=UTC), 0)
+    prune_at(db, datetime(2025, 3, 10, 14, tzinfo=UTC), 0)  # nothing left: nothing changes
+
+    gpu0 = gpu_uuid(0)
+    at10, at11 = hour("2025-03-10T10:00"), hour("2025-03-10T11:00")
+    assert first == {
+        (gpu0, "91234", at10): (1_800_000_000,) * 2 + (1_800_000,),
+        (gpu0, "91234", at11): (1_800_000_000,) * 2 + (1_800_000,),
+    }
+    assert folded(db) == {
+        (gpu0, "91234", at10): (1_800_000_000,) * 2 + (1_800_000,),
+        (gpu0, "91234", at11): (3_600_000_000,) * 2 + (3_600_000,),
+    }

@@ -24,6 +24,7 @@ from app.cli.common import (
 )
 from app.core import migrate
 from app.core.clock import utc_now
+from app.core.db import create_session_factory
 from app.core.logging import log_config
 from app.retention.service import prune_raw
 from app.tokens import service as tokens
@@ -133,10 +134,11 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target, or 'base'
 )
 def db_prune(
     older_than_days: Annotated[
-        int | None, typer.Option(min=1, help="Default: GPUCOST_RAW_RETENTION_DAYS (400).")
+        int | None, typer.Option(min=1, help="Default: GPUCOST_RAW_RETENTION_DAYS (62).")
     ] = None,
 ) -> None:
-    """Delete raw usage and reports older than the retention; totals do not change."""
+    """Fold raw usage older than the retention into per-GPU-hour records, then delete it
+    and its reports; totals do not change."""
     days = older_than_days or load_settings().raw_retention_days
     pruned = in_transaction(
         lambda s: prune_raw(s, now=utc_now(), retention_days=days, actor=CLI_ACTOR),
@@ -144,8 +146,9 @@ def db_prune(
     )
     typer.echo(
         f"pruned raw usage before {pruned.cutoff.isoformat()}: "
-        f"{len(pruned.partitions_dropped)} monthly partitions dropped, "
-        f"{pruned.usage_rows_deleted} rows and {pruned.reports_deleted} reports deleted"
+        f"{pruned.usage_rows_deleted} rows folded into {pruned.gpu_hours_folded} GPU-hour "
+        f"records, {len(pruned.partitions_dropped)} monthly partitions dropped, "
+        f"{pruned.reports_deleted} reports deleted"
     )
 
 
@@ -160,7 +163,13 @@ def db_check_totals(
 ) -> None:
     """Check that the rollup's day, month and model levels hold exactly the sums of their
     hours; exit 1, listing each difference, when they do not (and --repair was not given)."""
-    checked = in_transaction(check_totals)
+    # One snapshot, read-only: ingest goes on meanwhile, neither seen half-way by the
+    # check's queries nor held off by them (SQLite's write lock).
+    with (
+        database(load_settings()) as engine,
+        create_session_factory(engine, snapshot=True).begin() as session,
+    ):
+        checked = check_totals(session)
     for d in checked.disagreements:
         typer.echo(
             f"{d.level} {d.key}: stored {d.stored or 'nothing'}, its hours {d.hours or 'nothing'}"

@@ -44,9 +44,9 @@ class Settings(BaseSettings):
 
     default_rate_usd: Decimal = Field(default=Decimal("2.00"), ge=0)
 
-    # Raw per-report usage older than this is pruned by `gpucost db prune` (the hourly
-    # rollup, which every figure comes from, is kept).
-    raw_retention_days: int = Field(default=400, ge=1)
+    # Raw per-report usage older than this is folded into per-GPU-hour records and deleted
+    # by `gpucost db prune` (the rollup, which every figure comes from, is kept).
+    raw_retention_days: int = Field(default=62, ge=1)
 
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

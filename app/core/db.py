@@ -5,6 +5,8 @@ share, and a side one of `SIDE_CONNECTIONS`, for what must never wait behind req
 lookups in `auth.Authenticate`, the readiness probe). Sessions come from two factories on the
 main engine: read-only ones for every GET and for exports (they never take SQLite's write
 lock), and read-write ones for everything else; `SessionDep` picks by the request's method.
+A read-only factory can also read one snapshot throughout (`snapshot`), for a check that
+compares what several queries read (`gpucost db check-totals`).
 """
 
 import sqlite3
@@ -13,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from psycopg.types.array import ListBinaryDumper
-from sqlalchemy import Engine, Table, create_engine, event, text
+from sqlalchemy import CheckConstraint, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -91,9 +93,19 @@ def _configure_postgres(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
-def create_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
-    """Sessions on the engine; `read_only` ones never take SQLite's write lock."""
-    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
+def create_session_factory(
+    engine: Engine, *, read_only: bool = False, snapshot: bool = False
+) -> sessionmaker[Session]:
+    """Sessions on the engine; `read_only` ones never take SQLite's write lock. `snapshot`
+    ones, read-only too, see the database as it was at their transaction's first statement,
+    whatever commits meanwhile: PostgreSQL's REPEATABLE READ, READ ONLY (under its default,
+    READ COMMITTED, each statement sees another snapshot); SQLite's deferred transactions
+    read one snapshot already (WAL)."""
+    bind = engine
+    if read_only or snapshot:
+        bind = bind.execution_options(**{READ_ONLY: True})
+    if snapshot and engine.dialect.name == "postgresql":
+        bind = bind.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
     return sessionmaker(bind, expire_on_commit=False)
 
 
@@ -154,6 +166,31 @@ def refers_to_nothing(exc: IntegrityError) -> bool:
     if getattr(exc.orig, "sqlstate", None) == "23503":
         return True
     return getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+
+
+# The name every `integers_only` constraint ends with, which `past_64_bits` looks for.
+_INTEGER = "_integer"
+
+
+def integers_only(*columns: str) -> list[CheckConstraint]:
+    """CHECK constraints, on SQLite only, that each of `columns` holds an integer. Integer
+    arithmetic past 64 bits gives SQLite a real, stored as one in an integer column: a sum
+    no longer exact, which these refuse (`past_64_bits`). On PostgreSQL a BIGINT past 64
+    bits raises a DataError itself."""
+    return [
+        CheckConstraint(f"typeof({name}) = 'integer'", name=f"{name}{_INTEGER}").ddl_if(
+            dialect="sqlite"
+        )
+        for name in columns
+    ]
+
+
+def past_64_bits(exc: IntegrityError) -> bool:
+    """A value refused by an `integers_only` constraint: a sum past what 64 bits hold."""
+    if getattr(exc.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_CONSTRAINT_CHECK:
+        return False
+    # SQLite names the constraint that failed: "CHECK constraint failed: ck_..._integer".
+    return str(exc.orig).endswith(_INTEGER)
 
 
 def commit_with_retry(session: Session, work: Callable[[], T], *, attempts: int = 3) -> T:

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -103,6 +103,15 @@ class InvalidInput(AppError):
         }
 
 
+class OutOfRange(InvalidInput):
+    """A value, or a stored sum it would add to, past what the database can store (64-bit
+    integers): refused by the database (`_data_error`) or before it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__("body", "value out of range")
+        self.message = "body: a value is out of the range the database can store"
+
+
 class DatabaseUnavailable(AppError):
     """The database cannot serve the request now; the client should retry."""
 
@@ -169,12 +178,19 @@ async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
     # A value the database refuses that validation let through: the client's input, not a
     # fault of the service. Validation should name the field; this keeps it off the 500s.
     log.warning("database refused a value: %s", type(getattr(exc, "orig", exc)).__name__)
-    body = {
-        "error": "ValidationError",
-        "detail": "body: a value is out of the range the database can store",
-        "errors": [{"field": "body", "reason": "value out of range"}],
-    }
-    return JSONResponse(body, status_code=422)
+    return error_response(OutOfRange())
+
+
+async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    # SQLite's way of refusing a sum past 64 bits (PostgreSQL's is a DataError); any other
+    # violation goes on as if unhandled, a 500, as a fault of the service. (Imported here:
+    # app.core.db needs the settings, whose validation raises the errors of this module.)
+    from app.core.db import past_64_bits
+
+    assert isinstance(exc, IntegrityError)
+    if not past_64_bits(exc):
+        raise exc
+    return await _data_error(request, exc)
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
@@ -187,5 +203,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)

@@ -98,10 +98,16 @@ def ensure_partitions(connection: Connection, now: datetime) -> list[str]:
 
 
 def drop_partitions_before(connection: Connection, cutoff: datetime) -> list[str]:
-    """Drop every monthly partition that ends at or before `cutoff`: whole months, at once."""
+    """Drop every monthly partition that ends at or before `cutoff` and holds no row: an
+    emptied month's space back at once. A partition is locked before it is looked in, so a
+    row stored until then is seen, and its month kept."""
     dropped = []
     for month, name in sorted(existing_partitions(connection).items()):
-        if _next(month) <= cutoff:
-            connection.execute(text(f"DROP TABLE {name}"))
-            dropped.append(name)
+        if _next(month) > cutoff:
+            continue
+        connection.execute(text(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))
+        if connection.execute(text(f"SELECT EXISTS (SELECT FROM {name})")).scalar_one():
+            continue
+        connection.execute(text(f"DROP TABLE {name}"))
+        dropped.append(name)
     return dropped

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import (
+    ColumnElement,
     CursorResult,
     Row,
     Table,
@@ -188,6 +189,23 @@ def _update_statement(
 
 def as_is(stmt: Any) -> Any:
     return stmt
+
+
+def adding_on_conflict(
+    table: Table, keys: Sequence[str], where: ColumnElement[bool], sums: Sequence[str]
+) -> Callable[[Any], Any]:
+    """A `finish` for `insert_many` that adds each row's `sums` to the stored row holding
+    its `keys` (a unique index over the rows matching `where`). Build it once, at import:
+    `insert_many` builds a statement once per `finish`."""
+
+    def finish(stmt: Any) -> Any:
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            index_where=where,
+            set_={name: table.c[name] + stmt.excluded[name] for name in sums},
+        )
+
+    return finish
 
 
 def insert_many(

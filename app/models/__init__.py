@@ -10,6 +10,7 @@ from app.models.pricing import EnergyRate, Rate
 from app.models.retention import PruneMark
 from app.models.scenarios import Scenario, ScenarioPrice
 from app.models.usage import (
+    GPU_HOURS,
     GPU_OCCUPANCY,
     DailyUsage,
     HourlyUsage,
@@ -20,6 +21,7 @@ from app.models.usage import (
 )
 
 __all__ = [
+    "GPU_HOURS",
     "GPU_OCCUPANCY",
     "ROLES",
     "ApiToken",

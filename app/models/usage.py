@@ -5,7 +5,7 @@ on every backend; the API turns them back into seconds and joules as decimals.
 """
 
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -18,8 +18,9 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from app.core.db import integers_only
 from app.models.base import Base, BigIntPK, UTCDateTime
 
 
@@ -75,6 +76,11 @@ class _Sums:
     """What each level of the rollup holds: a job's (or idle capacity's, job_id null) sums
     on one cluster and GPU model over one UTC period, whose start each level names."""
 
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        # Sums past 64 bits refused on SQLite too (see migration 0014).
+        return tuple(integers_only("gpu_us", "busy_us", "energy_mj"))
+
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
@@ -123,6 +129,7 @@ class ModelHourlyUsage(Base):
             unique=True,
             postgresql_include=["gpu_us"],
         ),
+        *integers_only("gpu_us"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -163,3 +170,38 @@ def _unique_keys(level: type[HourlyUsage | DailyUsage | MonthlyUsage], unit: str
 _unique_keys(HourlyUsage, "hour")
 _unique_keys(DailyUsage, "day")
 _unique_keys(MonthlyUsage, "month")
+
+
+# Raw usage past its retention, folded per GPU, job (null: idle) and UTC hour: which job
+# held which GPU when, how busy, how much energy (app.retention.fold). A core table: no key
+# of its own, as it is kept for ever and only ever looked up by GPU or by job.
+GPU_HOURS = Table(
+    "usage_gpu_hourly",
+    Base.metadata,
+    Column("gpu_id", Integer, nullable=False),
+    Column("job_id", Integer),
+    Column("hour", UTCDateTime, nullable=False),
+    Column("gpu_us", BigInteger, nullable=False),
+    Column("busy_us", BigInteger, nullable=False),
+    Column("energy_mj", BigInteger, nullable=False),
+)
+# A job's GPUs hour by hour, and a GPU's idle hours: one row each.
+Index(
+    "uq_usage_gpu_hourly_job",
+    GPU_HOURS.c.job_id,
+    GPU_HOURS.c.gpu_id,
+    GPU_HOURS.c.hour,
+    unique=True,
+    postgresql_where=GPU_HOURS.c.job_id.is_not(None),
+    sqlite_where=GPU_HOURS.c.job_id.is_not(None),
+)
+Index(
+    "uq_usage_gpu_hourly_idle",
+    GPU_HOURS.c.gpu_id,
+    GPU_HOURS.c.hour,
+    unique=True,
+    postgresql_where=GPU_HOURS.c.job_id.is_(None),
+    sqlite_where=GPU_HOURS.c.job_id.is_(None),
+)
+# Who held a GPU when.
+Index("ix_usage_gpu_hourly_gpu_id_hour", GPU_HOURS.c.gpu_id, GPU_HOURS.c.hour)

@@ -1,6 +1,6 @@
 """Splitting an interval's quantities across UTC hours, conserving every unit exactly."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -51,3 +51,12 @@ def split_amounts(
             part.hour,
             tuple(a * part.offset_end // total - a * part.offset_start // total for a in amounts),
         )
+
+
+def hourly_shares(
+    slices: tuple[int, list[HourSlice]], amounts: Sequence[int]
+) -> Iterable[tuple[datetime, Sequence[int]]]:
+    """`split_amounts`, and the amounts as they are when the interval lies within one hour,
+    as most do."""
+    parts = slices[1]
+    return ((parts[0].hour, amounts),) if len(parts) == 1 else split_amounts(slices, amounts)

@@ -10,11 +10,13 @@ from sqlalchemy import Select, String, delete, func, select
 from sqlalchemy.orm import Session
 
 from app.core.db import exclude_writers
+from app.core.errors import AppError
 from app.core.sums import exact_sum
 from app.core.upsert import chunks, insert_many
 from app.costs.query import FIGURES, period
 from app.models import Job
 from app.totals.levels import DAY, HOUR, MODEL_HOURS, MONTH, Level
+from app.totals.store import INT64_MAX
 
 # A row's key (its columns but the sums, in order) -> its sums.
 Sums = dict[tuple[Any, ...], tuple[int, ...]]
@@ -49,7 +51,9 @@ class _Kept:
 
 
 def check_totals(session: Session) -> Checked:
-    """Every day, month and model row against the sums of its hours, in one transaction."""
+    """Every day, month and model row against the sums of its hours, in one transaction:
+    a snapshot one (`create_session_factory(..., snapshot=True)`), for its queries to read
+    the same rows while ingest goes on, and to leave SQLite's write lock to ingest."""
     rows: dict[str, int] = {}
     found: list[Disagreement] = []
     for kept in _KEPT:
@@ -72,6 +76,14 @@ def rebuild_totals(session: Session) -> dict[str, int]:
     for kept in _KEPT:
         session.execute(delete(kept.table))
         summed = _sums(session, kept.from_hours(session), kept.sums)
+        for key, sums in summed.items():
+            # Never, where ingest added to every level (it refuses a sum past 64 bits on
+            # any): only where a level held less than its hours, wrongly, all along.
+            if max(sums) > INT64_MAX:
+                raise AppError(
+                    f"{kept.name} {kept.shown(key)}: its hours sum to {sums}, past the 64 "
+                    "bits a total holds; nothing was rebuilt"
+                )
         rows = [kept.row(key, sums) for key, sums in summed.items()]
         for part in chunks(rows):
             insert_many(session, kept.table, part)

@@ -1,7 +1,11 @@
 """The rollup kept in the ingest transaction: a batch's usage summed per job (or idle
 capacity), GPU model and UTC hour, then added to the stored sums of each level, one upsert
 for each level's job rows and one for its idle rows, and one for the model level; and a
-job's hours moved on the model level when its model or phase changes."""
+job's hours moved on the model level when its model or phase changes.
+
+A sum past 64 bits is refused (`OutOfRange`, a 422), nothing of the batch stored: a batch's
+own sums here, before they are sent; a stored sum they would take past it by the database
+(PostgreSQL's BIGINT; SQLite's CHECK constraints, see app.core.db.integers_only)."""
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -11,16 +15,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.errors import OutOfRange
 from app.core.sums import exact_sum
-from app.core.upsert import chunks, insert_many
+from app.core.upsert import adding_on_conflict, chunks, insert_many
 from app.reports.entries import Entry
-from app.reports.hours import hour_slices, split_amounts
+from app.reports.hours import hour_slices, hourly_shares
 from app.totals.levels import FINEST_FIRST, HOUR, MODEL_HOURS, Level
 
 # (cluster id, job id or 0 for idle capacity, GPU model, period start)
 Key = tuple[int, int, str, datetime]
 # A job's (model, phase) on the model level, '' for none.
 Labels = tuple[str, str]
+INT64_MAX = 2**63 - 1
 
 
 class Totals:
@@ -39,13 +45,10 @@ class Totals:
     ) -> None:
         """Add a report's entries, each with its job's id (0 for idle capacity)."""
         slices = hour_slices(start, end)
-        # Within one hour, as most reports are: nothing to split.
-        whole = slices[1][0].hour if len(slices[1]) == 1 else None
         sums = self._sums
         for entry, job_pk in entries:
             amounts = (entry.gpu_us, entry.busy_us, entry.energy_mj)
-            parts = ((whole, amounts),) if whole else split_amounts(slices, amounts)
-            for hour, shares in parts:
+            for hour, shares in hourly_shares(slices, amounts):
                 acc = sums[(cluster_pk, job_pk, entry.model, hour)]
                 acc[0] += shares[0]
                 acc[1] += shares[1]
@@ -55,17 +58,27 @@ class Totals:
         """Add the sums into each level, finest first, and in each level job rows first,
         in key order: concurrent batches lock the rows they share in the same order. Each
         job's GPU-time goes to the model level under `labels`, its (model, phase) now."""
+        levels: list[tuple[Level, dict[Key, list[int]]]] = []
         for level in FINEST_FIRST:
             sums: dict[Key, list[int]] = defaultdict(lambda: [0, 0, 0])
             for (cluster_pk, job_pk, model, hour), acc in self._sums.items():
                 into = sums[(cluster_pk, job_pk, model, level.start_of(hour))]
                 for i, amount in enumerate(acc):
                     into[i] += amount
-            _add(session, level, sums)
+            levels.append((level, sums))
         by_label: dict[tuple[str, str, int, datetime], int] = defaultdict(int)
         for (cluster_pk, job_pk, _, hour), acc in self._sums.items():
             if job_pk:
                 by_label[(*labels[job_pk], cluster_pk, hour)] += acc[0]
+        # Past 64 bits, a sum cannot even be sent (SQLite's driver raises OverflowError).
+        # Amounts are never negative: when the batch's totals fit, so does every row's part
+        # of them, on every level, and no row need be looked at.
+        if any(sum(figure) > INT64_MAX for figure in zip(*self._sums.values(), strict=True)):
+            rows = [amount for _, sums in levels for acc in sums.values() for amount in acc]
+            if max([*rows, *by_label.values()]) > INT64_MAX:
+                raise OutOfRange()
+        for level, sums in levels:
+            _add(session, level, sums)
         _add_by_label(session, by_label)
 
 
@@ -134,24 +147,11 @@ def _add(session: Session, level: Level, sums: dict[Key, list[int]]) -> None:
 
 
 def _adding(level: Level, *, idle: bool) -> Callable[[Any], Any]:
-    """The upsert's clause adding to a level's stored job (or idle) rows: built once per
-    level, as `insert_many` caches statements by it."""
+    """The upsert's clause adding to a level's stored job (or idle) rows."""
     table = level.table
     keys = ["cluster_id" if idle else "job_id", "gpu_model", level.unit]
     where = table.c.job_id.is_(None) if idle else table.c.job_id.is_not(None)
-
-    def add_on_conflict(stmt: Any) -> Any:
-        return stmt.on_conflict_do_update(
-            index_elements=keys,
-            index_where=where,
-            set_={
-                "gpu_us": table.c.gpu_us + stmt.excluded.gpu_us,
-                "busy_us": table.c.busy_us + stmt.excluded.busy_us,
-                "energy_mj": table.c.energy_mj + stmt.excluded.energy_mj,
-            },
-        )
-
-    return add_on_conflict
+    return adding_on_conflict(table, keys, where, ("gpu_us", "busy_us", "energy_mj"))
 
 
 _ADDING = {

@@ -1,11 +1,14 @@
-"""Benchmark: bytes on disk per GPU per day, raw usage and rollups, at the 60-s interval.
+"""Benchmark: bytes on disk per GPU per day, raw usage, its folded GPU-hours and the
+rollup, at the 60-s interval.
 
 Run: .venv/bin/python -m tests.benchmarks.bench_sizing [--postgres URL] [--nodes 8] [--hours 6]
 
 Posts real reports through a real server into a fresh PostgreSQL database: NODES nodes of
 8 GPUs, one report a minute each for HOURS hours, two jobs a node (the GPUs split between
-them), then measures the tables with `pg_total_relation_size` (indexes included) and scales
-the figures to GPU-days. Prints a sizing table for 2,048 and 100,000 GPUs, and writes
+them), then measures the tables with `pg_total_relation_size` (indexes included); then
+prunes it all as `gpucost db prune` does (folding it into GPU-hour records), timed beside a
+plain scan of the same raw rows, and measures the folded records. Scales the figures to
+GPU-days and prints a sizing table for 2,048 and 100,000 GPUs; writes
 bench-results/sizing.json.
 """
 
@@ -17,10 +20,12 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from sqlalchemy.orm import Session
 
 from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_db_engine
+from app.retention.service import prune_raw
 from tests.benchmarks.results import write_results
 from tests.support import (
     drop_all_postgres,
@@ -33,8 +38,10 @@ from tests.support import (
 )
 
 GPUS_PER_NODE = 8
-RAW = ("usage", "reports")
-ROLLUP = ("usage_hourly",)
+RAW = ("usage", "reports", "gpu_occupancy")
+FOLDED = ("usage_gpu_hourly",)
+ROLLUP = ("usage_hourly", "usage_daily", "usage_monthly", "usage_model_hourly")
+RAW_DAYS = Settings().raw_retention_days
 
 
 def table_bytes(conninfo: str, names: tuple[str, ...]) -> int:
@@ -64,10 +71,10 @@ def main() -> None:
     drop_all_postgres(args.postgres)
     engine = create_db_engine(Settings(database_url=args.postgres))
     migrate.upgrade(engine)
-    engine.dispose()
     token = token_on(args.postgres, "collector", cluster="hf-h800", name="sizing")
     conninfo = libpq(args.postgres)
-    empty = {"raw": table_bytes(conninfo, RAW), "rollup": table_bytes(conninfo, ROLLUP)}
+    tables = {"raw": RAW, "folded": FOLDED, "rollup": ROLLUP}
+    empty = {name: table_bytes(conninfo, names) for name, names in tables.items()}
 
     start = datetime(2025, 1, 6, tzinfo=UTC)
     minutes = args.hours * 60
@@ -101,35 +108,74 @@ def main() -> None:
 
     gpu_days = args.nodes * GPUS_PER_NODE * args.hours / 24
     raw = table_bytes(conninfo, RAW) - empty["raw"]
-    rollup = table_bytes(conninfo, ROLLUP) - empty["rollup"]
-    per_gpu_day = {"raw": raw / gpu_days, "rollup": rollup / gpu_days}
+    scan_s, raw_rows = scan(conninfo)
+    started = time.perf_counter()
+    with Session(engine) as session, session.begin():
+        end = start + timedelta(hours=args.hours, minutes=1)
+        pruned = prune_raw(session, now=end, retention_days=0, actor="bench")
+    fold_s = time.perf_counter() - started
+    engine.dispose()
+    assert pruned.usage_rows_deleted == raw_rows, (pruned, raw_rows)
+    per_gpu_day = {
+        "raw": raw / gpu_days,
+        "folded": (table_bytes(conninfo, FOLDED) - empty["folded"]) / gpu_days,
+        "rollup": (table_bytes(conninfo, ROLLUP) - empty["rollup"]) / gpu_days,
+    }
+    kept = per_gpu_day["folded"] + per_gpu_day["rollup"]
     result = {
         "nodes": args.nodes,
         "gpus": args.nodes * GPUS_PER_NODE,
         "hours": args.hours,
         "reports": args.nodes * minutes,
         "ingest_seconds": round(ingest_s, 1),
-        "raw_bytes_per_gpu_day": round(per_gpu_day["raw"]),
-        "rollup_bytes_per_gpu_day": round(per_gpu_day["rollup"]),
+        "raw_rows": raw_rows,
+        "fold_seconds": round(fold_s, 2),
+        "scan_seconds": round(scan_s, 3),
+        "gpu_hour_records": pruned.gpu_hours_folded,
+        **{f"{name}_bytes_per_gpu_day": round(size) for name, size in per_gpu_day.items()},
+        "kept_bytes_per_gpu_day": round(kept),
     }
     print(
         f"{result['reports']:,} reports of {GPUS_PER_NODE} GPUs (2 jobs a node) at 60 s, "
         "measured with indexes:"
     )
-    print(f"  raw usage and reports  {per_gpu_day['raw']:>10,.0f} bytes per GPU-day")
+    print(f"  raw usage, reports, occupancy {per_gpu_day['raw']:>9,.0f} bytes per GPU-day")
+    print(f"  folded GPU-hours              {per_gpu_day['folded']:>9,.0f} bytes per GPU-day")
     print(
-        f"  hourly rollup          {per_gpu_day['rollup']:>10,.0f} bytes per GPU-day (4 GPUs a job)"
+        f"  rollup (4 levels)             {per_gpu_day['rollup']:>9,.0f} bytes per GPU-day"
+        " (4 GPUs a job)"
+    )
+    print(f"  kept for ever                 {kept:>9,.0f} bytes per GPU-day")
+    print(
+        f"  fold: {raw_rows:,} raw rows in {fold_s:.2f} s ({raw_rows / fold_s:,.0f} rows/s); "
+        f"a plain scan of them: {scan_s:.3f} s ({raw_rows / scan_s:,.0f} rows/s)"
     )
     for fleet in (2048, 100_000):
-        raw_gb = per_gpu_day["raw"] * fleet * 400 / 1e9
-        rollup_gb = per_gpu_day["rollup"] * fleet * 365 / 1e9
+        raw_gb = per_gpu_day["raw"] * fleet * RAW_DAYS / 1e9
+        kept_gb = kept * fleet * 365 / 1e9
+        fold_min = fleet * raw_rows / (args.nodes * GPUS_PER_NODE) * 24 / args.hours
+        fold_min *= fold_s / raw_rows / 60
         print(
-            f"  {fleet:>7,} GPUs: raw for 400 days {raw_gb:8,.1f} GB; "
-            f"rollup {rollup_gb:6,.2f} GB a year"
+            f"  {fleet:>7,} GPUs: raw for {RAW_DAYS} days {raw_gb:8,.1f} GB; "
+            f"kept {kept_gb:7,.2f} GB a year; a day's fold {fold_min:6,.1f} min"
         )
-        result[f"raw_gb_400_days_{fleet}_gpus"] = round(raw_gb, 1)
-        result[f"rollup_gb_per_year_{fleet}_gpus"] = round(rollup_gb, 2)
+        result[f"raw_gb_{RAW_DAYS}_days_{fleet}_gpus"] = round(raw_gb, 1)
+        result[f"kept_gb_per_year_{fleet}_gpus"] = round(kept_gb, 2)
+        result[f"fold_minutes_per_day_{fleet}_gpus"] = round(fold_min, 1)
     write_results(args.out, result)
+
+
+def scan(conninfo: str) -> tuple[float, int]:
+    """A plain read of every raw row's figures with their reports' spans: the baseline."""
+    query = """
+        SELECT u.gpu_id, u.job_id, r.period_start, r.period_end, u.gpu_us, u.busy_us,
+               u.energy_mj
+        FROM usage u JOIN reports r ON r.id = u.report_id
+    """
+    with psycopg.connect(conninfo) as conn:
+        started = time.perf_counter()
+        rows = conn.execute(query).fetchall()
+        return time.perf_counter() - started, len(rows)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,137 @@
+"""Folding raw usage, as it leaves its retention, into one record per GPU, job and UTC hour.
+
+Raw usage is a row per GPU, job and report: a minute's worth at the usual interval, about
+1,440 rows a GPU-day. Past its retention it is summed per GPU, job (or idle) and hour into
+`usage_gpu_hourly`, kept for ever beside the rollup: which job held which GPU when, its
+GPU-time, busy time and energy, exact to the microsecond and millijoule. A report that runs
+across an hour is split as the rollup splits it (app.reports.hours), so a job's records sum,
+hour by hour, to what the rollup holds for it on its GPUs. Utilisation and peak memory are
+not kept: busy time over GPU-time is the utilisation.
+
+Raw rows are deleted and folded an hour of report starts at a time, with their reports, so
+memory stays that of one hour's records. A record that a later fold adds to (a report that
+ran on past the cutoff) is added to, not written twice.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.orm import Session
+
+from app.core.upsert import adding_on_conflict, chunks, insert_many
+from app.models import GPU_HOURS, Report, Usage
+from app.reports.hours import HourSlice, floor_hour, hour_slices, hourly_shares
+
+STEP = timedelta(hours=1)
+_US = timedelta(microseconds=1)
+SUMS = ("gpu_us", "busy_us", "energy_mj")
+# (job id or 0 for idle, GPU id, hour)
+Key = tuple[int, int, datetime]
+
+_ADD_JOB_HOURS = adding_on_conflict(
+    GPU_HOURS, ["job_id", "gpu_id", "hour"], GPU_HOURS.c.job_id.is_not(None), SUMS
+)
+_ADD_IDLE_HOURS = adding_on_conflict(
+    GPU_HOURS, ["gpu_id", "hour"], GPU_HOURS.c.job_id.is_(None), SUMS
+)
+
+
+@dataclass(frozen=True)
+class Folded:
+    raw_rows: int  # raw usage rows deleted
+    records: int  # GPU-hour records written or added to
+    reports: int  # reports deleted
+
+
+def fold_raw(session: Session, *, before: datetime) -> Folded:
+    """Delete the raw usage and the reports that began before `before`, adding the usage to
+    the GPU-hour records.
+
+    What is folded is what the deletes return, and a report goes only with its rows (both
+    are stored in one transaction, so a report's rows are all seen or none): a report
+    stored meanwhile is either folded whole or stays, rows and report, for the next prune;
+    none is folded twice and no row loses its report's span."""
+    raw_rows = records = reports = 0
+    while True:
+        first = session.execute(
+            select(func.min(Usage.period_start)).where(Usage.period_start < before)
+        ).scalar_one_or_none()
+        if first is None:
+            break
+        low = floor_hour(first)
+        high = min(low + STEP, before)
+        deleted = session.execute(
+            delete(Usage)
+            .where(Usage.period_start >= low, Usage.period_start < high)
+            .returning(
+                Usage.report_id,
+                Usage.period_start,
+                Usage.gpu_id,
+                Usage.job_id,
+                Usage.gpu_us,
+                Usage.busy_us,
+                Usage.energy_mj,
+            )
+        ).all()
+        spans: dict[int, tuple[datetime, datetime]] = {}
+        for part in chunks(sorted({row[0] for row in deleted})):
+            spans.update(
+                (report_pk, (start, end))
+                for report_pk, start, end in session.execute(
+                    delete(Report)
+                    .where(Report.id.in_(part))
+                    .returning(Report.id, Report.period_start, Report.period_end)
+                )
+            )
+        raw_rows += len(deleted)
+        reports += len(spans)
+        records += _add(session, _summed(deleted, spans))
+    # Reports with no rows at all (a report may list no GPU).
+    rowless = session.execute(
+        delete(Report).where(
+            Report.period_start < before,
+            ~exists().where(
+                Usage.period_start == Report.period_start, Usage.report_id == Report.id
+            ),
+        )
+    )
+    reports += rowless.rowcount  # type: ignore[attr-defined]
+    return Folded(raw_rows=raw_rows, records=records, reports=reports)
+
+
+def _summed(
+    rows: Sequence[Any], spans: dict[int, tuple[datetime, datetime]]
+) -> dict[Key, list[int]]:
+    """Raw rows summed per `Key`, each split across the hours of its report's span. A row
+    whose report is gone (an earlier version's prune could leave one) is counted in the
+    hour it began."""
+    sums: dict[Key, list[int]] = defaultdict(lambda: [0, 0, 0])
+    slicing: dict[int, tuple[int, list[HourSlice]]] = {}
+    for report_pk, start, gpu_pk, job_pk, *amounts in rows:
+        slices = slicing.get(report_pk)
+        if slices is None:
+            span = spans.get(report_pk) or (start, start + _US)
+            slices = slicing[report_pk] = hour_slices(*span)
+        for hour, shares in hourly_shares(slices, amounts):
+            acc = sums[(job_pk or 0, gpu_pk, hour)]
+            acc[0] += shares[0]
+            acc[1] += shares[1]
+            acc[2] += shares[2]
+    return sums
+
+
+def _add(session: Session, sums: dict[Key, list[int]]) -> int:
+    job_rows: list[dict[str, Any]] = []
+    idle_rows: list[dict[str, Any]] = []
+    for (job_pk, gpu_pk, hour), acc in sorted(sums.items()):
+        row = {"gpu_id": gpu_pk, "job_id": job_pk or None, "hour": hour}
+        row.update(zip(SUMS, acc, strict=True))
+        (job_rows if job_pk else idle_rows).append(row)
+    for rows, finish in ((job_rows, _ADD_JOB_HOURS), (idle_rows, _ADD_IDLE_HOURS)):
+        for part in chunks(rows):
+            insert_many(session, GPU_HOURS, part, finish)
+    return len(job_rows) + len(idle_rows)
