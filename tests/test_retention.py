@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.models import GPU_HOURS, AuditEntry, Gpu, HourlyUsage, Job, Report, Usage
 from app.retention.service import prune_raw
-from tests.support import SettableClock, entry, gpu_uuid, report
+from tests.support import CLUSTER, SettableClock, entry, gpu_uuid, report
 
 Auth = dict[str, dict[str, str]]
 JANUARY = report(
@@ -201,3 +201,83 @@ def test_a_report_folded_across_two_prunes_is_added_to_not_written_twice(
         (gpu0, "91234", at10): (1_800_000_000,) * 2 + (1_800_000,),
         (gpu0, "91234", at11): (3_600_000_000,) * 2 + (3_600_000,),
     }
+
+
+def test_a_jobs_gpu_hours_read_the_same_before_during_and_after_pruning(
+    client: TestClient, auth: Auth, db: Session, clock: SettableClock
+) -> None:
+    clock.moment = datetime(2025, 6, 1, tzinfo=UTC)
+    for seq, (start, end, seconds) in enumerate(
+        [("10:30", "11:30", 3600), ("11:30", "12:00", 1800), ("12:00", "12:01", 60)], start=1
+    ):
+        body = report(
+            seq,
+            start=f"2025-03-10T{start}:00Z",
+            end=f"2025-03-10T{end}:00Z",
+            gpus=[
+                entry(0, gpu_seconds=seconds, util_pct=50, energy_j=seconds + 1),
+                entry(1, job_id="other", gpu_seconds=seconds),
+            ],
+        )
+        assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
+    url = f"/v1/jobs/{CLUSTER}/91234/gpu-hours"
+    window = {"from": "2025-03-10T10:00:00Z", "to": "2025-03-10T13:00:00Z"}
+
+    def read() -> dict:
+        response = client.get(url, params=window, headers=auth["viewer"])
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    raw = read()
+    prune_at(db, datetime(2025, 3, 10, 11, tzinfo=UTC), 0)  # folds 10:30-11:30, across 11:00
+    cut = read()
+    prune_at(db, datetime(2025, 3, 10, 13, tzinfo=UTC), 0)  # folds the rest
+    folded_only = read()
+
+    assert raw == cut == folded_only
+    gpu0 = gpu_uuid(0)
+    assert raw == {
+        "cluster": CLUSTER,
+        "job_id": "91234",
+        "start": "2025-03-10T10:00:00Z",
+        "end": "2025-03-10T13:00:00Z",
+        "gpu_hours": [
+            {
+                "hour": f"2025-03-10T{hour}:00:00Z",
+                "gpu": gpu0,
+                "gpu_model": "NVIDIA H800",
+                "gpu_seconds": gpu_seconds,
+                "busy_gpu_seconds": busy,
+                "energy_j": energy,
+            }
+            for hour, gpu_seconds, busy, energy in [
+                ("10", "1800", "900", "1800.5"),
+                ("11", "3600", "1800", "3601.5"),
+                ("12", "60", "30", "61"),
+            ]
+        ],
+    }
+
+
+def test_gpu_hours_refuse_what_they_cannot_answer(
+    client: TestClient, auth: Auth, clock: SettableClock
+) -> None:
+    clock.moment = datetime(2025, 6, 1, tzinfo=UTC)
+    body = report(1, start="2025-03-10T10:00:00Z", end="2025-03-10T10:01:00Z")
+    assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
+    url = f"/v1/jobs/{CLUSTER}/91234/gpu-hours"
+    for params, status, field in [
+        ({"from": "2025-03-10T10:00:00Z", "to": "2025-03-10T10:00:00Z"}, 422, "to"),
+        ({"from": "2025-03-10T10:00:00Z", "to": "2025-04-10T11:00:00Z"}, 422, "to"),
+        ({"from": "2025-03-10T10:30:00Z", "to": "2025-03-10T11:00:00Z"}, 422, "from"),
+        ({"from": "2025-03-10T10:00:00Z"}, 422, "to"),
+    ]:
+        response = client.get(url, params=params, headers=auth["viewer"])
+        assert response.status_code == status, (params, response.text)
+        assert response.json()["errors"][0]["field"] == field, response.text
+    missing = client.get(
+        f"/v1/jobs/{CLUSTER}/nope/gpu-hours",
+        params={"from": "2025-03-10T10:00:00Z", "to": "2025-03-10T11:00:00Z"},
+        headers=auth["viewer"],
+    )
+    assert missing.status_code == 404

@@ -38,6 +38,10 @@ def seconds(micros: int) -> Decimal:
     return Decimal(micros) / MICRO
 
 
+def joules(millijoules: int) -> Decimal:
+    return Decimal(millijoules) / 1000
+
+
 def divide(numerator: int, denominator: int) -> int:
     """numerator / denominator as an integer, rounded half to even: the one rounding."""
     quotient, rest = divmod(numerator, denominator)

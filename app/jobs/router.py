@@ -1,16 +1,18 @@
 """`/v1/jobs`: job metadata that attributes usage to models, phases, teams and users."""
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
 from app.core.auth import JobWriterAuth, ViewerAuth
 from app.core.clock import ClockDep
-from app.core.db import SessionDep
+from app.core.db import SessionDep, SettingsDep
 from app.core.errors import PRINTABLE
 from app.core.numbers import Count, DecimalJsonRoute
-from app.jobs.schemas import JobList, JobRead, JobUpdate
-from app.jobs.service import get_job, list_jobs, upsert_job
+from app.core.timestamps import UtcQueryHour
+from app.jobs.schemas import JobGpuHours, JobList, JobRead, JobUpdate
+from app.jobs.service import get_job, gpu_hours, list_jobs, upsert_job
 from app.reports.schemas import JOB_ID_PATTERN, NAME_PATTERN
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=DecimalJsonRoute)
@@ -45,6 +47,29 @@ def read_job(
 ) -> JobRead:
     """One job with its usage totals."""
     return get_job(session, cluster=cluster, job_id=job_id)
+
+
+@router.get("/{cluster}/{job_id}/gpu-hours")
+def read_gpu_hours(
+    cluster: ClusterPath,
+    job_id: JobIdPath,
+    _: ViewerAuth,
+    session: SessionDep,
+    settings: SettingsDep,
+    start: Annotated[UtcQueryHour, Query(alias="from")],
+    end: Annotated[UtcQueryHour, Query(alias="to")],
+) -> JobGpuHours:
+    """Which GPUs the job held, hour by hour: each GPU's GPU-seconds, busy GPU-seconds and
+    energy in each UTC hour from `from` to `to` (whole hours, at most 31 days apart, at most
+    100,000 GPU-hours), the same before and after its raw usage is pruned."""
+    return gpu_hours(
+        session,
+        cluster=cluster,
+        job_id=job_id,
+        start=start,
+        end=end,
+        longest_report=timedelta(seconds=settings.max_report_interval_seconds),
+    )
 
 
 @router.get("")

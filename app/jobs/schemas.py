@@ -110,3 +110,24 @@ class JobUsage(BaseModel):
     last_seen: datetime
     gpu_seconds: Decimal
     busy_gpu_seconds: Decimal
+
+
+class GpuHourRead(BaseModel):
+    """One GPU's share of a job in one UTC hour."""
+
+    hour: datetime
+    gpu: str  # the GPU's UUID
+    gpu_model: str
+    gpu_seconds: Decimal
+    busy_gpu_seconds: Decimal
+    energy_j: Decimal
+
+
+class JobGpuHours(BaseModel):
+    """Which GPUs a job held, hour by hour, from `start` to `end`."""
+
+    cluster: str
+    job_id: str
+    start: datetime
+    end: datetime
+    gpu_hours: list[GpuHourRead]

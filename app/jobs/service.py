@@ -1,6 +1,6 @@
 """Registering jobs' metadata and reading jobs with their measured usage."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -11,9 +11,11 @@ from app.audit.service import record
 from app.core.errors import NotFound
 from app.core.sums import exact_sum
 from app.core.unique import insert_unless_present
+from app.core.units import joules, seconds
 from app.core.upsert import get_or_create_ids
-from app.jobs.schemas import JobRead, JobUpdate, JobUsage
+from app.jobs.schemas import GpuHourRead, JobGpuHours, JobRead, JobUpdate, JobUsage
 from app.models import Cluster, Job, MonthlyUsage
+from app.retention.gpu_hours import job_gpu_hours
 from app.totals.store import labels_of, move_job_hours
 
 MICRO = Decimal(1_000_000)
@@ -94,6 +96,45 @@ def get_job(session: Session, *, cluster: str, job_id: str) -> JobRead:
     if not jobs:
         raise NotFound(f"no job '{job_id}' on cluster '{cluster}'")
     return jobs[0]
+
+
+def gpu_hours(
+    session: Session,
+    *,
+    cluster: str,
+    job_id: str,
+    start: datetime,
+    end: datetime,
+    longest_report: timedelta,
+) -> JobGpuHours:
+    """Which GPUs a job held, hour by hour (app.retention.gpu_hours)."""
+    job_pk = session.execute(
+        select(Job.id)
+        .join(Cluster, Cluster.id == Job.cluster_id)
+        .where(Cluster.name == cluster, Job.scheduler_job_id == job_id)
+    ).scalar_one_or_none()
+    if job_pk is None:
+        raise NotFound(f"no job '{job_id}' on cluster '{cluster}'")
+    found = job_gpu_hours(
+        session, job_pk=job_pk, start=start, end=end, longest_report=longest_report
+    )
+    return JobGpuHours(
+        cluster=cluster,
+        job_id=job_id,
+        start=start,
+        end=end,
+        gpu_hours=[
+            GpuHourRead(
+                hour=row.hour,
+                gpu=row.gpu,
+                gpu_model=row.gpu_model,
+                gpu_seconds=seconds(row.gpu_us),
+                busy_gpu_seconds=seconds(row.busy_us),
+                energy_j=joules(row.energy_mj),
+            )
+            for row in found
+        ],
+    )
 
 
 def list_jobs(

@@ -14,7 +14,7 @@ ran on past the cutoff) is added to, not written twice.
 """
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +29,16 @@ from app.reports.hours import HourSlice, floor_hour, hour_slices, hourly_shares
 STEP = timedelta(hours=1)
 _US = timedelta(microseconds=1)
 SUMS = ("gpu_us", "busy_us", "energy_mj")
+# What `split_by_hour` reads of each raw row.
+RAW = (
+    Usage.report_id,
+    Usage.period_start,
+    Usage.gpu_id,
+    Usage.job_id,
+    Usage.gpu_us,
+    Usage.busy_us,
+    Usage.energy_mj,
+)
 # (job id or 0 for idle, GPU id, hour)
 Key = tuple[int, int, datetime]
 
@@ -67,15 +77,7 @@ def fold_raw(session: Session, *, before: datetime) -> Folded:
         deleted = session.execute(
             delete(Usage)
             .where(Usage.period_start >= low, Usage.period_start < high)
-            .returning(
-                Usage.report_id,
-                Usage.period_start,
-                Usage.gpu_id,
-                Usage.job_id,
-                Usage.gpu_us,
-                Usage.busy_us,
-                Usage.energy_mj,
-            )
+            .returning(*RAW)
         ).all()
         spans: dict[int, tuple[datetime, datetime]] = {}
         for part in chunks(sorted({row[0] for row in deleted})):
@@ -89,7 +91,7 @@ def fold_raw(session: Session, *, before: datetime) -> Folded:
             )
         raw_rows += len(deleted)
         reports += len(spans)
-        records += _add(session, _summed(deleted, spans))
+        records += _add(session, split_by_hour(deleted, spans))
     # Reports with no rows at all (a report may list no GPU).
     rowless = session.execute(
         delete(Report).where(
@@ -103,12 +105,12 @@ def fold_raw(session: Session, *, before: datetime) -> Folded:
     return Folded(raw_rows=raw_rows, records=records, reports=reports)
 
 
-def _summed(
-    rows: Sequence[Any], spans: dict[int, tuple[datetime, datetime]]
+def split_by_hour(
+    rows: Iterable[Sequence[Any]], spans: Mapping[int, tuple[datetime, datetime]]
 ) -> dict[Key, list[int]]:
-    """Raw rows summed per `Key`, each split across the hours of its report's span. A row
-    whose report is gone (an earlier version's prune could leave one) is counted in the
-    hour it began."""
+    """Raw rows (`RAW`) summed per `Key`, each split
+    across the hours of its report's span (`spans` by report id). A row whose report is
+    gone (an earlier version's prune could leave one) is counted in the hour it began."""
     sums: dict[Key, list[int]] = defaultdict(lambda: [0, 0, 0])
     slicing: dict[int, tuple[int, list[HourSlice]]] = {}
     for report_pk, start, gpu_pk, job_pk, *amounts in rows:

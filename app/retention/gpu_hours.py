@@ -1,0 +1,78 @@
+"""Which GPUs a job held, hour by hour: its folded GPU-hour records and, for the hours still
+raw, its raw usage folded the same way as it is read (app.retention.fold), so an hour reads
+the same before and after a prune."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core.errors import InvalidInput
+from app.core.upsert import chunks
+from app.models import GPU_HOURS, Gpu, Report, Usage
+from app.retention.fold import RAW, split_by_hour
+
+# A range of at most 31 days, and at most this many GPU-hours in one answer.
+MAX_HOURS = 31 * 24
+MAX_RECORDS = 100_000
+
+
+@dataclass(frozen=True)
+class GpuHour:
+    hour: datetime
+    gpu: str  # its UUID
+    gpu_model: str
+    gpu_us: int
+    busy_us: int
+    energy_mj: int
+
+
+def job_gpu_hours(
+    session: Session, *, job_pk: int, start: datetime, end: datetime, longest_report: timedelta
+) -> list[GpuHour]:
+    """The job's GPU-hours from `start` to `end` (whole hours), by hour, then GPU. A report
+    may begin up to `longest_report` before `start` and still reach into it."""
+    if end <= start or end - start > timedelta(hours=MAX_HOURS):
+        raise InvalidInput("to", f"must be after `from`, by at most {MAX_HOURS} hours")
+    raw = session.execute(
+        select(*RAW, Report.period_end)
+        .join(Report, Report.id == Usage.report_id)
+        .where(
+            Usage.job_id == job_pk,
+            Usage.period_start >= start - longest_report,
+            Usage.period_start < end,
+        )
+    ).all()
+    sums = split_by_hour((row[:7] for row in raw), {row[0]: (row[1], row[7]) for row in raw})
+    folded = session.execute(
+        select(
+            GPU_HOURS.c.gpu_id,
+            GPU_HOURS.c.hour,
+            GPU_HOURS.c.gpu_us,
+            GPU_HOURS.c.busy_us,
+            GPU_HOURS.c.energy_mj,
+        ).where(GPU_HOURS.c.job_id == job_pk, GPU_HOURS.c.hour >= start, GPU_HOURS.c.hour < end)
+    )
+    # An hour a prune cut through is partly folded, partly raw: both add up.
+    by_gpu_hour: dict[tuple[int, datetime], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for gpu_pk, hour, *amounts in folded:
+        by_gpu_hour[(gpu_pk, hour)] = [int(amount) for amount in amounts]
+    for (_, gpu_pk, hour), amounts in sums.items():
+        if start <= hour < end:
+            acc = by_gpu_hour[(gpu_pk, hour)]
+            for i, amount in enumerate(amounts):
+                acc[i] += amount
+    if len(by_gpu_hour) > MAX_RECORDS:
+        raise InvalidInput("to", f"more than {MAX_RECORDS:,} GPU-hours: ask for a shorter range")
+    gpus: dict[int, tuple[str, str]] = {}
+    for part in chunks(sorted({gpu_pk for gpu_pk, _ in by_gpu_hour})):
+        gpus.update(
+            (row.id, (row.uuid, row.model))
+            for row in session.execute(select(Gpu.id, Gpu.uuid, Gpu.model).where(Gpu.id.in_(part)))
+        )
+    return sorted(
+        (GpuHour(hour, *gpus[gpu_pk], *amounts) for (gpu_pk, hour), amounts in by_gpu_hour.items()),
+        key=lambda gpu_hour: (gpu_hour.hour, gpu_hour.gpu),
+    )
