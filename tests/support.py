@@ -3,16 +3,17 @@
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from app.cli.common import uvicorn_command, wait_until_serving
 from app.core.clock import utc_now
@@ -188,3 +189,16 @@ def token_on(
         )
     engine.dispose()
     return token
+
+
+T = TypeVar("T")
+
+
+def transactions_on(engine: Engine) -> Callable[[Callable[[Session], T]], T]:
+    """Runs pieces of work each in a committed transaction of its own, as the CLI does."""
+
+    def run(work: Callable[[Session], T]) -> T:
+        with Session(engine) as session, session.begin():
+            return work(session)
+
+    return run

@@ -1,16 +1,20 @@
-"""Retention: raw usage past its age is pruned (whole months on PostgreSQL), totals stay."""
+"""Retention: raw usage past its age is folded into GPU-hour records and pruned (emptied months
+dropped whole on PostgreSQL); totals stay, and a job's GPU-hours read the same."""
 
+import threading
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, inspect, select
+from sqlalchemy import Engine, event, func, inspect, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from app.cli import cli
 from app.models import GPU_HOURS, AuditEntry, Gpu, HourlyUsage, Job, Report, Usage
-from app.retention.service import prune_raw
-from tests.support import CLUSTER, SettableClock, entry, gpu_uuid, report
+from app.retention.service import Pruned, prune_raw
+from tests.support import CLUSTER, SettableClock, entry, gpu_uuid, report, transactions_on
 
 Auth = dict[str, dict[str, str]]
 JANUARY = report(
@@ -33,11 +37,12 @@ def test_prune_drops_old_raw_usage_and_changes_no_total(
         assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
     before = totals(client, auth)
 
-    with db.begin():
-        pruned = prune_raw(db, now=clock.moment, retention_days=100, actor="test")
+    pruned = prune_raw(
+        transactions_on(db.get_bind()), now=clock.moment, retention_days=100, actor="test"
+    )
 
     assert pruned.cutoff == datetime(2025, 2, 21, tzinfo=UTC)
-    assert (pruned.usage_rows_deleted, pruned.reports_deleted) >= (0, 1)
+    assert (pruned.usage_rows_deleted, pruned.reports_deleted) == (1, 1)
     assert db.execute(select(func.count()).select_from(Usage)).scalar_one() == 1
     assert db.execute(select(Report.seq)).scalars().all() == [2]
     if backend == "postgresql":
@@ -92,7 +97,11 @@ def folded(db: Session) -> dict[tuple[str, str | None, datetime], tuple[int, int
         .outerjoin(Job, Job.id == GPU_HOURS.c.job_id)
     ).all()
     db.rollback()  # the read's transaction ends: the next prune begins its own
-    return {(uuid, job, hour): (gpu, busy, energy) for uuid, job, hour, gpu, busy, energy in rows}
+    records = {
+        (uuid, job, hour): (gpu, busy, energy) for uuid, job, hour, gpu, busy, energy in rows
+    }
+    assert len(records) == len(rows)  # one record per GPU, job and hour
+    return records
 
 
 def hour(text: str) -> datetime:
@@ -100,8 +109,7 @@ def hour(text: str) -> datetime:
 
 
 def prune_at(db: Session, now: datetime, days: int) -> None:
-    with db.begin():
-        prune_raw(db, now=now, retention_days=days, actor="test")
+    prune_raw(transactions_on(db.get_bind()), now=now, retention_days=days, actor="test")
 
 
 def test_prune_folds_raw_usage_into_exact_gpu_hours(
@@ -281,3 +289,44 @@ def test_gpu_hours_refuse_what_they_cannot_answer(
         headers=auth["viewer"],
     )
     assert missing.status_code == 404
+
+
+def test_a_resend_racing_the_prune_that_removes_its_report_is_refused_not_counted_again(
+    client: TestClient, auth: Auth, db: Session, clock: SettableClock, backend: str
+) -> None:
+    """The resend's ingest reads the pruned point before the prune commits it; the prune
+    then deletes the report and its GPU time before the resend claims its (node, seq): the
+    claim and the occupancy check both pass. The mark read again at the end says the report
+    is too old: the ingest runs again and refuses it."""
+    if backend == "sqlite":
+        pytest.skip("SQLite: a prune waits for the ingest's write lock, or the ingest for its")
+    clock.moment = datetime(2025, 6, 1, tzinfo=UTC)
+    old = report(1, start="2025-03-10T10:00:00Z", end="2025-03-10T10:01:00Z")
+    assert client.post("/v1/reports", json=old, headers=auth["collector"]).status_code == 201
+    before = totals(client, auth)
+    engine = db.get_bind()
+    pruned: list[Pruned] = []
+
+    def prune_before_the_claim(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("INSERT INTO reports") and not pruned:
+            worker = threading.Thread(
+                target=lambda: pruned.append(
+                    prune_raw(
+                        transactions_on(engine), now=clock.moment, retention_days=30, actor="t"
+                    )
+                )
+            )
+            worker.start()
+            worker.join()
+
+    event.listen(Engine, "before_cursor_execute", prune_before_the_claim)
+    try:
+        resent = client.post("/v1/reports", json=old, headers=auth["collector"])
+    finally:
+        event.remove(Engine, "before_cursor_execute", prune_before_the_claim)
+
+    assert pruned[0].reports_deleted == 1
+    assert resent.status_code == 422, resent.text
+    assert resent.json()["errors"][0]["field"] == "start"
+    assert totals(client, auth) == before
+    assert db.execute(select(func.count()).select_from(Report)).scalar_one() == 0

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.models import GPU_HOURS, HourlyUsage, Usage
 from app.retention.service import prune_raw
-from tests.support import entry, report, running_server
+from tests.support import entry, report, running_server, transactions_on
 
 pytestmark = pytest.mark.slow
 
@@ -62,8 +62,9 @@ def test_prunes_racing_ingest_fold_every_stored_row_once(
             # a prune has committed).
             while not done.is_set():
                 cutoff = START + timedelta(minutes=max(progress.values()) + 1)
-                with Session(engine) as session, session.begin():
-                    pruned = prune_raw(session, now=cutoff, retention_days=0, actor="test")
+                pruned = prune_raw(
+                    transactions_on(engine), now=cutoff, retention_days=0, actor="test"
+                )
                 folded_meanwhile.append(pruned.usage_rows_deleted)
 
         senders = [
@@ -79,9 +80,9 @@ def test_prunes_racing_ingest_fold_every_stored_row_once(
         done.set()
         pruner.join()
 
+    final = START + timedelta(days=1)
+    prune_raw(transactions_on(engine), now=final, retention_days=0, actor="test")
     with Session(engine) as session:
-        with session.begin():
-            prune_raw(session, now=START + timedelta(days=1), retention_days=0, actor="test")
         raw_left = session.execute(select(func.count()).select_from(Usage)).scalar_one()
         figures = (GPU_HOURS.c.gpu_us, GPU_HOURS.c.busy_us, GPU_HOURS.c.energy_mj)
         folded = session.execute(

@@ -21,6 +21,7 @@ from app.cli.common import (
     fail,
     in_transaction,
     load_settings,
+    transactions,
 )
 from app.core import migrate
 from app.core.clock import utc_now
@@ -140,14 +141,13 @@ def db_prune(
     """Fold raw usage older than the retention into per-GPU-hour records, then delete it
     and its reports; totals do not change."""
     days = older_than_days or load_settings().raw_retention_days
-    pruned = in_transaction(
-        lambda s: prune_raw(s, now=utc_now(), retention_days=days, actor=CLI_ACTOR),
-        writes=True,
-    )
+    with transactions(writes=True) as run:
+        pruned = prune_raw(run, now=utc_now(), retention_days=days, actor=CLI_ACTOR)
     typer.echo(
         f"pruned raw usage before {pruned.cutoff.isoformat()}: "
-        f"{pruned.usage_rows_deleted} rows folded into {pruned.gpu_hours_folded} GPU-hour "
-        f"records, {len(pruned.partitions_dropped)} monthly partitions dropped, "
+        f"{pruned.usage_rows_deleted} rows folded into GPU-hour records "
+        f"({pruned.gpu_hour_updates} updates), {len(pruned.partitions_dropped)} monthly "
+        "partitions dropped, "
         f"{pruned.reports_deleted} reports deleted"
     )
 

@@ -161,17 +161,27 @@ def _no_schema(exc: OperationalError | ProgrammingError) -> bool:
     return str(exc.orig).startswith("no such table")
 
 
+@contextlib.contextmanager
+def transactions(*, writes: bool = False) -> Iterator[Callable[[Callable[[Session], T]], T]]:
+    """Runs pieces of work, each in a transaction of its own, committed if it returns, on
+    one engine; `writes`: see `database`."""
+    with database(load_settings(), writes=writes) as engine:
+        sessions = create_session_factory(engine)
+
+        def run(work: Callable[[Session], T]) -> T:
+            with sessions.begin() as session:
+                try:
+                    return work(session)
+                except AppError as exc:
+                    fail(exc.message)
+
+        yield run
+
+
 def in_transaction(work: Callable[[Session], T], *, writes: bool = False) -> T:
     """`work` in one transaction, committed if it returns; `writes`: see `database`."""
-    settings = load_settings()
-    with (
-        database(settings, writes=writes) as engine,
-        create_session_factory(engine).begin() as session,
-    ):
-        try:
-            return work(session)
-        except AppError as exc:
-            fail(exc.message)
+    with transactions(writes=writes) as run:
+        return run(work)
 
 
 # Longer than clients keep an idle connection (httpx: 5 s), so that a client never sends a

@@ -4,7 +4,8 @@ Raw usage is range-partitioned by `period_start`, one partition a UTC month
 (`usage_p2025_01`), with a default partition for anything outside them. `ensure_partitions`
 creates the current month and the next three, and a month for any rows that landed in the
 default partition (moving them in); `gpucost db upgrade`, `gpucost serve` and
-`gpucost db prune` run it. SQLite keeps one plain table.
+`gpucost db prune` run it; a prune drops the months it emptied. SQLite keeps one plain
+table.
 """
 
 import re
@@ -12,8 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 MONTHS_AHEAD = 3
+# How long a prune waits for raw usage to be free of other transactions before it drops
+# the months it emptied.
+LOCK_WAIT = "5s"
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 def is_partition(table_name: str) -> bool:
@@ -99,13 +105,24 @@ def ensure_partitions(connection: Connection, now: datetime) -> list[str]:
 
 def drop_partitions_before(connection: Connection, cutoff: datetime) -> list[str]:
     """Drop every monthly partition that ends at or before `cutoff` and holds no row: an
-    emptied month's space back at once. A partition is locked before it is looked in, so a
-    row stored until then is seen, and its month kept."""
+    emptied month's space back at once. Raw usage itself is locked first, as a drop locks
+    it, and as every reader and writer of raw usage locks it before a partition, so none can
+    deadlock with the drop; waiting at most `LOCK_WAIT` for it: busy, the months are left
+    for the next prune. Locked, an empty partition stays empty."""
+    partitions = sorted(existing_partitions(connection).items())
+    old = [name for month, name in partitions if _next(month) <= cutoff]
+    if not old:
+        return []
+    try:
+        with connection.begin_nested():
+            connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
+            connection.execute(text("LOCK TABLE usage IN ACCESS EXCLUSIVE MODE"))
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            return []
+        raise
     dropped = []
-    for month, name in sorted(existing_partitions(connection).items()):
-        if _next(month) > cutoff:
-            continue
-        connection.execute(text(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))
+    for name in old:
         if connection.execute(text(f"SELECT EXISTS (SELECT FROM {name})")).scalar_one():
             continue
         connection.execute(text(f"DROP TABLE {name}"))

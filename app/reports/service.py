@@ -11,6 +11,7 @@ from sqlalchemy import Row, Table, delete, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
+from app.core.db import RaceLost
 from app.core.errors import AppError, Conflict, InvalidInput
 from app.core.upsert import KnownIds, find_rows, insert_many, insert_rows
 from app.models import PruneMark, Report, Usage
@@ -75,12 +76,9 @@ def ingest_reports(
         mark = session.connection().execute(PRUNE_MARK).scalar_one_or_none()
         pending: list[_Pending] = []
         for index, report in enumerate(reports):
-            if mark is not None and report.start < mark:
-                outcomes[index] = InvalidInput(
-                    "start",
-                    f"{report.start.isoformat()} is before {mark.isoformat()}, where raw usage was "
-                    "pruned: a report that old cannot be told from a resend",
-                )
+            too_old = _pruned(report, mark)
+            if too_old is not None:
+                outcomes[index] = too_old
                 continue
             pending.append(_Pending(index, report, payload_digest(report)))
         if pending:
@@ -92,11 +90,36 @@ def ingest_reports(
                     session, new, known, outcomes, received_at=received_at, tolerance=tolerance
                 )
             if new:
+                _check_unpruned(session, new, mark)
                 gpus = _identify_gpus(session, new, known, seen=received_at)
                 occupancy.record(session, ledger, gpus)
                 _store_usage(session, known_ids, new, gpus, received_at=received_at)
         assert all(outcome is not None for outcome in outcomes)
         return outcomes  # type: ignore[return-value]
+
+
+def _pruned(report: ReportIn, mark: datetime | None) -> InvalidInput | None:
+    """The refusal of a report older than pruned raw usage, if it is."""
+    if mark is None or report.start >= mark:
+        return None
+    return InvalidInput(
+        "start",
+        f"{report.start.isoformat()} is before {mark.isoformat()}, where raw usage was "
+        "pruned: a report that old cannot be told from a resend",
+    )
+
+
+def _check_unpruned(
+    session: Session, new: list[tuple[_Pending, int]], mark: datetime | None
+) -> None:
+    """Run the transaction again (`RaceLost`) if a prune committed meanwhile has made one of
+    the new reports too old: its deletes may have let the report's claim or its GPU time
+    through (a resend of a report it removed). A prune commits its mark before it deletes
+    anything, so a statement that saw a delete is followed by one that sees the mark; run
+    again, the transaction refuses the report as too old."""
+    now = session.connection().execute(PRUNE_MARK).scalar_one_or_none()
+    if now != mark and any(_pruned(p.report, now) for p, _ in new):
+        raise RaceLost()
 
 
 def _identify_nodes(

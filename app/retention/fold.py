@@ -8,9 +8,11 @@ across an hour is split as the rollup splits it (app.reports.hours), so a job's 
 hour by hour, to what the rollup holds for it on its GPUs. Utilisation and peak memory are
 not kept: busy time over GPU-time is the utilisation.
 
-Raw rows are deleted and folded an hour of report starts at a time, with their reports, so
-memory stays that of one hour's records. A record that a later fold adds to (a report that
-ran on past the cutoff) is added to, not written twice.
+Raw rows are deleted and folded an hour of report starts at a time, with their reports,
+each hour in a transaction of its own (app.retention.service), so memory stays that of one
+hour's rows and an interrupted prune keeps the hours it finished. A record that a later
+hour adds to (a report that ran on past an hour or the cutoff) is added to, not written
+twice.
 """
 
 from collections import defaultdict
@@ -26,7 +28,10 @@ from app.core.upsert import adding_on_conflict, chunks, insert_many
 from app.models import GPU_HOURS, Report, Usage
 from app.reports.hours import HourSlice, floor_hour, hour_slices, hourly_shares
 
-STEP = timedelta(hours=1)
+# Report starts folded in one transaction: an hour, so that each GPU-hour record is written
+# once (a shorter window would update it again in each, leaving dead rows behind). Its raw
+# rows are held in memory while they are summed: 60 a GPU at the usual interval.
+WINDOW = timedelta(hours=1)
 _US = timedelta(microseconds=1)
 SUMS = ("gpu_us", "busy_us", "energy_mj")
 # What `split_by_hour` reads of each raw row.
@@ -52,47 +57,57 @@ _ADD_IDLE_HOURS = adding_on_conflict(
 
 @dataclass(frozen=True)
 class Folded:
-    raw_rows: int  # raw usage rows deleted
-    records: int  # GPU-hour records written or added to
-    reports: int  # reports deleted
+    raw_rows: int = 0  # raw usage rows deleted
+    updates: int = 0  # GPU-hour records written or added to, per window
+    reports: int = 0  # reports deleted
+    end: datetime | None = None  # where the window folded ended: the next one starts there
+
+    def __add__(self, other: "Folded") -> "Folded":
+        return Folded(
+            self.raw_rows + other.raw_rows,
+            self.updates + other.updates,
+            self.reports + other.reports,
+            other.end,
+        )
 
 
-def fold_raw(session: Session, *, before: datetime) -> Folded:
-    """Delete the raw usage and the reports that began before `before`, adding the usage to
-    the GPU-hour records.
+def fold_window(session: Session, *, start: datetime | None, before: datetime) -> Folded | None:
+    """Delete the raw usage of the first `WINDOW` of report starts from `start` on (and
+    before `before`) that holds any, and its reports, adding the usage to the GPU-hour
+    records; None when there is none left.
 
     What is folded is what the deletes return, and a report goes only with its rows (both
     are stored in one transaction, so a report's rows are all seen or none): a report
     stored meanwhile is either folded whole or stays, rows and report, for the next prune;
     none is folded twice and no row loses its report's span."""
-    raw_rows = records = reports = 0
-    while True:
-        first = session.execute(
-            select(func.min(Usage.period_start)).where(Usage.period_start < before)
-        ).scalar_one_or_none()
-        if first is None:
-            break
-        low = floor_hour(first)
-        high = min(low + STEP, before)
-        deleted = session.execute(
-            delete(Usage)
-            .where(Usage.period_start >= low, Usage.period_start < high)
-            .returning(*RAW)
-        ).all()
-        spans: dict[int, tuple[datetime, datetime]] = {}
-        for part in chunks(sorted({row[0] for row in deleted})):
-            spans.update(
-                (report_pk, (start, end))
-                for report_pk, start, end in session.execute(
-                    delete(Report)
-                    .where(Report.id.in_(part))
-                    .returning(Report.id, Report.period_start, Report.period_end)
-                )
+    query = select(func.min(Usage.period_start)).where(Usage.period_start < before)
+    if start is not None:
+        query = query.where(Usage.period_start >= start)
+    first = session.execute(query).scalar_one_or_none()
+    if first is None:
+        return None
+    low = floor_hour(first)
+    high = min(low + WINDOW, before)
+    deleted = session.execute(
+        delete(Usage).where(Usage.period_start >= low, Usage.period_start < high).returning(*RAW)
+    ).all()
+    spans: dict[int, tuple[datetime, datetime]] = {}
+    for part in chunks(sorted({row[0] for row in deleted})):
+        spans.update(
+            (report_pk, (start, end))
+            for report_pk, start, end in session.execute(
+                delete(Report)
+                .where(Report.id.in_(part))
+                .returning(Report.id, Report.period_start, Report.period_end)
             )
-        raw_rows += len(deleted)
-        reports += len(spans)
-        records += _add(session, split_by_hour(deleted, spans))
-    # Reports with no rows at all (a report may list no GPU).
+        )
+    updates = _add(session, split_by_hour(deleted, spans))
+    return Folded(raw_rows=len(deleted), updates=updates, reports=len(spans), end=high)
+
+
+def delete_rowless_reports(session: Session, *, before: datetime) -> int:
+    """Delete the reports that began before `before` with no usage rows (a report may list
+    no GPU): none of them has anything to fold."""
     rowless = session.execute(
         delete(Report).where(
             Report.period_start < before,
@@ -101,8 +116,7 @@ def fold_raw(session: Session, *, before: datetime) -> Folded:
             ),
         )
     )
-    reports += rowless.rowcount  # type: ignore[attr-defined]
-    return Folded(raw_rows=raw_rows, records=records, reports=reports)
+    return rowless.rowcount  # type: ignore[attr-defined,no-any-return]
 
 
 def split_by_hour(

@@ -49,4 +49,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # After a prune these records are the only trace of the raw usage they fold.
+    held = op.get_bind().execute(sa.text("SELECT count(*) FROM usage_gpu_hourly")).scalar_one()
+    if held:
+        raise RuntimeError(
+            f"usage_gpu_hourly holds {held} GPU-hour records, the only trace of the raw usage"
+            " pruned into them: downgrading would lose them (empty the table by hand first)"
+        )
     op.drop_table("usage_gpu_hourly")

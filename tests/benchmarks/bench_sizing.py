@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from sqlalchemy.orm import Session
 
 from app.core import migrate
 from app.core.config import Settings
@@ -35,6 +34,7 @@ from tests.support import (
     report,
     running_server,
     token_on,
+    transactions_on,
 )
 
 GPUS_PER_NODE = 8
@@ -110,9 +110,8 @@ def main() -> None:
     raw = table_bytes(conninfo, RAW) - empty["raw"]
     scan_s, raw_rows = scan(conninfo)
     started = time.perf_counter()
-    with Session(engine) as session, session.begin():
-        end = start + timedelta(hours=args.hours, minutes=1)
-        pruned = prune_raw(session, now=end, retention_days=0, actor="bench")
+    end = start + timedelta(hours=args.hours, minutes=1)
+    pruned = prune_raw(transactions_on(engine), now=end, retention_days=0, actor="bench")
     fold_s = time.perf_counter() - started
     engine.dispose()
     assert pruned.usage_rows_deleted == raw_rows, (pruned, raw_rows)
@@ -131,7 +130,7 @@ def main() -> None:
         "raw_rows": raw_rows,
         "fold_seconds": round(fold_s, 2),
         "scan_seconds": round(scan_s, 3),
-        "gpu_hour_records": pruned.gpu_hours_folded,
+        "gpu_hour_updates": pruned.gpu_hour_updates,
         **{f"{name}_bytes_per_gpu_day": round(size) for name, size in per_gpu_day.items()},
         "kept_bytes_per_gpu_day": round(kept),
     }
@@ -172,10 +171,12 @@ def scan(conninfo: str) -> tuple[float, int]:
                u.energy_mj
         FROM usage u JOIN reports r ON r.id = u.report_id
     """
-    with psycopg.connect(conninfo) as conn:
+    # Streamed (a server-side cursor): a read, not a read into memory.
+    with psycopg.connect(conninfo) as conn, conn.cursor(name="scan") as cursor:
+        cursor.itersize = 10_000
         started = time.perf_counter()
-        rows = conn.execute(query).fetchall()
-        return time.perf_counter() - started, len(rows)
+        count = sum(1 for _ in cursor.execute(query))
+        return time.perf_counter() - started, count
 
 
 if __name__ == "__main__":
