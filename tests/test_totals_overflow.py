@@ -21,14 +21,15 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.core import migrate
 from app.core.config import Settings
-from app.core.db import create_db_engine, past_64_bits
+from app.core.db import create_db_engine
 from app.core.errors import OutOfRange
+from app.core.sums import INT64_MAX, past_64_bits
 from app.main import create_app
 from app.models import HourlyUsage
 from app.reports.coalesce import _Waiting
 from app.reports.entries import Entry
 from app.reports.schemas import ReportIn
-from app.totals.store import INT64_MAX, Totals
+from app.totals.store import Totals
 from tests.support import CLUSTER, SettableClock, entry, report
 from tests.test_metrics import parse
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from psycopg.types.array import ListBinaryDumper
-from sqlalchemy import CheckConstraint, Engine, Table, create_engine, event, text
+from sqlalchemy import Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -166,31 +166,6 @@ def refers_to_nothing(exc: IntegrityError) -> bool:
     if getattr(exc.orig, "sqlstate", None) == "23503":
         return True
     return getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
-
-
-# The name every `integers_only` constraint ends with, which `past_64_bits` looks for.
-_INTEGER = "_integer"
-
-
-def integers_only(*columns: str) -> list[CheckConstraint]:
-    """CHECK constraints, on SQLite only, that each of `columns` holds an integer. Integer
-    arithmetic past 64 bits gives SQLite a real, stored as one in an integer column: a sum
-    no longer exact, which these refuse (`past_64_bits`). On PostgreSQL a BIGINT past 64
-    bits raises a DataError itself."""
-    return [
-        CheckConstraint(f"typeof({name}) = 'integer'", name=f"{name}{_INTEGER}").ddl_if(
-            dialect="sqlite"
-        )
-        for name in columns
-    ]
-
-
-def past_64_bits(exc: IntegrityError) -> bool:
-    """A value refused by an `integers_only` constraint: a sum past what 64 bits hold."""
-    if getattr(exc.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_CONSTRAINT_CHECK:
-        return False
-    # SQLite names the constraint that failed: "CHECK constraint failed: ck_..._integer".
-    return str(exc.orig).endswith(_INTEGER)
 
 
 def commit_with_retry(session: Session, work: Callable[[], T], *, attempts: int = 3) -> T:

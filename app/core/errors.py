@@ -17,6 +17,8 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.sums import past_64_bits
+
 log = logging.getLogger(__name__)
 
 # Free text from clients: any character but controls (C0, DEL and C1; NUL cannot even be
@@ -183,10 +185,7 @@ async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     # SQLite's way of refusing a sum past 64 bits (PostgreSQL's is a DataError); any other
-    # violation goes on as if unhandled, a 500, as a fault of the service. (Imported here:
-    # app.core.db needs the settings, whose validation raises the errors of this module.)
-    from app.core.db import past_64_bits
-
+    # violation goes on as if unhandled, a 500, as a fault of the service.
     assert isinstance(exc, IntegrityError)
     if not past_64_bits(exc):
         raise exc

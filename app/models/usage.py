@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-from app.core.db import integers_only
+from app.core.sums import integers_only
 from app.models.base import Base, BigIntPK, UTCDateTime
 
 

@@ -11,12 +11,11 @@ from sqlalchemy.orm import Session
 
 from app.core.db import exclude_writers
 from app.core.errors import AppError
-from app.core.sums import exact_sum
+from app.core.sums import INT64_MAX, exact_sum
 from app.core.upsert import chunks, insert_many
 from app.costs.query import FIGURES, period
 from app.models import Job
 from app.totals.levels import DAY, HOUR, MODEL_HOURS, MONTH, Level
-from app.totals.store import INT64_MAX
 
 # A row's key (its columns but the sums, in order) -> its sums.
 Sums = dict[tuple[Any, ...], tuple[int, ...]]

@@ -5,7 +5,7 @@ job's hours moved on the model level when its model or phase changes.
 
 A sum past 64 bits is refused (`OutOfRange`, a 422), nothing of the batch stored: a batch's
 own sums here, before they are sent; a stored sum they would take past it by the database
-(PostgreSQL's BIGINT; SQLite's CHECK constraints, see app.core.db.integers_only)."""
+(PostgreSQL's BIGINT; SQLite's CHECK constraints, see app.core.sums.integers_only)."""
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.errors import OutOfRange
-from app.core.sums import exact_sum
+from app.core.sums import INT64_MAX, exact_sum
 from app.core.upsert import adding_on_conflict, chunks, insert_many
 from app.reports.entries import Entry
 from app.reports.hours import hour_slices, hourly_shares
@@ -26,7 +26,6 @@ from app.totals.levels import FINEST_FIRST, HOUR, MODEL_HOURS, Level
 Key = tuple[int, int, str, datetime]
 # A job's (model, phase) on the model level, '' for none.
 Labels = tuple[str, str]
-INT64_MAX = 2**63 - 1
 
 
 class Totals:
