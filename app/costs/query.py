@@ -14,38 +14,52 @@ grouped by labels, still per price. Rate cards are few, so they are read first a
 into one CASE expression per price kind rather than joined to every atom. Stage one reads
 each part of the range from the coarsest level of the rollup that holds it at one price
 (app.totals): an atom's sums over a whole day or month, priced at that period's price, are
-the sums of its hours priced each at theirs.
+the sums of its hours priced each at theirs. The levels' rows are put together first (UNION
+ALL, each row named by its period's start), then priced and summed once, so that a statement
+writes each price once however many levels it reads; the prices are constants in its text,
+not parameters, so that no count of rates meets a database's limit on those.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    Integer,
     Select,
     String,
     Subquery,
     and_,
     case,
+    cast,
     func,
     literal,
     literal_column,
+    null,
     select,
+    true,
     union_all,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from app.core.sums import exact_sum
 from app.models import Cluster, EnergyRate, HourlyUsage, Job, Rate
 from app.pricing.spans import in_force
-from app.totals.levels import DAY, MONTH, Level, Range, cover, on_level, within
+from app.totals.levels import DAY, HOUR, MONTH, Level, Range, cover, on_level, over, within
 
 if TYPE_CHECKING:  # the scenario builds its prices over these, so it imports this module
     from app.scenarios.prices import ScenarioPrices
+
+_INSTANT = HourlyUsage.hour.type
+_INTEGER = BigInteger()
+_PRICE = attrgetter("price")  # of a rate card's row, as `atom_prices` reads them
 
 IDLE = "(idle)"
 UNATTRIBUTED = "(unattributed)"
@@ -99,22 +113,68 @@ def in_period(start: datetime | None, end: datetime | None) -> list[ColumnElemen
     return conditions
 
 
-def price_cases(rows: Sequence[Any], match: Any) -> list[tuple[ColumnElement[bool], int]]:
-    """(condition, price) per effective-dated price, per-cluster prices first: they win."""
+class _Constant(ColumnElement[Any]):
+    """A value written into the statement's text as the dialect writes a literal."""
+
+    __visit_name__ = "price_constant"
+    inherit_cache = True
+    _traverse_internals = [
+        ("value", InternalTraversal.dp_plain_obj),
+        ("type", InternalTraversal.dp_type),
+    ]
+
+    def __init__(self, value: Any, type_: Any) -> None:
+        self.value = value
+        self.type = type_
+
+
+@compiles(_Constant)
+def _write_constant(element: _Constant, compiler: SQLCompiler, **_: Any) -> str:
+    return compiler.render_literal_value(element.value, element.type)
+
+
+def constant(value: Any, type_: Any = _INTEGER) -> ColumnElement[Any]:
+    """A price's number or instant as a constant in the statement, not a parameter: a
+    statement takes at most 65,535 parameters on PostgreSQL (32,766 on a stock SQLite), and
+    rate cards of some thousands of rows would pass that. A null keeps its type, so that a
+    CASE of nulls alone is still a number on PostgreSQL."""
+    return cast(null(), type_) if value is None else _Constant(value, type_)
+
+
+def price_cases(rows: Sequence[Any], match: Any) -> list[tuple[ColumnElement[bool], list[Any]]]:
+    """Per key of effective-dated prices, per-cluster keys first (they win): the condition
+    that one of the key's prices is in force on an atom, and the key's prices, earliest first.
+    A key's prices follow one another from its first on (`in_force`), so one condition a key
+    holds where any of them does, and `price_in_force` tells which."""
     cases = []
-    spans = in_force(
-        rows,
-        key=lambda r: (r.cluster_id is None, r.key, r.cluster_id or 0),
-        start=lambda r: r.effective_from,
-    )
-    for row, end in spans:
-        conditions = [match(row), HourlyUsage.hour >= row.effective_from]
-        if row.cluster_id is not None:
-            conditions.append(HourlyUsage.cluster_id == row.cluster_id)
-        if end is not None:
-            conditions.append(HourlyUsage.hour < end)
-        cases.append((and_(*conditions), row.price))
+    spans = in_force(rows, key=_price_key, start=lambda r: r.effective_from)
+    for _, keyed in groupby((row for row, _ in spans), key=_price_key):
+        prices = list(keyed)
+        first = prices[0]
+        conditions = [match(first), HourlyUsage.hour >= constant(first.effective_from, _INSTANT)]
+        if first.cluster_id is not None:
+            conditions.append(HourlyUsage.cluster_id == constant(first.cluster_id))
+        cases.append((and_(*conditions), prices))
     return cases
+
+
+def _price_key(row: Any) -> tuple[bool, str, int]:
+    return (row.cluster_id is None, row.key, row.cluster_id or 0)
+
+
+def price_in_force(prices: list[Any], value: Callable[[Any], int | None]) -> ColumnElement[Any]:
+    """`value` of the one of a key's prices (`price_cases`, earliest first) in force at an
+    atom's hour, where one is: the latest that started by then."""
+    first, *later = prices
+    if not later:
+        return constant(value(first))
+    return case(
+        *(
+            (HourlyUsage.hour >= constant(row.effective_from, _INSTANT), constant(value(row)))
+            for row in reversed(later)
+        ),
+        else_=constant(value(first)),
+    )
 
 
 @dataclass(frozen=True)
@@ -154,16 +214,18 @@ def atom_prices(
             EnergyRate.micro_usd_per_kwh.label("price"),
         )
     ).all()
-    rate_cases = price_cases(rates, lambda r: HourlyUsage.gpu_model == r.key)
-    energy_cases = price_cases(energy, lambda r: literal(True))
-    default = literal(default_micro_usd, BigInteger)
-    rate: Any = case(*rate_cases, else_=default) if rate_cases else default
-    source: Any = (
-        case(*((c, CARD) for c, _ in rate_cases), else_=DEFAULT)
-        if rate_cases
-        else literal(DEFAULT, Integer)
+    card = price_cases(rates, lambda r: HourlyUsage.gpu_model == r.key)
+    kwh = price_cases(energy, lambda r: true())
+    default = constant(default_micro_usd)
+    rate = (
+        case(*((c, price_in_force(p, _PRICE)) for c, p in card), else_=default) if card else default
     )
-    energy_rate = case(*energy_cases) if energy_cases else literal(None, BigInteger)
+    source = (
+        case(*((c, constant(CARD)) for c, _ in card), else_=constant(DEFAULT))
+        if card
+        else constant(DEFAULT)
+    )
+    energy_rate = case(*((c, price_in_force(p, _PRICE)) for c, p in kwh)) if kwh else constant(None)
     changes = frozenset(row.effective_from for row in (*rates, *energy))
     books = AtomPrices(rate=rate, source=source, energy_rate=energy_rate, changes=changes)
     return books if scenario is None else scenario.over(books)
@@ -178,43 +240,53 @@ def priced_usage(
     where: Sequence[ColumnElement[bool]],
     by: dict[str, str] | None = None,
     scenario: "ScenarioPrices | None" = None,
-) -> Any:
+) -> Select[Any]:
     """Stage one: the atoms from `start` to `end` matching `where` (both written over the
     hourly level), summed exactly per job, cluster, GPU model and price, and per period
     for each `by` name ("day" or "month"), at the books' prices or a `scenario`'s; callers
-    make it a subquery, or a lateral one."""
+    make it a subquery, or a lateral one. A range without a whole hour has no rows."""
     prices = atom_prices(session, default_micro_usd=default_micro_usd, scenario=scenario)
     periods = by or {}
     coarsest = DAY if "day" in periods.values() else MONTH
-    parts = [
-        _level_sums(session, level, ranges, prices=prices, where=where, periods=periods)
-        for level, ranges in cover(start, end, changes=prices.changes, coarsest=coarsest).items()
+    read = cover(start, end, changes=prices.changes, coarsest=coarsest)
+    # Nothing to read: the hourly level's rows within no range, for the columns' sake.
+    parts = [_level_rows(level, ranges, where) for level, ranges in read.items()] or [
+        _level_rows(HOUR, [], where)
     ]
-    return parts[0] if len(parts) == 1 else union_all(*parts)
+    atoms = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("atoms")
+    # Priced in a subquery of its own, so that the sums group by its columns, not by the
+    # price expressions again (a constant such as the default rate would read as a position).
+    priced = select(
+        atoms.c.job_id,
+        atoms.c.cluster_id,
+        atoms.c.gpu_model,
+        *(period(session, unit, atoms.c.hour).label(name) for name, unit in periods.items()),
+        *(over(column, atoms) for column in prices.labelled()),
+        *(atoms.c[name] for name in FIGURES),
+    ).subquery("priced_atoms")
+    keys = [column for column in priced.c if column.name not in FIGURES]
+    return select(*keys, *(exact_sum(priced.c[name]).label(name) for name in FIGURES)).group_by(
+        *keys
+    )
 
 
-def _level_sums(
-    session: Session,
-    level: Level,
-    ranges: list[Range],
-    *,
-    prices: AtomPrices,
-    where: Sequence[ColumnElement[bool]],
-    periods: dict[str, str],
+def _level_rows(
+    level: Level, ranges: list[Range], where: Sequence[ColumnElement[bool]]
 ) -> Select[Any]:
-    """Stage one on one level, over its rows within `ranges`."""
+    """The level's rows within `ranges` matching `where`, their period's start as `hour`."""
     table = level.table
-    keys: list[Any] = [
-        table.c.job_id,
-        table.c.cluster_id,
-        table.c.gpu_model,
-        *(period(session, unit, level.start).label(name) for name, unit in periods.items()),
-        *(on_level(column, level) for column in prices.labelled()),
-    ]
+    # `where` may name a table of a query around stage one (a lateral subquery's job), two
+    # subqueries out: SQLAlchemy correlates that far only when told to.
     return (
-        select(*keys, *(exact_sum(table.c[name]).label(name) for name in FIGURES))
+        select(
+            table.c.job_id,
+            table.c.cluster_id,
+            table.c.gpu_model,
+            level.start.label(HOUR.unit),
+            *(table.c[name] for name in FIGURES),
+        )
         .where(within(level, ranges), *(on_level(condition, level) for condition in where))
-        .group_by(*(k.element if hasattr(k, "element") else k for k in keys))
+        .correlate_except(table)
     )
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, literal
+from sqlalchemy import case, func, true
 
-from app.costs.query import SCENARIO, AtomPrices, price_cases
+from app.costs.query import SCENARIO, AtomPrices, constant, price_cases, price_in_force
 from app.models import HourlyUsage
 
 
@@ -27,17 +27,13 @@ class Price:
     micro_usd_per_gpu_hour: int
     micro_usd_per_kwh: int | None  # None: energy priced as the books price it
 
-    # What `price_cases` reads of a price: its key, its cluster (a scenario's prices are
-    # for every cluster) and the value each case yields (the price itself, read below).
+    # What `price_cases` reads of a price besides its start: its key and its cluster (a
+    # scenario's prices are for every cluster).
     cluster_id = None
 
     @property
     def key(self) -> str:
         return self.gpu_model or ""
-
-    @property
-    def price(self) -> "Price":
-        return self
 
 
 @dataclass(frozen=True)
@@ -52,20 +48,20 @@ class ScenarioPrices:
         own = [p for p in self.prices if p.gpu_model is not None]
         general = [p for p in self.prices if p.gpu_model is None]
         # GPU-model prices first: a CASE takes its first true condition.
-        cases: list[tuple[ColumnElement[bool], Any]] = [
+        cases = [
             *price_cases(own, lambda p: HourlyUsage.gpu_model == p.gpu_model),
-            *price_cases(general, lambda p: literal(True)),
+            *price_cases(general, lambda p: true()),
         ]
         if not cases:
             return books
-        rate: Any = case(*((c, p.micro_usd_per_gpu_hour) for c, p in cases), else_=books.rate)
-        source: Any = case(*((c, SCENARIO) for c, _ in cases), else_=books.source)
-        energy: Any = case(
-            *(
-                (c, books.energy_rate if p.micro_usd_per_kwh is None else p.micro_usd_per_kwh)
-                for c, p in cases
-            ),
-            else_=books.energy_rate,
+        rate: Any = case(
+            *((c, price_in_force(ps, lambda p: p.micro_usd_per_gpu_hour)) for c, ps in cases),
+            else_=books.rate,
         )
+        source: Any = case(*((c, constant(SCENARIO)) for c, _ in cases), else_=books.source)
+        # Null where the price in force has no kWh price of its own, or none is in force: the
+        # books' then, written once rather than once a price.
+        own_kwh = case(*((c, price_in_force(ps, lambda p: p.micro_usd_per_kwh)) for c, ps in cases))
+        energy: Any = func.coalesce(own_kwh, books.energy_rate)
         changes = books.changes | {p.effective_from for p in self.prices}
         return AtomPrices(rate=rate, source=source, energy_rate=energy, changes=changes)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, ColumnElement, Table, and_, or_, true
+from sqlalchemy import Boolean, Column, ColumnElement, FromClause, Table, and_, false, or_, true
 from sqlalchemy.sql import visitors
 
 from app.models import DailyUsage, HourlyUsage, ModelHourlyUsage, MonthlyUsage
@@ -124,7 +124,7 @@ def _fill(
 
 
 def within(level: Level, ranges: list[Range]) -> ColumnElement[bool]:
-    """The level's rows whose period starts within one of `ranges`."""
+    """The level's rows whose period starts within one of `ranges` (none: no rows)."""
     column = level.start
     terms: list[ColumnElement[bool]] = []
     for lo, hi in ranges:
@@ -132,7 +132,26 @@ def within(level: Level, ranges: list[Range]) -> ColumnElement[bool]:
         if not bounds:
             return true()  # all of the level
         terms.append(and_(*bounds))
-    return or_(*terms) if len(terms) > 1 else terms[0]
+    return _any(terms) if terms else false()
+
+
+# SQLite parses `a OR b OR c ...` into a tree as deep as its terms are many, and refuses one
+# deeper than 1,000 ("Expression tree is too large"): a level read in a thousand ranges, one
+# per day where a price changes. SQLAlchemy flattens nested or_()s, groupings of them too, so
+# past `_FLAT_OR` terms the two halves are joined by an OR operator of our own, each half in
+# parentheses: a tree as deep as the log of the number of terms. Both databases' planners
+# flatten nested ORs again, so the plan is that of the flat list.
+_FLAT_OR = 64
+# OR's own precedence in SQLAlchemy: each half, and the whole within an AND, parenthesized.
+_OR_PRECEDENCE = 2
+
+
+def _any(terms: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    if len(terms) <= _FLAT_OR:
+        return or_(*terms)
+    middle = len(terms) // 2
+    either = _any(terms[:middle]).op("OR", precedence=_OR_PRECEDENCE, return_type=Boolean)
+    return either(_any(terms[middle:]))
 
 
 def on_level(expression: ColumnElement[T], level: Level) -> ColumnElement[T]:
@@ -141,9 +160,9 @@ def on_level(expression: ColumnElement[T], level: Level) -> ColumnElement[T]:
     return expression if level is HOUR else over(expression, level.table, level.unit)
 
 
-def over(expression: ColumnElement[T], table: Table, start: str = "hour") -> ColumnElement[T]:
-    """`expression`, written over the hourly level's columns, over `table`'s of the same
-    names, its column `start` for the hour."""
+def over(expression: ColumnElement[T], table: FromClause, start: str = "hour") -> ColumnElement[T]:
+    """`expression`, written over the hourly level's columns, over `table`'s (a table or a
+    subquery) of the same names, its column `start` for the hour."""
     hourly = HOUR.table
 
     def replace(element: Any, **_: Any) -> Any:
