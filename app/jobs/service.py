@@ -18,8 +18,6 @@ from app.models import Cluster, Job, MonthlyUsage
 from app.retention.gpu_hours import job_gpu_hours
 from app.totals.store import labels_of, move_job_hours
 
-MICRO = Decimal(1_000_000)
-MILLI = Decimal(1_000)
 # API field name -> column, for the fields a client may set.
 _FIELDS = {
     "model": "model",
@@ -109,9 +107,7 @@ def gpu_hours(
 ) -> JobGpuHours:
     """Which GPUs a job held, hour by hour (app.retention.gpu_hours)."""
     job_pk = session.execute(
-        select(Job.id)
-        .join(Cluster, Cluster.id == Job.cluster_id)
-        .where(Cluster.name == cluster, Job.scheduler_job_id == job_id)
+        _filtered(cluster=cluster, job_id=job_id).with_only_columns(Job.id)
     ).scalar_one_or_none()
     if job_pk is None:
         raise NotFound(f"no job '{job_id}' on cluster '{cluster}'")
@@ -174,8 +170,8 @@ def job_usage_between(
             name=row.name,
             first_seen=row.first_seen,
             last_seen=row.last_seen,
-            gpu_seconds=Decimal(int(row.gpu_us)) / MICRO,
-            busy_gpu_seconds=Decimal(int(row.busy_us)) / MICRO,
+            gpu_seconds=seconds(int(row.gpu_us)),
+            busy_gpu_seconds=seconds(int(row.busy_us)),
         )
         for row in rows
     ]
@@ -236,9 +232,9 @@ def read_jobs(session: Session, query: Select[Job]) -> list[JobRead]:
                 tokens=job.tokens,
                 first_seen=job.first_seen,
                 last_seen=job.last_seen,
-                gpu_seconds=Decimal(int(totals.gpu_us)) / MICRO if totals else Decimal(0),
-                busy_gpu_seconds=Decimal(int(totals.busy_us)) / MICRO if totals else Decimal(0),
-                energy_j=Decimal(int(totals.energy_mj)) / MILLI if totals else Decimal(0),
+                gpu_seconds=seconds(int(totals.gpu_us)) if totals else Decimal(0),
+                busy_gpu_seconds=seconds(int(totals.busy_us)) if totals else Decimal(0),
+                energy_j=joules(int(totals.energy_mj)) if totals else Decimal(0),
             )
         )
     return result

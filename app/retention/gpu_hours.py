@@ -45,7 +45,9 @@ def job_gpu_hours(
             Usage.period_start < end,
         )
     ).all()
-    sums = split_by_hour((row[:7] for row in raw), {row[0]: (row[1], row[7]) for row in raw})
+    # Each row: `RAW`, then its report's end.
+    spans = {row.report_id: (row.period_start, row.period_end) for row in raw}
+    sums = split_by_hour((row[: len(RAW)] for row in raw), spans)
     folded = session.execute(
         select(
             GPU_HOURS.c.gpu_id,

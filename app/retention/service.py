@@ -45,8 +45,8 @@ def prune_raw(run: Transactions, *, now: datetime, retention_days: int, actor: s
     ingest began before that sees it after, see app.reports.service); then the fold, a
     window at a time, from the oldest; then the months it emptied, and the audit entry."""
     cutoff = now - timedelta(days=retention_days)
-    if run(lambda session: _mark(session, now=now, cutoff=cutoff)):
-        run(lambda session: ensure_partitions(session.connection(), now))
+    run(lambda session: _mark(session, cutoff=cutoff))
+    run(lambda session: _ensure_partitions(session, now))
     folded = Folded()
     while True:
         window = run(partial(fold_window, start=folded.end, before=cutoff))
@@ -66,17 +66,22 @@ def prune_raw(run: Transactions, *, now: datetime, retention_days: int, actor: s
     return pruned
 
 
-def _mark(session: Session, *, now: datetime, cutoff: datetime) -> bool:
+def _mark(session: Session, *, cutoff: datetime) -> None:
     """Move the pruned point to `cutoff`, and delete the GPU time that ends by it: no report
     accepted from here on can meet it (none may start before the cutoff); time reaching past
-    it stays, so none is counted twice across it. Whether raw usage is partitioned."""
+    it stays, so none is counted twice across it."""
     mark = session.get(PruneMark, 1, with_for_update=True)
     if mark is None:
         session.add(PruneMark(id=1, pruned_before=cutoff))
     elif mark.pruned_before < cutoff:
         mark.pruned_before = cutoff
     session.execute(delete(GPU_OCCUPANCY).where(GPU_OCCUPANCY.c.period_end <= cutoff))
-    return is_partitioned(session.connection())
+
+
+def _ensure_partitions(session: Session, now: datetime) -> None:
+    connection = session.connection()
+    if is_partitioned(connection):
+        ensure_partitions(connection, now)
 
 
 def _drop_emptied(session: Session, cutoff: datetime) -> list[str]:
