@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.main import create_app
-from app.models import Report, Usage
+from app.models import USAGE, Report
 from tests.support import CLUSTER, SettableClock, entry, report, running_server
 
 GPUS = 8
@@ -64,7 +64,9 @@ def test_server_killed_mid_stream_leaves_whole_batches_and_the_resend_completes(
     db.rollback()
 
     stored = db.execute(select(func.count()).select_from(Report)).scalar_one()
-    per_report = db.execute(select(Usage.report_id, func.count()).group_by(Usage.report_id)).all()
+    per_report = db.execute(
+        select(USAGE.c.report_id, func.count()).group_by(USAGE.c.report_id)
+    ).all()
     assert 2 * BATCH <= stored < REPORTS and stored % BATCH == 0
     assert {count for _, count in per_report} == {GPUS} and len(per_report) == stored
 

@@ -4,7 +4,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Gpu, HourlyUsage, Job, Node, Report, Usage
+from app.models import USAGE, Gpu, HourlyUsage, Job, Node, Report
 from tests.support import CLUSTER, H800, entry, gpu_uuid, report
 
 Auth = dict[str, dict[str, str]]
@@ -23,7 +23,7 @@ def test_report_is_stored_with_every_field(client: TestClient, auth: Auth, db: S
     body = response.json()
     assert body["status"] == "accepted" and body["duplicate"] is False
     assert (body["cluster"], body["node"], body["seq"]) == (CLUSTER, "node-017", 1)
-    usage = db.execute(select(Usage)).scalar_one()
+    usage = db.execute(select(USAGE)).one()
     assert (usage.gpu_us, usage.busy_us, usage.energy_mj, usage.mem_peak_bytes) == (
         60_000_000,
         58_500_000,
@@ -52,7 +52,7 @@ def test_same_report_twice_is_counted_once(client: TestClient, auth: Auth, db: S
     assert again.status_code == 200
     assert again.json()["duplicate"] is True
     assert again.json()["report_id"] == first.json()["report_id"]
-    assert db.execute(select(func.count()).select_from(Usage)).scalar_one() == 1
+    assert db.execute(select(func.count()).select_from(USAGE)).scalar_one() == 1
     assert job_usage(client, auth, "91234")["gpu_seconds"] == "60"
 
 

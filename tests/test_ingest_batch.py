@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.main import create_app
-from app.models import Gpu, HourlyUsage, Job, Node, Report, Usage
+from app.models import USAGE, Gpu, HourlyUsage, Job, Node, Report
 from app.reports.coalesce import _Waiting
 from app.reports.schemas import ReportIn
 from tests.support import CLUSTER, SettableClock, entry, gpu_uuid, report
@@ -55,8 +55,8 @@ def stored_state(db: Session, prefix: str) -> dict[str, Any]:
     ).all()
     usage = db.execute(
         select(
-            Usage.job_id, Usage.period_start, Usage.gpu_us, Usage.busy_us, Usage.energy_mj
-        ).where(Usage.job_id.in_(jobs))
+            USAGE.c.job_id, USAGE.c.period_start, USAGE.c.gpu_us, USAGE.c.busy_us, USAGE.c.energy_mj
+        ).where(USAGE.c.job_id.in_(jobs))
     ).all()
     spans = db.execute(select(Job.id, Job.first_seen, Job.last_seen).where(Job.id.in_(jobs))).all()
     nodes = db.execute(
@@ -120,7 +120,7 @@ def test_same_seq_twice_in_one_batch(client: TestClient, auth: Auth, db: Session
     ]
     assert results[1]["report_id"] == results[0]["report_id"]
     assert db.execute(select(func.count()).select_from(Report)).scalar_one() == 2
-    assert db.execute(select(func.sum(Usage.gpu_us))).scalar_one() == 120_000_000
+    assert db.execute(select(func.sum(USAGE.c.gpu_us))).scalar_one() == 120_000_000
 
 
 def test_gpu_moved_within_a_batch_ends_where_its_last_report_puts_it(
@@ -146,7 +146,7 @@ def test_gpu_moved_within_a_batch_ends_where_its_last_report_puts_it(
     node_b = db.execute(select(Node.id).where(Node.name == "node-b")).scalar_one()
     assert (gpu.node_id, gpu.gpu_index) == (node_b, 2)
     assert db.execute(select(func.count()).select_from(Gpu)).scalar_one() == 1
-    assert db.execute(select(func.sum(Usage.gpu_us))).scalar_one() == 120_000_000
+    assert db.execute(select(func.sum(USAGE.c.gpu_us))).scalar_one() == 120_000_000
 
 
 def test_batch_naming_many_gpus_is_stored_whole(
@@ -223,7 +223,7 @@ def test_report_the_database_refuses_fails_only_its_own_request(
     assert [type(w.error).__name__ for w in waiting] == ["NoneType", "IntegrityError", "NoneType"]
     assert [w.outcome.duplicate for w in (waiting[0], waiting[2])] == [False, False]
     assert db.execute(select(Node.name).order_by(Node.name)).scalars().all() == ["node-a", "node-b"]
-    assert db.execute(select(func.sum(Usage.gpu_us))).scalar_one() == 120_000_000
+    assert db.execute(select(func.sum(USAGE.c.gpu_us))).scalar_one() == 120_000_000
 
 
 def test_new_node_is_not_moved_on_by_a_refused_report(
@@ -247,7 +247,7 @@ def test_report_without_gpus_marks_its_node_seen(
     assert response.status_code == 201, response.text
     node = db.execute(select(Node)).scalar_one()
     assert node.last_interval_end.isoformat() == "2025-01-06T10:01:00+00:00"
-    assert db.execute(select(func.count()).select_from(Usage)).scalar_one() == 0
+    assert db.execute(select(func.count()).select_from(USAGE)).scalar_one() == 0
 
 
 def test_a_report_reads_the_same_in_a_valid_batch_a_mixed_batch_and_alone(
@@ -279,8 +279,8 @@ def test_a_report_reads_the_same_in_a_valid_batch_a_mixed_batch_and_alone(
     ]
     assert (single.status_code, single.json()["duplicate"]) == (200, True)
     stored = db.execute(
-        select(Usage.gpu_us, Usage.busy_us, Usage.energy_mj)
-        .join(Job, Job.id == Usage.job_id)
+        select(USAGE.c.gpu_us, USAGE.c.busy_us, USAGE.c.energy_mj)
+        .join(Job, Job.id == USAGE.c.job_id)
         .where(Job.scheduler_job_id == "spelled-job")
     ).all()
     assert stored == [(1_799_750_000, 1_664_768_750, 1_000_000)]

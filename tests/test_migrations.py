@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, make_url
+from sqlalchemy import Connection, Engine, insert, inspect, make_url, select, text
 
 from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_db_engine
-from app.core.partitions import MONTHS_AHEAD, include_object, is_partition
-from app.models import Base
+from app.core.partitions import MONTHS_AHEAD, ensure_partitions, include_object, is_partition
+from app.models import USAGE, Base
 from tests.conftest import POSTGRES_URL, postgres_or_skip, postgres_url
 from tests.support import drop_all_postgres
 
@@ -117,3 +117,97 @@ def test_a_url_with_escapes_migrates() -> None:
         assert migrate.current_revision(engine) == migrate.head_revision()
     finally:
         engine.dispose()
+
+
+RAW_START = datetime(2025, 1, 6, 10, tzinfo=UTC)
+
+
+def raw_row(n: int) -> dict[str, object]:
+    """Raw usage of report `n` (idle for 2)."""
+    return {
+        "report_id": n,
+        "gpu_id": n,
+        "job_id": None if n == 2 else 7,
+        "period_start": RAW_START,
+        "gpu_us": 60_000_000 + n,
+        "busy_us": n,
+        "util_pct": 1.5 * n,
+        "energy_mj": 7 * n,
+        "mem_peak_bytes": n,
+    }
+
+
+def raw_usage(engine: Engine) -> list[tuple[object, ...]]:
+    """Every raw row, each column but `id`."""
+    with engine.connect() as conn:
+        return sorted(tuple(row) for row in conn.execute(select(*USAGE.c)))
+
+
+def usage_schema(engine: Engine) -> tuple[object, ...]:
+    """Raw usage's columns (by name: PostgreSQL adds a column back last), key and indexes."""
+    found = inspect(engine)
+    columns = {
+        c["name"]: (str(c["type"]), c["nullable"], c["default"]) for c in found.get_columns("usage")
+    }
+    indexes = sorted(
+        (i["name"], i["column_names"], i["unique"], i.get("dialect_options"))
+        for i in found.get_indexes("usage")
+    )
+    return columns, found.get_pk_constraint("usage"), indexes
+
+
+def test_raw_usage_rows_survive_dropping_the_id_and_get_ids_back(scratch_engine: Engine) -> None:
+    migrate.upgrade(scratch_engine, "0015")
+    as_it_was = usage_schema(scratch_engine)
+    with scratch_engine.begin() as conn:
+        conn.execute(insert(USAGE), [raw_row(n) for n in (1, 2, 3)])
+    stored = raw_usage(scratch_engine)
+    assert len(stored) == 3
+
+    migrate.upgrade(scratch_engine, "0016")
+    assert "id" not in {c["name"] for c in inspect(scratch_engine).get_columns("usage")}
+    assert not inspect(scratch_engine).get_pk_constraint("usage")["constrained_columns"]
+    assert raw_usage(scratch_engine) == stored
+    if scratch_engine.dialect.name == "postgresql":
+        with scratch_engine.connect() as conn:
+            assert conn.execute(text("SELECT to_regclass('usage_id_seq')")).scalar() is None
+
+    migrate.downgrade(scratch_engine, "0015")
+    assert usage_schema(scratch_engine) == as_it_was
+    assert raw_usage(scratch_engine) == stored
+    with scratch_engine.begin() as conn:
+        if scratch_engine.dialect.name == "postgresql":
+            owned = conn.execute(text("SELECT pg_get_serial_sequence('usage', 'id')")).scalar()
+            assert owned == "public.usage_id_seq"
+        conn.execute(insert(USAGE), [raw_row(4)])
+        ids = conn.execute(text("SELECT id FROM usage ORDER BY id")).scalars().all()
+    assert ids == [1, 2, 3, 4]
+
+
+def period_start_indexes(conn: Connection) -> list[tuple[str, str]]:
+    """Each index on period_start of raw usage and of its partitions: (table, method)."""
+    rows = conn.execute(
+        text(
+            "SELECT t.relname, am.amname FROM pg_index i"
+            " JOIN pg_class t ON t.oid = i.indrelid"
+            " JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_am am ON am.oid = c.relam"
+            " JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0]"
+            " WHERE a.attname = 'period_start' AND (t.oid = 'usage'::regclass OR t.oid IN"
+            " (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'usage'::regclass))"
+        )
+    )
+    return sorted((table, method) for table, method in rows)
+
+
+def test_raw_usage_period_start_is_brin_on_every_partition(scratch_engine: Engine) -> None:
+    if scratch_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no BRIN, nor partitions")
+    migrate.upgrade(scratch_engine)
+    with scratch_engine.begin() as conn:
+        # Months attached after the migration, as `gpucost db upgrade` adds them.
+        added = ensure_partitions(conn, datetime(2031, 1, 1, tzinfo=UTC))
+        assert len(added) == 1 + MONTHS_AHEAD
+        indexes = period_start_indexes(conn)
+    assert set(added) <= partitions(scratch_engine)
+    assert indexes == [(table, "brin") for table in sorted({"usage", *partitions(scratch_engine)})]

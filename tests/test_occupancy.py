@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import GPU_OCCUPANCY, Report, Usage
+from app.models import GPU_OCCUPANCY, USAGE, Report
 from tests.conftest import make_token
 from tests.support import CLUSTER, H800, entry, gpu_uuid, report
 
@@ -60,7 +60,7 @@ def test_one_gpu_in_four_overlapping_reports_is_counted_once(
     assert job_seconds(client, auth) == "3600"
     # Refused reports leave nothing behind: the seqs stay free for the real reports.
     assert db.execute(select(func.count()).select_from(Report)).scalar_one() == 1
-    assert db.execute(select(func.count()).select_from(Usage)).scalar_one() == 1
+    assert db.execute(select(func.count()).select_from(USAGE)).scalar_one() == 1
     later = post(client, auth, report(2, start=at("11:00"), end=at("11:30"), gpus=hour_of(1800)))
     assert later.status_code == 201, later.text
     assert job_seconds(client, auth) == "5400"

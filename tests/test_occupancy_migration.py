@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.core import migrate
 from app.core.config import Settings
 from app.main import create_app
-from app.models import GPU_OCCUPANCY, Cluster, Gpu, Node, Report, Usage
+from app.models import GPU_OCCUPANCY, USAGE, Cluster, Gpu, Node, Report
 from app.tokens.service import create_token
 from tests.support import CLUSTER, DEFAULT_NOW, SettableClock, entry, report
 from tests.test_migrations import scratch_engine  # noqa: F401 (fixture)
@@ -58,7 +58,7 @@ def store_legacy(engine: Engine) -> dict[int, int]:
             usage = {"report_id": ids[seq], "gpu_id": gpu, "job_id": None}
             amounts = {"gpu_us": 1, "busy_us": 0, "energy_mj": 0, "mem_peak_bytes": 0}
             session.execute(
-                insert(Usage), [{**usage, **amounts, "period_start": at(start), "util_pct": 0.0}]
+                insert(USAGE), [{**usage, **amounts, "period_start": at(start), "util_pct": 0.0}]
             )
     return ids
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import GPU_OCCUPANCY, Report, Usage
+from app.models import GPU_OCCUPANCY, USAGE, Report
 from tests.conftest import make_token
 from tests.support import entry, report, running_server
 
@@ -69,4 +69,4 @@ def test_two_servers_store_one_of_two_overlapping_reports_per_gpu(
     assert all(pair in {(201, 409), (409, 201)} for pair in pairs), pairs
     assert db.execute(select(func.count()).select_from(Report)).scalar_one() == GPUS
     assert db.execute(select(func.count()).select_from(GPU_OCCUPANCY)).scalar_one() == GPUS
-    assert db.execute(select(func.sum(Usage.gpu_us))).scalar_one() == GPUS * 60_000_000
+    assert db.execute(select(func.sum(USAGE.c.gpu_us))).scalar_one() == GPUS * 60_000_000

@@ -6,16 +6,44 @@ from decimal import Decimal
 from typing import Any
 
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from app.core.numbers import floats_are_exact
 from app.reports.hours import hour_slices, split_amounts
+from app.reports.schemas import GpuUsageIn
 from app.tokens.service import create_token
 from tests.support import entry, report, reset_database
 
 BASE = datetime(2025, 1, 6, 9, tzinfo=UTC)
+ENTRY = TypeAdapter(GpuUsageIn)
+ENTRY_JSON = (
+    '{{"uuid": "GPU-00000000-0000-0000-0000-000000000000", "index": 0, "model": "H800", '
+    '"job_id": null, "gpu_seconds": {}}}'
+)
+
+
+@given(
+    digits=st.integers(min_value=0, max_value=10**20 - 1),
+    point=st.integers(min_value=0, max_value=20),
+    exponent=st.sampled_from(["", "e0", "e-3", "E+2"]),
+)
+def test_the_fast_json_path_reads_a_number_as_sent_or_is_not_taken(
+    digits: int, point: int, exponent: str
+) -> None:
+    # A JSON number of up to 20 significant digits, `point` of them after the point.
+    whole, fraction = divmod(digits, 10**point)
+    written = (f"{whole}.{fraction:0{point}d}" if point else str(digits)) + exponent
+    body = ENTRY_JSON.format(written).encode()
+    assume(Decimal(written) <= 10**7)
+    if floats_are_exact(body):
+        assert len(str(digits).lstrip("0")) <= 15
+        assert ENTRY.validate_json(body)["gpu_seconds"] == Decimal(written)
+    else:
+        assert len(written.split("e")[0].split("E")[0]) >= 16
 
 
 @given(

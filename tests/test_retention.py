@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.models import GPU_HOURS, AuditEntry, Gpu, HourlyUsage, Job, Report, Usage
+from app.models import GPU_HOURS, USAGE, AuditEntry, Gpu, HourlyUsage, Job, Report
 from app.retention.service import Pruned, prune_raw
 from tests.support import CLUSTER, SettableClock, entry, gpu_uuid, report, transactions_on
 
@@ -43,7 +43,7 @@ def test_prune_drops_old_raw_usage_and_changes_no_total(
 
     assert pruned.cutoff == datetime(2025, 2, 21, tzinfo=UTC)
     assert (pruned.usage_rows_deleted, pruned.reports_deleted) == (1, 1)
-    assert db.execute(select(func.count()).select_from(Usage)).scalar_one() == 1
+    assert db.execute(select(func.count()).select_from(USAGE)).scalar_one() == 1
     assert db.execute(select(Report.seq)).scalars().all() == [2]
     if backend == "postgresql":
         # January's rows were moved into a partition of their own, then dropped whole.
@@ -161,7 +161,7 @@ def test_prune_folds_raw_usage_into_exact_gpu_hours(
         (gpu1, None, hour("2025-03-10T10:00")): (60_000_000, 0, 4_666),
         (gpu1, None, hour("2025-03-10T11:00")): (30_000_000, 0, 2_334),
     }
-    assert db.execute(select(func.count()).select_from(Usage)).scalar_one() == 0
+    assert db.execute(select(func.count()).select_from(USAGE)).scalar_one() == 0
     assert db.execute(select(func.count()).select_from(Report)).scalar_one() == 0
     assert totals(client, auth) == before
     # A job's records sum, hour by hour, to what the rollup holds for it.

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from app.models import GPU_HOURS, HourlyUsage, Usage
+from app.models import GPU_HOURS, USAGE, HourlyUsage
 from app.retention.service import prune_raw
 from tests.support import entry, report, running_server, transactions_on
 
@@ -83,7 +83,7 @@ def test_prunes_racing_ingest_fold_every_stored_row_once(
     final = START + timedelta(days=1)
     prune_raw(transactions_on(engine), now=final, retention_days=0, actor="test")
     with Session(engine) as session:
-        raw_left = session.execute(select(func.count()).select_from(Usage)).scalar_one()
+        raw_left = session.execute(select(func.count()).select_from(USAGE)).scalar_one()
         figures = (GPU_HOURS.c.gpu_us, GPU_HOURS.c.busy_us, GPU_HOURS.c.energy_mj)
         folded = session.execute(
             select(GPU_HOURS.c.job_id, GPU_HOURS.c.hour, *map(func.sum, figures)).group_by(

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.main import create_app
-from app.models import Cluster, Report, Usage
+from app.models import USAGE, Cluster, Report
 from tests.support import SettableClock, entry, report
 
 Auth = dict[str, dict[str, str]]
@@ -82,7 +82,7 @@ def test_invalid_report_is_rejected_and_nothing_stored(
     assert field in [e["field"] for e in answer["errors"]], answer
     assert answer["detail"].startswith(answer["errors"][0]["field"])
     assert db.execute(select(func.count()).select_from(Report)).scalar_one() == 0
-    assert db.execute(select(func.count()).select_from(Usage)).scalar_one() == 0
+    assert db.execute(select(func.count()).select_from(USAGE)).scalar_one() == 0
     assert db.execute(select(func.count()).select_from(Cluster)).scalar_one() == 0
 
 

@@ -27,17 +27,22 @@ def parse_json(body: bytes | str) -> Any:
     return json.loads(body, parse_float=Decimal)
 
 
-# Sixteen digits in a row (a point among them): a number a binary float may not hold exactly.
-# (Also a long digit run in a string, or in an integer: those only take the slower path.)
-_LONG_NUMBER = re.compile(rb"\d[\d.]{15}")
+# Every digit and point as one byte, and a run of sixteen of them: a number of sixteen or more
+# significant digits, which a binary float may not hold exactly. (A long digit run in a string
+# or an integer matches too: that only takes the slower path.) Mapped and searched in C, ten
+# times as fast as a regular expression over a batch's megabyte.
+_DIGITS_AS_ONE = bytes.maketrans(b"0123456789.", b"\x00" * 11)
+_LONG_NUMBER = b"\x00" * 16
 
 
 def floats_are_exact(body: bytes) -> bool:
     """True when every number in the JSON document has at most 15 significant digits: then
     a binary float holds each exactly, and its shortest spelling is the number sent, so
     pydantic's own JSON parser (which reads numbers as floats, and three times faster than
-    `parse_json`'s objects then validated) reads the same decimals."""
-    return _LONG_NUMBER.search(body) is None
+    `parse_json`'s objects then validated) reads the same decimals. (A NUL byte, which no
+    valid JSON document holds, reads as a digit: such a body takes the slower path, to be
+    refused there.)"""
+    return _LONG_NUMBER not in body.translate(_DIGITS_AS_ONE)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -13,7 +13,10 @@ from typing import Annotated
 
 from pydantic import PlainSerializer
 
-MICRO = Decimal(1_000_000)
+# Stored units as powers of ten of the units sent: a second in microseconds, a joule in
+# millijoules.
+MICRO_DIGITS, MILLI_DIGITS = 6, 3
+MICRO = Decimal(10**MICRO_DIGITS)
 US_PER_HOUR = 3_600_000_000  # microseconds in an hour
 MJ_PER_KWH = 3_600_000_000  # millijoules in a kWh
 # An exact figure's denominator: micro-USD per GPU-hour x microseconds, per USD.

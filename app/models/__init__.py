@@ -12,18 +12,19 @@ from app.models.scenarios import Scenario, ScenarioPrice
 from app.models.usage import (
     GPU_HOURS,
     GPU_OCCUPANCY,
+    USAGE,
     DailyUsage,
     HourlyUsage,
     ModelHourlyUsage,
     MonthlyUsage,
     Report,
-    Usage,
 )
 
 __all__ = [
     "GPU_HOURS",
     "GPU_OCCUPANCY",
     "ROLES",
+    "USAGE",
     "ApiToken",
     "AuditEntry",
     "Base",
@@ -45,5 +46,4 @@ __all__ = [
     "Report",
     "Scenario",
     "ScenarioPrice",
-    "Usage",
 ]

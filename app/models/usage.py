@@ -38,21 +38,31 @@ class Report(Base):
     entries: Mapped[int] = mapped_column(Integer)
 
 
-class Usage(Base):
-    __tablename__ = "usage"
-
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+# Raw usage: a row per GPU entry of every collector report, stored by COPY on the hottest
+# insert path (app.reports.service). A core table: no key of its own, as nothing reads a row
+# by one and every index is paid for on each row stored (migration 0016).
+USAGE = Table(
+    "usage",
+    Base.metadata,
     # No foreign keys: see migration 0007. Only ingest writes these ids, each one read or
     # created in the same transaction; GPUs and jobs are never deleted.
-    report_id: Mapped[int] = mapped_column(BigIntPK)
-    gpu_id: Mapped[int] = mapped_column(Integer)
-    job_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    period_start: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    gpu_us: Mapped[int] = mapped_column(BigInteger)
-    busy_us: Mapped[int] = mapped_column(BigInteger)
-    util_pct: Mapped[float] = mapped_column(Float)
-    energy_mj: Mapped[int] = mapped_column(BigInteger)
-    mem_peak_bytes: Mapped[int] = mapped_column(BigInteger)
+    Column("report_id", BigIntPK, nullable=False),
+    Column("gpu_id", Integer, nullable=False),
+    Column("job_id", Integer),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("gpu_us", BigInteger, nullable=False),
+    Column("busy_us", BigInteger, nullable=False),
+    Column("util_pct", Float, nullable=False),
+    Column("energy_mj", BigInteger, nullable=False),
+    Column("mem_peak_bytes", BigInteger, nullable=False),
+    # A job's rows over a range of period_start (app.retention.gpu_hours): PostgreSQL ANDs
+    # the bitmaps of this index and the next.
+    Index("ix_usage_job_id", "job_id"),
+    # Rows arrive in period_start order, so on PostgreSQL a BRIN index costs next to nothing
+    # per insert (a B-tree costs about as much as the row itself) and serves the prune's
+    # hour-by-hour range scans (app.retention.fold). A B-tree on SQLite, which has no BRIN.
+    Index("ix_usage_period_start", "period_start", postgresql_using="brin"),
+)
 
 
 # When each GPU was counted: spans of reports' time per GPU (and MIG device; see

@@ -5,16 +5,15 @@ import json
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
 from typing import TYPE_CHECKING, NamedTuple
 
-from app.core.units import MICRO
+from app.core.units import MICRO_DIGITS, MILLI_DIGITS
 
 if TYPE_CHECKING:  # the schema reads its entries through this module
     from app.reports.schemas import ReportIn
 
-MILLI = Decimal(1_000)
 ZERO = Decimal(0)
-HUNDRED = Decimal(100)
-# Unbounded: no product here rounds, however many digits a number was sent with (a quotient
-# by 100 always ends), so round() below is the only rounding.
+PERCENT_DIGITS = 2  # a percentage as a fraction: 10**-2
+# Unbounded: no product or shift of the point here rounds, however many digits a number was
+# sent with, so round() below is the only rounding.
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
@@ -34,17 +33,18 @@ class Entry(NamedTuple):
 
 def micros(seconds: Decimal) -> int:
     """Seconds as whole microseconds, as stored: rounded once, half to even."""
-    return round(_EXACT.multiply(seconds, MICRO))
+    return round(seconds.scaleb(MICRO_DIGITS, _EXACT))
 
 
 def in_units(report: "ReportIn") -> list[Entry]:
     """The entries in integer units (microseconds, millijoules), in the report's order;
-    busy time is GPU time x utilisation. Each is rounded once, half to even."""
+    busy time is GPU time x utilisation. Each is rounded once, half to even. (`scaleb`
+    moves the point: exact, and cheaper than multiplying by a power of ten.)"""
     entries = []
     with localcontext(_EXACT):
         for gpu in report.gpus:
             util_pct = gpu.get("util_pct", ZERO)
-            gpu_us = round(gpu["gpu_seconds"] * MICRO)
+            gpu_us = micros(gpu["gpu_seconds"])
             entries.append(
                 Entry(
                     gpu["uuid"],
@@ -52,9 +52,9 @@ def in_units(report: "ReportIn") -> list[Entry]:
                     gpu["index"],
                     gpu["model"],
                     gpu_us,
-                    round(gpu_us * util_pct / HUNDRED),
+                    round((gpu_us * util_pct).scaleb(-PERCENT_DIGITS)),
                     str(util_pct.normalize()),
-                    round(gpu.get("energy_j", ZERO) * MILLI),
+                    round(gpu.get("energy_j", ZERO).scaleb(MILLI_DIGITS)),
                     gpu.get("mem_peak_bytes", 0),
                 )
             )
@@ -63,6 +63,10 @@ def in_units(report: "ReportIn") -> list[Entry]:
 
 def canonical_order(entry: Entry) -> tuple[str, str]:
     return entry.uuid, entry.job_id or ""
+
+
+# json.dumps with its own separators makes an encoder per call: one, made once.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def payload_digest(report: "ReportIn") -> str:
@@ -77,4 +81,4 @@ def payload_digest(report: "ReportIn") -> str:
     ]
     if report.parents:  # only MIG devices have one: other reports keep their digest
         canonical.append(sorted(report.parents.items()))
-    return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(_COMPACT.encode(canonical).encode()).hexdigest()

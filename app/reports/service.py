@@ -14,7 +14,7 @@ from app.audit.service import record
 from app.core.db import RaceLost
 from app.core.errors import AppError, Conflict, InvalidInput
 from app.core.upsert import KnownIds, find_rows, insert_many, insert_rows
-from app.models import PruneMark, Report, Usage
+from app.models import USAGE, PruneMark, Report
 from app.reports import identities, occupancy
 from app.reports.entries import payload_digest
 from app.reports.schemas import ReportIn
@@ -34,7 +34,6 @@ USAGE_COLUMNS = (
 
 
 REPORTS = cast(Table, Report.__table__)
-USAGE = cast(Table, Usage.__table__)
 PRUNE_MARK = select(PruneMark.__table__.c.pruned_before)
 
 

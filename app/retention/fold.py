@@ -25,7 +25,7 @@ from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from app.core.upsert import adding_on_conflict, chunks, insert_many
-from app.models import GPU_HOURS, Report, Usage
+from app.models import GPU_HOURS, USAGE, Report
 from app.reports.hours import HourSlice, floor_hour, hour_slices, hourly_shares
 
 # Report starts folded in one transaction: an hour, so that each GPU-hour record is written
@@ -36,13 +36,13 @@ _US = timedelta(microseconds=1)
 SUMS = ("gpu_us", "busy_us", "energy_mj")
 # What `split_by_hour` reads of each raw row.
 RAW = (
-    Usage.report_id,
-    Usage.period_start,
-    Usage.gpu_id,
-    Usage.job_id,
-    Usage.gpu_us,
-    Usage.busy_us,
-    Usage.energy_mj,
+    USAGE.c.report_id,
+    USAGE.c.period_start,
+    USAGE.c.gpu_id,
+    USAGE.c.job_id,
+    USAGE.c.gpu_us,
+    USAGE.c.busy_us,
+    USAGE.c.energy_mj,
 )
 # (job id or 0 for idle, GPU id, hour)
 Key = tuple[int, int, datetime]
@@ -80,16 +80,18 @@ def fold_window(session: Session, *, start: datetime | None, before: datetime) -
     are stored in one transaction, so a report's rows are all seen or none): a report
     stored meanwhile is either folded whole or stays, rows and report, for the next prune;
     none is folded twice and no row loses its report's span."""
-    query = select(func.min(Usage.period_start)).where(Usage.period_start < before)
+    query = select(func.min(USAGE.c.period_start)).where(USAGE.c.period_start < before)
     if start is not None:
-        query = query.where(Usage.period_start >= start)
+        query = query.where(USAGE.c.period_start >= start)
     first = session.execute(query).scalar_one_or_none()
     if first is None:
         return None
     low = floor_hour(first)
     high = min(low + WINDOW, before)
     deleted = session.execute(
-        delete(Usage).where(Usage.period_start >= low, Usage.period_start < high).returning(*RAW)
+        delete(USAGE)
+        .where(USAGE.c.period_start >= low, USAGE.c.period_start < high)
+        .returning(*RAW)
     ).all()
     spans: dict[int, tuple[datetime, datetime]] = {}
     for part in chunks(sorted({row[0] for row in deleted})):
@@ -112,7 +114,7 @@ def delete_rowless_reports(session: Session, *, before: datetime) -> int:
         delete(Report).where(
             Report.period_start < before,
             ~exists().where(
-                Usage.period_start == Report.period_start, Usage.report_id == Report.id
+                USAGE.c.period_start == Report.period_start, USAGE.c.report_id == Report.id
             ),
         )
     )

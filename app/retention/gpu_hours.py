@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import InvalidInput
 from app.core.upsert import chunks
-from app.models import GPU_HOURS, Gpu, Report, Usage
+from app.models import GPU_HOURS, USAGE, Gpu, Report
 from app.retention.fold import RAW, split_by_hour
 
 # A range of at most 31 days, and at most this many GPU-hours in one answer.
@@ -38,11 +38,11 @@ def job_gpu_hours(
         raise InvalidInput("to", f"must be after `from`, by at most {MAX_HOURS} hours")
     raw = session.execute(
         select(*RAW, Report.period_end)
-        .join(Report, Report.id == Usage.report_id)
+        .join(Report, Report.id == USAGE.c.report_id)
         .where(
-            Usage.job_id == job_pk,
-            Usage.period_start >= start - longest_report,
-            Usage.period_start < end,
+            USAGE.c.job_id == job_pk,
+            USAGE.c.period_start >= start - longest_report,
+            USAGE.c.period_start < end,
         )
     ).all()
     # Each row: `RAW`, then its report's end.

@@ -34,6 +34,11 @@ COLUMNS = """
     CONSTRAINT fk_usage_job_id_jobs FOREIGN KEY (job_id) REFERENCES jobs (id)
 """
 INDEXES = ("report_id", "job_id", "period_start")
+# The columns above, by which rows are copied: 0016's downgrade adds `id` back last.
+NAMES = (
+    "id, report_id, gpu_id, job_id, period_start, gpu_us, busy_us, util_pct, energy_mj,"
+    " mem_peak_bytes"
+)
 
 
 def _swap(create: str, primary_key: str) -> None:
@@ -53,7 +58,7 @@ def _swap(create: str, primary_key: str) -> None:
     )
     if create:
         op.execute("CREATE TABLE usage_default PARTITION OF usage DEFAULT")
-    op.execute("INSERT INTO usage SELECT * FROM usage_old")
+    op.execute(f"INSERT INTO usage ({NAMES}) SELECT {NAMES} FROM usage_old")
     op.execute("DROP TABLE usage_old")
     op.execute("ALTER SEQUENCE usage_id_seq OWNED BY usage.id")
     for column in INDEXES:
