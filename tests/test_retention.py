@@ -142,6 +142,14 @@ def test_prune_folds_raw_usage_into_exact_gpu_hours(
             end="2025-03-10T11:11:00Z",
             gpus=[entry(0, job_id="777", gpu_seconds=60, util_pct=25, energy_j=5)],
         ),
+        # The first job again, in a later step of the hour's deletes (fold.STEP): added to
+        # its record in the same transaction, not written twice.
+        report(
+            4,
+            start="2025-03-10T11:20:00Z",
+            end="2025-03-10T11:21:00Z",
+            gpus=[entry(0, gpu_seconds=60, util_pct=100, energy_j=30)],
+        ),
     ]
     for body in bodies:
         assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
@@ -153,9 +161,9 @@ def test_prune_folds_raw_usage_into_exact_gpu_hours(
     assert folded(db) == {
         (gpu0, "91234", hour("2025-03-10T10:00")): (60_000_000, 30_000_000, 666_666),
         (gpu0, "91234", hour("2025-03-10T11:00")): (
-            30_000_000 + 60_000_000,
-            15_000_000 + 60_000_000,
-            333_334 + 30_000,
+            30_000_000 + 60_000_000 + 60_000_000,
+            15_000_000 + 60_000_000 + 60_000_000,
+            333_334 + 30_000 + 30_000,
         ),
         (gpu0, "777", hour("2025-03-10T11:00")): (60_000_000, 15_000_000, 5_000),
         (gpu1, None, hour("2025-03-10T10:00")): (60_000_000, 0, 4_666),

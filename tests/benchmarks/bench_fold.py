@@ -5,9 +5,10 @@ Run: .venv/bin/python -m tests.benchmarks.bench_fold [--postgres URL] [--gpus 40
 For GPUS and 4 x GPUS GPUs in turn: a fresh PostgreSQL database, one hour of reports (8 GPUs
 a node, one report a minute, two jobs a node) written straight into `reports` and `usage`
 by SQL, then the hour folded by `app.retention.fold.fold_window`, as `gpucost db prune` does,
-timed, with the growth of this process's peak memory (one hour's raw rows are held while
-they are summed). Prints, per size, seconds, raw rows a second and bytes a raw row, and the
-ratio of the two sizes' times (4 when the cost is linear in the rows).
+timed, with the growth of this process's peak memory (the hour's sums and one step's raw
+rows are held while they are summed, see app.retention.fold). Prints, per size, seconds,
+raw rows a second and bytes per raw row of the hour, and the ratio of the two sizes' times
+(4 when the cost is linear in the rows).
 """
 
 import argparse
