@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, insert, inspect, make_url, select, text
+from sqlalchemy import Engine, insert, inspect, make_url, select, text
 
 from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_db_engine
-from app.core.partitions import MONTHS_AHEAD, ensure_partitions, include_object, is_partition
+from app.core.partitions import MONTHS_AHEAD, include_object, is_partition
 from app.models import USAGE, Base
 from tests.conftest import POSTGRES_URL, postgres_or_skip, postgres_url
 from tests.support import drop_all_postgres
@@ -182,32 +182,3 @@ def test_raw_usage_rows_survive_dropping_the_id_and_get_ids_back(scratch_engine:
         conn.execute(insert(USAGE), [raw_row(4)])
         ids = conn.execute(text("SELECT id FROM usage ORDER BY id")).scalars().all()
     assert ids == [1, 2, 3, 4]
-
-
-def period_start_indexes(conn: Connection) -> list[tuple[str, str]]:
-    """Each index on period_start of raw usage and of its partitions: (table, method)."""
-    rows = conn.execute(
-        text(
-            "SELECT t.relname, am.amname FROM pg_index i"
-            " JOIN pg_class t ON t.oid = i.indrelid"
-            " JOIN pg_class c ON c.oid = i.indexrelid"
-            " JOIN pg_am am ON am.oid = c.relam"
-            " JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0]"
-            " WHERE a.attname = 'period_start' AND (t.oid = 'usage'::regclass OR t.oid IN"
-            " (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'usage'::regclass))"
-        )
-    )
-    return sorted((table, method) for table, method in rows)
-
-
-def test_raw_usage_period_start_is_brin_on_every_partition(scratch_engine: Engine) -> None:
-    if scratch_engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has no BRIN, nor partitions")
-    migrate.upgrade(scratch_engine)
-    with scratch_engine.begin() as conn:
-        # Months attached after the migration, as `gpucost db upgrade` adds them.
-        added = ensure_partitions(conn, datetime(2031, 1, 1, tzinfo=UTC))
-        assert len(added) == 1 + MONTHS_AHEAD
-        indexes = period_start_indexes(conn)
-    assert set(added) <= partitions(scratch_engine)
-    assert indexes == [(table, "brin") for table in sorted({"usage", *partitions(scratch_engine)})]

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from app.cli import cli
+from app.core.partitions import ensure_partitions
 from app.models import GPU_HOURS, USAGE, AuditEntry, Gpu, HourlyUsage, Job, Report
 from app.retention.service import Pruned, prune_raw
 from tests.support import CLUSTER, SettableClock, entry, gpu_uuid, report, transactions_on
@@ -273,6 +274,63 @@ def test_a_jobs_gpu_hours_read_the_same_before_during_and_after_pruning(
             ]
         ],
     }
+
+
+def test_a_prune_committing_while_a_jobs_gpu_hours_are_read_changes_no_figure(
+    client: TestClient, auth: Auth, db: Session, clock: SettableClock
+) -> None:
+    clock.moment = datetime(2025, 6, 1, tzinfo=UTC)
+    pruned_at = datetime(2025, 3, 10, 12, tzinfo=UTC)
+    # On PostgreSQL, the months the prune makes partitions for are made first: attaching one
+    # waits for every reader of raw usage, the read that the prune runs inside included.
+    with db.get_bind().begin() as connection:
+        ensure_partitions(connection, pruned_at)
+    body = report(
+        1,
+        start="2025-03-10T10:30:00Z",
+        end="2025-03-10T11:30:00Z",
+        gpus=[entry(0, gpu_seconds=3600, util_pct=50, energy_j=3600)],
+    )
+    assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
+    url = f"/v1/jobs/{CLUSTER}/91234/gpu-hours"
+    window = {"from": "2025-03-10T10:00:00Z", "to": "2025-03-10T12:00:00Z"}
+    before = client.get(url, params=window, headers=auth["viewer"]).json()
+    pruned: list[Pruned] = []
+    started: list[bool] = []
+
+    # Once the read has run its first statement on raw usage, a prune folds the report and
+    # commits: read in two statements, raw then folded, the hours would be counted twice.
+    def prune_after_the_raw_read(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        reads_raw = statement.startswith("SELECT") and "reports.period_end" in statement
+        if reads_raw and not started:
+            started.append(True)
+            worker = threading.Thread(
+                target=lambda: pruned.append(
+                    prune_raw(
+                        transactions_on(db.get_bind()),
+                        now=pruned_at,
+                        retention_days=0,
+                        actor="t",
+                    )
+                )
+            )
+            worker.start()
+            worker.join()
+
+    event.listen(Engine, "after_cursor_execute", prune_after_the_raw_read)
+    try:
+        during = client.get(url, params=window, headers=auth["viewer"])
+    finally:
+        event.remove(Engine, "after_cursor_execute", prune_after_the_raw_read)
+
+    assert pruned[0].usage_rows_deleted == 1
+    assert during.status_code == 200, during.text
+    assert during.json() == before
+    assert client.get(url, params=window, headers=auth["viewer"]).json() == before
+    assert [(h["hour"], h["gpu_seconds"]) for h in before["gpu_hours"]] == [
+        ("2025-03-10T10:00:00Z", "1800"),
+        ("2025-03-10T11:00:00Z", "1800"),
+    ]
 
 
 def test_gpu_hours_refuse_what_they_cannot_answer(

@@ -58,10 +58,10 @@ USAGE = Table(
     # A job's rows over a range of period_start (app.retention.gpu_hours): PostgreSQL ANDs
     # the bitmaps of this index and the next.
     Index("ix_usage_job_id", "job_id"),
-    # Rows arrive in period_start order, so on PostgreSQL a BRIN index costs next to nothing
-    # per insert (a B-tree costs about as much as the row itself) and serves the prune's
-    # hour-by-hour range scans (app.retention.fold). A B-tree on SQLite, which has no BRIN.
-    Index("ix_usage_period_start", "period_start", postgresql_using="brin"),
+    # A B-tree, not a BRIN: besides the prune's range deletes (app.retention.fold), it
+    # answers where the raw usage left starts (a BRIN index cannot give a minimum) and
+    # whether a report has rows (`delete_rowless_reports`).
+    Index("ix_usage_period_start", "period_start"),
 )
 
 

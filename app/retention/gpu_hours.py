@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import false, null, select, true, union_all
 from sqlalchemy.orm import Session
 
 from app.core.errors import InvalidInput
@@ -36,31 +36,42 @@ def job_gpu_hours(
     may begin up to `longest_report` before `start` and still reach into it."""
     if end <= start or end - start > timedelta(hours=MAX_HOURS):
         raise InvalidInput("to", f"must be after `from`, by at most {MAX_HOURS} hours")
-    raw = session.execute(
-        select(*RAW, Report.period_end)
+    # Raw rows and folded records in one statement, so in one snapshot: read in two, a prune
+    # committing between them would leave an hour in neither, or in both.
+    raw = (
+        select(true().label("is_raw"), *RAW, Report.period_end)
         .join(Report, Report.id == USAGE.c.report_id)
         .where(
             USAGE.c.job_id == job_pk,
             USAGE.c.period_start >= start - longest_report,
             USAGE.c.period_start < end,
         )
-    ).all()
-    # Each row: `RAW`, then its report's end.
-    spans = {row.report_id: (row.period_start, row.period_end) for row in raw}
-    sums = split_by_hour((row[: len(RAW)] for row in raw), spans)
-    folded = session.execute(
-        select(
-            GPU_HOURS.c.gpu_id,
-            GPU_HOURS.c.hour,
-            GPU_HOURS.c.gpu_us,
-            GPU_HOURS.c.busy_us,
-            GPU_HOURS.c.energy_mj,
-        ).where(GPU_HOURS.c.job_id == job_pk, GPU_HOURS.c.hour >= start, GPU_HOURS.c.hour < end)
     )
+    records = select(
+        false(),
+        null(),
+        GPU_HOURS.c.hour,
+        GPU_HOURS.c.gpu_id,
+        GPU_HOURS.c.job_id,
+        GPU_HOURS.c.gpu_us,
+        GPU_HOURS.c.busy_us,
+        GPU_HOURS.c.energy_mj,
+        null(),
+    ).where(GPU_HOURS.c.job_id == job_pk, GPU_HOURS.c.hour >= start, GPU_HOURS.c.hour < end)
+    rows = session.execute(union_all(raw, records)).all()
+    # A raw row: `RAW`, then its report's end; a folded record: its hour where a raw row
+    # has its start.
+    spans = {row.report_id: (row.period_start, row.period_end) for row in rows if row.is_raw}
+    sums = split_by_hour((row[1 : 1 + len(RAW)] for row in rows if row.is_raw), spans)
     # An hour a prune cut through is partly folded, partly raw: both add up.
     by_gpu_hour: dict[tuple[int, datetime], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for gpu_pk, hour, *amounts in folded:
-        by_gpu_hour[(gpu_pk, hour)] = [int(amount) for amount in amounts]
+    for row in rows:
+        if not row.is_raw:
+            by_gpu_hour[(row.gpu_id, row.period_start)] = [
+                int(row.gpu_us),
+                int(row.busy_us),
+                int(row.energy_mj),
+            ]
     for (_, gpu_pk, hour), amounts in sums.items():
         if start <= hour < end:
             acc = by_gpu_hour[(gpu_pk, hour)]

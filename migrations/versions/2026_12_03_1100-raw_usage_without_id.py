@@ -1,11 +1,10 @@
-"""Raw usage without a surrogate key, and its period_start index a BRIN on PostgreSQL.
+"""Raw usage without a surrogate key.
 
 Nothing reads raw usage's `id`, and every index on it is paid for on each row ingest stores
 (2.8M rows inserted: 1.65 s with no index, 4.3 s with one B-tree, 5.9 with two, 8.3 with
-three) and in the bytes of every GPU-day kept; rows arrive in period_start order, so a BRIN
-index serves the prune's range scans at next to no cost. On PostgreSQL it is created on the
-partitioned parent, so every partition has one, months attached later included
-(app/core/partitions.py); SQLite has no BRIN and keeps its B-tree.
+three) and in the bytes of every GPU-day kept. On PostgreSQL, dropping the column rewrites
+nothing (existing rows keep its 8 bytes until pruned) and dropping the primary key is
+quick; on SQLite the table is copied.
 
 Revision ID: 0016
 Revises: 0015
@@ -22,8 +21,6 @@ down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-INDEX = "ix_usage_period_start"
-
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
@@ -35,8 +32,6 @@ def upgrade() -> None:
     # that none is left behind whatever the sequence's owner.
     op.drop_column("usage", "id")
     op.execute("DROP SEQUENCE IF EXISTS usage_id_seq")
-    op.drop_index(INDEX, table_name="usage")
-    op.create_index(INDEX, "usage", ["period_start"], postgresql_using="brin")
 
 
 def downgrade() -> None:
@@ -49,8 +44,6 @@ def downgrade() -> None:
             )
             batch.create_primary_key("pk_usage", ["id"])
         return
-    op.drop_index(INDEX, table_name="usage")
-    op.create_index(INDEX, "usage", ["period_start"])
     op.execute("CREATE SEQUENCE usage_id_seq")
     # Numbers every row there is (a rewrite of each partition), then each one stored. It
     # comes back as the last column: 0005's downgrade copies rows by name.
