@@ -9,14 +9,14 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from app.cli import cli
 from app.costs import query
 from app.totals.check import check_totals
-from app.totals.levels import DAY, HOUR, MONTH, Level, cover
+from app.totals.levels import DAY, HOUR, MODEL_HOURS, MONTH, Level, cover
 from tests.support import SettableClock, entry, report
 from tests.test_costs import label_job, send, set_rate
 from tests.test_scenarios import priced, put_scenario
@@ -182,6 +182,22 @@ def test_ingest_keeps_each_day_and_month_equal_to_its_hours(
     ) in repaired.output
     again = CliRunner().invoke(cli, ["db", "check-totals"], env=env)
     assert again.exit_code == 0, again.output
+
+
+def test_a_relabelling_leaves_no_emptied_row_on_the_model_level(
+    client: TestClient, auth: Auth, clock: SettableClock
+) -> None:
+    usage_across_periods(client, auth, clock)
+    # Job b leaves phase eval for pre-training: eval's hours hold nothing of model m now.
+    label_job(client, auth, "b", model="m", phase="pre-training", team="blue")
+
+    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        checked = check_totals(session)
+        phases = session.execute(select(MODEL_HOURS.c.phase, MODEL_HOURS.c.gpu_us)).all()
+    assert checked.disagreements == []
+    assert checked.rows["model"] == 14
+    assert {phase for phase, _ in phases} == {"pre-training"}
+    assert all(gpu_us > 0 for _, gpu_us in phases)
 
 
 def within(start: str, end: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import OutOfRange
@@ -90,7 +90,9 @@ def move_job_hours(
     session: Session, *, job_pk: int, cluster_pk: int, old: Labels, new: Labels
 ) -> None:
     """Move a job's GPU-time on the model level from its old labels to its new ones, hour by
-    hour; the caller holds the job's row lock, which ingest takes before adding to it."""
+    hour; the caller holds the job's row lock, which ingest takes before adding to it. The
+    old labels' rows the move empties are deleted: only rows it has just updated, and so
+    locked already, so that it waits on no row ingest holds."""
     if old == new:
         return
     hourly = HOUR.table
@@ -104,6 +106,17 @@ def move_job_hours(
         moved[(*old, cluster_pk, hour)] = -int(gpu_us)
         moved[(*new, cluster_pk, hour)] = int(gpu_us)
     _add_by_label(session, moved)
+    emptied = MODEL_HOURS.c
+    for part in chunks([hour for hour, _ in hours]):
+        session.execute(
+            delete(MODEL_HOURS).where(
+                emptied.model == old[0],
+                emptied.phase == old[1],
+                emptied.cluster_id == cluster_pk,
+                emptied.hour.in_(part),
+                emptied.gpu_us == 0,
+            )
+        )
 
 
 def _add_by_label(session: Session, sums: Mapping[tuple[str, str, int, datetime], int]) -> None:
