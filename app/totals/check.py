@@ -69,8 +69,11 @@ def check_totals(session: Session) -> Checked:
 
 def rebuild_totals(session: Session) -> dict[str, int]:
     """Every day, month and model row summed again from the hourly level, ingest and
-    relabelling held off until the transaction ends; the rows written per level."""
+    relabelling held off until the transaction ends; the rows written per level. Hours are
+    locked first, then the model level, which a relabelling writes without writing hours;
+    ingest writes them in that order too."""
     exclude_writers(session, HOUR.table)
+    exclude_writers(session, MODEL_HOURS)
     written: dict[str, int] = {}
     for kept in _KEPT:
         session.execute(delete(kept.table))
