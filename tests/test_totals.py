@@ -2,7 +2,7 @@
 and month levels equal to their hours, and every cost read from them equal, digit for digit,
 to the same question answered from hours alone."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -41,6 +41,15 @@ def test_a_range_is_read_in_whole_months_then_days_then_hours() -> None:
         ],
         MONTH: [(at("2025-02-01T00:00"), at("2025-03-01T00:00"))],
     }
+
+
+def test_a_range_in_another_zone_is_read_in_the_same_utc_periods() -> None:
+    india = timezone(timedelta(hours=5, minutes=30))
+    start = at("2025-01-15T10:00").astimezone(india)  # 15:30 local: a whole hour in UTC
+    change = at("2025-02-10T13:30").astimezone(india)  # 19:00 local
+    assert cover(start, None, changes=[change]) == cover(
+        at("2025-01-15T10:00"), None, changes=[at("2025-02-10T13:30")]
+    )
 
 
 def test_a_period_where_a_price_changes_is_read_a_level_finer() -> None:

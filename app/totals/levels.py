@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Boolean, Column, ColumnElement, FromClause, Table, and_, false, or_, true
 from sqlalchemy.sql import visitors
 
+from app.core.timestamps import utc_instant
 from app.models import DailyUsage, HourlyUsage, ModelHourlyUsage, MonthlyUsage
 
 T = TypeVar("T")
@@ -75,11 +76,13 @@ def cover(
     hours left from the hourly level. A period holding a change (an instant from which a
     price differs) is read one level finer, so that every row read lies within one price.
     """
-    # Hours are whole: an hour counts when it starts within the range, and a price set
-    # within an hour applies from the next (as the hourly level reads them).
-    start = None if start is None else HOUR.ceil(start)
-    end = None if end is None else HOUR.ceil(end)
-    cuts = sorted({cut for cut in map(HOUR.ceil, changes) if _inside(cut, start, end)})
+    # Hours are whole UTC hours: an hour counts when it starts within the range, and a price
+    # set within an hour applies from the next (as the hourly level reads them).
+    start = None if start is None else HOUR.ceil(utc_instant(start))
+    end = None if end is None else HOUR.ceil(utc_instant(end))
+    cuts = sorted(
+        {cut for cut in (HOUR.ceil(utc_instant(c)) for c in changes) if _inside(cut, start, end)}
+    )
     levels = [level for level in reversed(FINEST_FIRST) if _not_coarser(level, coarsest)]
     ranges: dict[Level, list[Range]] = {}
     bounds = [start, *cuts, end]
