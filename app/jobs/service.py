@@ -37,10 +37,13 @@ def upsert_job(
     cluster_id = get_or_create_ids(
         session, Cluster, ["name"], [{"name": cluster, "created_at": now}]
     )[(cluster,)]
+    # FOR NO KEY UPDATE, as ingest locks a job (its id never changes): it excludes ingest of
+    # the job, yet lets `check-totals --repair` check the job's key for the rows it writes
+    # while this waits on the repair's lock of the model level (FOR UPDATE would deadlock).
     locked = (
         select(Job)
         .where(Job.cluster_id == cluster_id, Job.scheduler_job_id == job_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     job = session.execute(locked).scalar_one_or_none()
     created = False

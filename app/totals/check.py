@@ -71,7 +71,8 @@ def rebuild_totals(session: Session) -> dict[str, int]:
     """Every day, month and model row summed again from the hourly level, ingest and
     relabelling held off until the transaction ends; the rows written per level. Hours are
     locked first, then the model level, which a relabelling writes without writing hours;
-    ingest writes them in that order too."""
+    ingest writes them in that order too, and both lock jobs FOR NO KEY UPDATE, which the
+    foreign-key checks of the rows written here do not wait on."""
     exclude_writers(session, HOUR.table)
     exclude_writers(session, MODEL_HOURS)
     written: dict[str, int] = {}
