@@ -19,12 +19,15 @@ LATEST_INSTANT = datetime(3000, 1, 1, tzinfo=UTC)
 WHOLE_HOUR_EXAMPLE = "2025-01-01T00:00:00Z"
 
 
+def as_utc(value: datetime) -> datetime:
+    """`value` in UTC (no zone means UTC), whatever its range."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def utc_instant(value: datetime) -> datetime:
     """`value` in UTC (no zone means UTC); a ValueError for one outside the accepted range."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
     try:
-        value = value.astimezone(UTC)
+        value = as_utc(value)
     except OverflowError:  # a zone that moves it past year 1 or 9999
         value = LATEST_INSTANT
     if not EARLIEST_INSTANT <= value < LATEST_INSTANT:

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Boolean, Column, ColumnElement, FromClause, Table, and_, false, or_, true
 from sqlalchemy.sql import visitors
 
-from app.core.timestamps import utc_instant
+from app.core.timestamps import as_utc
 from app.models import DailyUsage, HourlyUsage, ModelHourlyUsage, MonthlyUsage
 
 T = TypeVar("T")
@@ -77,11 +77,12 @@ def cover(
     price differs) is read one level finer, so that every row read lies within one price.
     """
     # Hours are whole UTC hours: an hour counts when it starts within the range, and a price
-    # set within an hour applies from the next (as the hourly level reads them).
-    start = None if start is None else HOUR.ceil(utc_instant(start))
-    end = None if end is None else HOUR.ceil(utc_instant(end))
+    # set within an hour applies from the next (as the hourly level reads them). Converted,
+    # not checked: a price stored before today's range checks still reads.
+    start = None if start is None else HOUR.ceil(as_utc(start))
+    end = None if end is None else HOUR.ceil(as_utc(end))
     cuts = sorted(
-        {cut for cut in (HOUR.ceil(utc_instant(c)) for c in changes) if _inside(cut, start, end)}
+        {cut for cut in (HOUR.ceil(as_utc(c)) for c in changes) if _inside(cut, start, end)}
     )
     levels = [level for level in reversed(FINEST_FIRST) if _not_coarser(level, coarsest)]
     ranges: dict[Level, list[Range]] = {}
