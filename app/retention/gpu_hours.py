@@ -61,8 +61,9 @@ def job_gpu_hours(
     rows = session.execute(union_all(raw, records)).all()
     # A raw row: `RAW`, then its report's end; a folded record: its hour where a raw row
     # has its start.
-    spans = {row.report_id: (row.period_start, row.period_end) for row in rows if row.is_raw}
-    sums = split_by_hour((row[1 : 1 + len(RAW)] for row in rows if row.is_raw), spans)
+    raw_rows = [row for row in rows if row.is_raw]
+    spans = {row.report_id: (row.period_start, row.period_end) for row in raw_rows}
+    sums = split_by_hour((row[1 : 1 + len(RAW)] for row in raw_rows), spans)
     # An hour a prune cut through is partly folded, partly raw: both add up.
     by_gpu_hour: dict[tuple[int, datetime], list[int]] = defaultdict(lambda: [0, 0, 0])
     for row in rows:
