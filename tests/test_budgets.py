@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.core.calendar import floor_hour
 from app.core.config import Settings
-from app.reports.hours import floor_hour
 from tests.support import CLUSTER, H800, SettableClock, entry, report
 from tests.test_metrics import Http, scrape, series
 

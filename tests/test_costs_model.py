@@ -74,3 +74,25 @@ def test_a_model_with_more_phases_than_one_peaks_query_asks(client: TestClient, 
     ]
     total = body["total"]
     assert (total["gpu_hours"], total["peak_gpus"]) == (str(len(phases) + 3), str(len(phases)))
+
+
+def test_the_unattributed_model_has_its_jobs_first_and_last_usage(
+    client: TestClient, auth: Auth
+) -> None:
+    # A job without a model is the unattributed model's: its span is that job's, as a named
+    # model's is its jobs'.
+    send(client, auth, hour_report(1, 10, [entry(0, job_id="x", gpu_seconds=3600)]))
+    send(client, auth, hour_report(2, 11, [entry(0, job_id="x", gpu_seconds=1800)]))
+
+    body = model_cost(client, auth, "(unattributed)")
+
+    assert [(p["phase"], p["gpu_hours"]) for p in body["phases"]] == [("(unattributed)", "1.5")]
+    phase = body["phases"][0]
+    assert (phase["first_usage"], phase["last_usage"]) == (
+        "2025-01-06T10:00:00Z",
+        "2025-01-06T12:00:00Z",
+    )
+    assert (body["total"]["first_usage"], body["total"]["last_usage"]) == (
+        phase["first_usage"],
+        phase["last_usage"],
+    )

@@ -12,8 +12,8 @@ from pydantic import TypeAdapter
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from app.core.calendar import hour_slices, split_amounts
 from app.core.numbers import floats_are_exact
-from app.reports.hours import hour_slices, split_amounts
 from app.reports.schemas import GpuUsageIn
 from app.tokens.service import create_token
 from tests.support import entry, report, reset_database

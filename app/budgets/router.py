@@ -9,9 +9,9 @@ from app.budgets.service import delete_budget, list_budgets, read_budget, set_bu
 from app.core.auth import AdminAuth, ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import SessionDep, SettingsDep
+from app.core.labels import NAME_PATTERN
 from app.core.numbers import DecimalJsonRoute
 from app.core.units import micro_from_usd
-from app.reports.schemas import NAME_PATTERN
 
 router = APIRouter(prefix="/v1/budgets", tags=["budgets"], route_class=DecimalJsonRoute)
 BudgetName = Annotated[

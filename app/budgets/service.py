@@ -18,10 +18,10 @@ from app.budgets.rules import assess, limit_parts, spans, window
 from app.budgets.schemas import NAME_MAX, BudgetRead, BudgetSet
 from app.budgets.spend import Spending
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.labels import NAME_PATTERN
 from app.core.unique import insert_unless_present, take_turns
 from app.core.units import micro_from_usd, plain, usd_from_micro
 from app.models import Budget
-from app.reports.schemas import NAME_PATTERN
 
 # Each budget is read on every scrape of `/metrics` and is seven series there.
 MAX_BUDGETS = 1000

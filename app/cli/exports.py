@@ -11,11 +11,10 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
 from app.cli.common import database, examples, fail, load_settings
+from app.core.calendar import month_start, next_month, parse_month
 from app.core.db import create_session_factory
 from app.core.errors import AppError
-from app.exports.lines import month_start, next_month
 from app.exports.service import check_bounds, csv_chunks, parquet_chunks
-from app.periods.service import parse_month
 
 EXPORT_EXAMPLES = examples(
     "gpucost export focus --month 2025-01 -o focus-2025-01.csv",

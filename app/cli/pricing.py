@@ -13,9 +13,9 @@ from app.cli.common import CLI_ACTOR, examples, fail, in_transaction, load_setti
 from app.cli.scenarios import print_scenarios
 from app.core.clock import utc_now
 from app.core.errors import nearest
+from app.core.labels import IDLE, UNATTRIBUTED
 from app.core.units import micro_from_usd, plain
 from app.costs.model import model_cost
-from app.costs.query import IDLE, UNATTRIBUTED
 from app.costs.schemas import ModelCost
 from app.costs.table import figure_rows, rate_note, render_csv, render_markdown, table_rows
 from app.gpus.service import reported_gpu_models

@@ -15,6 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
+from app.core.calendar import floor_month, next_month_start
+from app.core.timestamps import as_utc
+
 MONTHS_AHEAD = 3
 # How long a prune waits for raw usage to be free of other transactions before it drops
 # the months it emptied.
@@ -41,14 +44,6 @@ def partition_name(month: datetime) -> str:
     return f"usage_p{month.year:04d}_{month.month:02d}"
 
 
-def _month(moment: datetime) -> datetime:
-    return datetime(moment.year, moment.month, 1, tzinfo=UTC)
-
-
-def _next(month: datetime) -> datetime:
-    return datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
-
-
 def is_partitioned(connection: Connection) -> bool:
     if connection.dialect.name != "postgresql":
         return False
@@ -69,7 +64,7 @@ def existing_partitions(connection: Connection) -> dict[datetime, str]:
 
 def create_partition(connection: Connection, month: datetime) -> str:
     """Create a month's partition, moving into it any of its rows the default partition holds."""
-    name, lower, upper = partition_name(month), month, _next(month)
+    name, lower, upper = partition_name(month), month, next_month_start(month)
     bounds = {"lower": lower, "upper": upper}
     connection.execute(text(f"CREATE TABLE {name} (LIKE usage INCLUDING DEFAULTS)"))
     connection.execute(
@@ -93,13 +88,13 @@ def ensure_partitions(connection: Connection, now: datetime) -> list[str]:
     if not is_partitioned(connection):
         return []
     have = existing_partitions(connection)
-    wanted = {_month(now)}
+    wanted = {floor_month(as_utc(now))}
     for _ in range(MONTHS_AHEAD):
-        wanted.add(_next(max(wanted)))
+        wanted.add(next_month_start(max(wanted)))
     stray = connection.execute(
         text("SELECT DISTINCT date_trunc('month', period_start, 'UTC') FROM usage_default")
     ).scalars()
-    wanted.update(_month(moment.astimezone(UTC)) for moment in stray)
+    wanted.update(floor_month(moment.astimezone(UTC)) for moment in stray)
     return [create_partition(connection, month) for month in sorted(wanted - set(have))]
 
 
@@ -110,7 +105,7 @@ def drop_partitions_before(connection: Connection, cutoff: datetime) -> list[str
     deadlock with the drop; waiting at most `LOCK_WAIT` for it: busy, the months are left
     for the next prune. Locked, an empty partition stays empty."""
     partitions = sorted(existing_partitions(connection).items())
-    old = [name for month, name in partitions if _next(month) <= cutoff]
+    old = [name for month, name in partitions if next_month_start(month) <= cutoff]
     if not old:
         return []
     try:

@@ -18,14 +18,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
+from app.core.labels import IDLE, UNATTRIBUTED, phase_order
 from app.core.sums import exact_sum
 from app.core.units import hours, rounded, usd_from_micro
 from app.costs.efficiency import Counted, counted_by_phase, efficiency
 from app.costs.figures import Exact
 from app.costs.query import (
-    IDLE,
     SOURCES,
-    UNATTRIBUTED,
     in_period,
     price_columns,
     priced_usage,
@@ -33,7 +32,6 @@ from app.costs.query import (
 )
 from app.costs.schemas import ModelCost, PhaseCost, RateUsed
 from app.costs.service import rollup_filters
-from app.jobs.phases import phase_order
 from app.models import Cluster, HourlyUsage, Job
 from app.totals.levels import MODEL_HOURS, over
 from app.totals.store import labels_of
@@ -261,11 +259,11 @@ def _share(part: Exact, whole: Exact) -> Decimal:
 
 def _spans(session: Session, *, model: str, cluster: str | None) -> dict[str, tuple[Any, Any]]:
     """First and last reported instant of the model's jobs, per phase."""
-    phase = func.coalesce(Job.phase, "(unattributed)", type_=String)
+    phase = func.coalesce(Job.phase, UNATTRIBUTED, type_=String)
     query = (
         select(phase.label("phase"), func.min(Job.first_seen), func.max(Job.last_seen))
         .join(Cluster, Cluster.id == Job.cluster_id)
-        .where(Job.model == model)
+        .where(_owned(model))
         .group_by(phase)
     )
     if cluster is not None:

@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from app.core.labels import IDLE, UNATTRIBUTED
 from app.core.sums import exact_sum
 from app.models import Cluster, EnergyRate, HourlyUsage, Job, Rate
 from app.pricing.spans import in_force
@@ -61,8 +62,6 @@ _INSTANT = HourlyUsage.hour.type
 _INTEGER = BigInteger()
 _PRICE = attrgetter("price")  # of a rate card's row, as `atom_prices` reads them
 
-IDLE = "(idle)"
-UNATTRIBUTED = "(unattributed)"
 LABELS = {"model": Job.model, "phase": Job.phase, "team": Job.team, "user": Job.user_name}
 # What SQL sums, per price: the rollup's exact integers.
 FIGURES = ("gpu_us", "busy_us", "energy_mj")

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, Subquery, select
 from sqlalchemy.orm import Session
 
+from app.core.labels import canonical_phase
 from app.core.units import usd_from_micro
 from app.costs.figures import Exact, grouped
 from app.costs.query import (
@@ -18,7 +19,6 @@ from app.costs.query import (
     resum,
 )
 from app.costs.schemas import CostReport, CostRow, Figures
-from app.jobs.phases import canonical_phase
 from app.models import Cluster, HourlyUsage, Job
 
 if TYPE_CHECKING:

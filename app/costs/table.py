@@ -4,9 +4,9 @@ import csv
 import io
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from app.core.labels import CANONICAL_PHASES
 from app.core.units import plain
 from app.costs.schemas import ModelCost, PhaseCost
-from app.jobs.phases import CANONICAL_PHASES
 
 TITLES = {
     "pre-training": "Pre-Training",

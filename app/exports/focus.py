@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.core.calendar import month_start, next_month, next_month_start
 from app.core.config import Settings
+from app.core.labels import GPUCOST_TAG_PREFIX
 from app.core.units import Carried
-from app.exports.lines import Line, month_start, next_month
-from app.jobs.schemas import GPUCOST_TAG_PREFIX
+from app.exports.lines import Line
 
 # (column, type): "text" and "json" are strings (a JSON object's text for "json"), "time" an
 # instant in UTC, "decimal:N" an exact decimal with N places.
@@ -94,7 +95,7 @@ def charge_end(start: datetime, granularity: str) -> datetime:
         return start + timedelta(hours=1)
     if granularity == "day":
         return start + timedelta(days=1)
-    return month_start(next_month(f"{start.year:04d}-{start.month:02d}"))
+    return next_month_start(start)
 
 
 def invoice_id(settings: Settings, month: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Select, Text, cast, func, literal_column, select
 from sqlalchemy.orm import Session
 
+from app.core.calendar import month_of
 from app.core.sums import exact_sum
 from app.core.units import booked_nano
 from app.costs.query import (
@@ -87,20 +88,6 @@ class Line:
     def energy_cost_nano(self) -> int | None:
         parts = self.energy_cost_parts
         return None if parts is None else booked_nano(parts)
-
-
-def month_of(moment: datetime) -> str:
-    return f"{moment.year:04d}-{moment.month:02d}"
-
-
-def month_start(month: str) -> datetime:
-    year, number = (int(part) for part in month.split("-"))
-    return datetime(year, number, 1, tzinfo=UTC)
-
-
-def next_month(month: str) -> str:
-    start = month_start(month)
-    return f"{start.year + start.month // 12:04d}-{start.month % 12 + 1:02d}"
 
 
 def charge_of(value: Any) -> datetime:

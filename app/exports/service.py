@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.core.calendar import month_of, month_start, next_month
 from app.core.config import Settings
 from app.core.errors import InvalidInput
 from app.core.timestamps import check_whole_hour
@@ -16,17 +17,7 @@ from app.exports import focus
 from app.exports.booked import booked_lines
 from app.exports.corrections import pending_corrections
 from app.exports.csvout import cell, record, stream_csv, text
-from app.exports.lines import (
-    KEY,
-    Line,
-    closed_months,
-    live_lines,
-    month_of,
-    month_start,
-    months_with_lines,
-    next_month,
-    plus,
-)
+from app.exports.lines import KEY, Line, closed_months, live_lines, months_with_lines, plus
 from app.exports.summary import SUMMARY_COLUMNS, cost_rows
 
 # Corrections booked in a month may point at any earlier hour.

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Path, Query
 from app.core.auth import ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import SessionDep
+from app.core.labels import GPU_UUID_PATTERN, NAME_PATTERN
 from app.core.numbers import DecimalJsonRoute
 from app.gpus.schemas import GpuRead, NodeList
 from app.gpus.service import MAX_NODES, list_nodes, read_gpu
-from app.reports.schemas import GPU_UUID_PATTERN, NAME_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["fleet"], route_class=DecimalJsonRoute)
 

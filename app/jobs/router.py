@@ -9,11 +9,11 @@ from app.core.auth import JobWriterAuth, ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import SessionDep, SettingsDep
 from app.core.errors import PRINTABLE
+from app.core.labels import JOB_ID_PATTERN, NAME_PATTERN
 from app.core.numbers import Count, DecimalJsonRoute
 from app.core.timestamps import UtcQueryHour
 from app.jobs.schemas import JobGpuHours, JobList, JobRead, JobUpdate
 from app.jobs.service import get_job, gpu_hours, list_jobs, upsert_job
-from app.reports.schemas import JOB_ID_PATTERN, NAME_PATTERN
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=DecimalJsonRoute)
 

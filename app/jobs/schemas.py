@@ -7,10 +7,9 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.core.errors import PRINTABLE
+from app.core.labels import GPUCOST_TAG_PREFIX, IDLE, UNATTRIBUTED, canonical_phase
 from app.core.numbers import Count
 from app.core.units import BigCount
-from app.costs.query import IDLE, UNATTRIBUTED
-from app.jobs.phases import canonical_phase
 
 
 def _not_reserved(value: str) -> str:
@@ -29,9 +28,6 @@ Text = Annotated[
     StringConstraints(min_length=1, max_length=128, strip_whitespace=True, pattern=PRINTABLE),
     AfterValidator(_not_reserved),
 ]
-# Keys of the tags gpucost itself exports beside a job's labels (FOCUS `Tags`) start with
-# this; a label may not, so that the two never collide.
-GPUCOST_TAG_PREFIX = "gpucost/"
 
 
 def _not_gpucost_tag(key: str) -> str:

@@ -13,10 +13,11 @@ from typing import NamedTuple
 from sqlalchemy import String, case, func, select
 from sqlalchemy.orm import Session
 
+from app.core.calendar import floor_month
+from app.core.labels import UNATTRIBUTED
 from app.core.sums import exact_sum
 from app.core.units import seconds, shown
 from app.costs.figures import Exact
-from app.costs.query import UNATTRIBUTED
 from app.costs.service import cost_groups
 from app.models import Cluster, Gpu, Job, MonthlyUsage, Node
 
@@ -81,10 +82,6 @@ def _usage(exact: Exact) -> Usage:
         energy_joules=Decimal(exact.energy_mj).scaleb(-3),
         cost_usd=shown(exact.cost),
     )
-
-
-def month_start(moment: datetime) -> datetime:
-    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 def _metered(session: Session) -> dict[tuple[str, str], Metered]:
@@ -158,7 +155,7 @@ def read_snapshot(
         usage={_attribution(keys): _usage(exact) for keys, exact in by_attribution(None)},
         month_cost_usd={
             _attribution(keys): shown(exact.cost)
-            for keys, exact in by_attribution(month_start(now))
+            for keys, exact in by_attribution(floor_month(now))
         },
         nodes=_nodes(session),
         running_jobs=_running_jobs(session, since=now - timedelta(seconds=reporting_window_s)),

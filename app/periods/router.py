@@ -5,13 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.core.auth import AdminAuth, ViewerAuth
+from app.core.calendar import parse_month
 from app.core.clock import ClockDep
 from app.core.db import SessionDep, SettingsDep
 from app.core.errors import ErrorBody
 from app.core.numbers import Count, DecimalJsonRoute
 from app.core.units import micro_from_usd
 from app.periods.schemas import PeriodPage, PeriodRead
-from app.periods.service import close_month, list_periods, parse_month, read_period
+from app.periods.service import close_month, list_periods, read_period
 
 router = APIRouter(prefix="/v1/periods", tags=["periods"], route_class=DecimalJsonRoute)
 

@@ -14,35 +14,15 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
-from app.core.errors import Conflict, InvalidInput
+from app.core.calendar import month_of, month_start, next_month
+from app.core.errors import Conflict
 from app.core.sums import exact_sum
-from app.core.timestamps import utc_instant
 from app.core.unique import insert_unless_present, take_turns
 from app.core.units import from_nano
 from app.exports.corrections import pending_corrections
-from app.exports.lines import (
-    Line,
-    closed_months,
-    live_lines,
-    month_of,
-    month_start,
-    next_month,
-)
+from app.exports.lines import Line, closed_months, live_lines
 from app.models import HourlyUsage, Period, PeriodLine
 from app.periods.schemas import PeriodPage, PeriodRead, Totals
-
-
-def parse_month(text: str, *, field: str = "month") -> str:
-    """`2025-01` as given, or a 422 naming the field; months from 1970 to 2999."""
-    try:
-        start = datetime.strptime(text, "%Y-%m")
-    except ValueError:
-        raise InvalidInput(field, f"'{text}' is not a month like 2025-01") from None
-    try:
-        utc_instant(start)
-    except ValueError as exc:
-        raise InvalidInput(field, f"'{text}' {exc}") from None
-    return f"{start.year:04d}-{start.month:02d}"
 
 
 def first_open_month(session: Session) -> str | None:

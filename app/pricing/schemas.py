@@ -7,10 +7,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.errors import PRINTABLE
+from app.core.labels import NAME_PATTERN
 from app.core.numbers import Number
 from app.core.timestamps import UtcHour
 from app.core.units import Amount
-from app.reports.schemas import NAME_PATTERN
 
 PRICE_MOST = Decimal(10_000)  # USD a GPU-hour or a kWh may cost, at most
 Price = Annotated[

@@ -9,9 +9,9 @@ maximum power.
 from collections import defaultdict
 from datetime import datetime, timedelta
 
+from app.core.calendar import span_us
 from app.core.config import Settings
 from app.core.errors import InvalidInput
-from app.reports.hours import span_us
 from app.reports.schemas import ReportIn
 
 

@@ -8,17 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from typing_extensions import TypedDict
 
 from app.core.errors import PRINTABLE
+from app.core.labels import GPU_UUID_PATTERN, JOB_ID_PATTERN, NAME_PATTERN, WHOLE_GPU_UUID_PATTERN
 from app.core.numbers import Number
 from app.core.once import once
 from app.core.timestamps import UtcInstant
 from app.reports.entries import Entry, canonical_order, in_units
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
-JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*$"
-_HEX = "[0-9a-fA-F]"
-_UUID = rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
-GPU_UUID_PATTERN = rf"^(GPU|MIG)-{_UUID}$"
-WHOLE_GPU_UUID_PATTERN = rf"^GPU-{_UUID}$"
 # Hard ceiling for the schema; the configured, lower limit is checked by the service.
 SCHEMA_MAX_ENTRIES = 100_000
 ABSENT_IS_ZERO = "0 when absent."

@@ -4,7 +4,7 @@ Raw usage is a row per GPU, job and report: a minute's worth at the usual interv
 1,440 rows a GPU-day. Past its retention it is summed per GPU, job (or idle) and hour into
 `usage_gpu_hourly`, kept for ever beside the rollup: which job held which GPU when, its
 GPU-time, busy time and energy, exact to the microsecond and millijoule. A report that runs
-across an hour is split as the rollup splits it (app.reports.hours), so a job's records sum,
+across an hour is split as the rollup splits it (app.core.calendar), so a job's records sum,
 hour by hour, to what the rollup holds for it on its GPUs. Utilisation and peak memory are
 not kept: busy time over GPU-time is the utilisation.
 
@@ -27,9 +27,9 @@ from typing import Any
 from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session
 
+from app.core.calendar import HourSlice, floor_hour, hour_slices, hourly_shares
 from app.core.upsert import adding_on_conflict, chunks, insert_many
 from app.models import GPU_HOURS, USAGE, Report
-from app.reports.hours import HourSlice, floor_hour, hour_slices, hourly_shares
 
 # Report starts folded in one transaction: an hour, so that each GPU-hour record is written
 # once (a shorter window would update it again in each, leaving dead rows behind).

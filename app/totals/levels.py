@@ -8,28 +8,13 @@ from typing import Any, TypeVar
 from sqlalchemy import Boolean, Column, ColumnElement, FromClause, Table, and_, false, or_, true
 from sqlalchemy.sql import visitors
 
+from app.core.calendar import floor_day, floor_hour, floor_month, next_month_start
 from app.core.timestamps import as_utc
 from app.models import DailyUsage, HourlyUsage, ModelHourlyUsage, MonthlyUsage
 
 T = TypeVar("T")
 # A range of period starts, [from, to); None: unbounded on that side.
 Range = tuple[datetime | None, datetime | None]
-
-
-def _hour(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
-
-
-def _day(moment: datetime) -> datetime:
-    return _hour(moment).replace(hour=0)
-
-
-def _month(moment: datetime) -> datetime:
-    return _day(moment).replace(day=1)
-
-
-def _next_month(start: datetime) -> datetime:
-    return (start + timedelta(days=32)).replace(day=1)
 
 
 @dataclass(frozen=True)
@@ -55,9 +40,9 @@ def _table(model: Any) -> Table:
     return model.__table__  # type: ignore[no-any-return]
 
 
-HOUR = Level("hour", _table(HourlyUsage), _hour, lambda start: start + timedelta(hours=1))
-DAY = Level("day", _table(DailyUsage), _day, lambda start: start + timedelta(days=1))
-MONTH = Level("month", _table(MonthlyUsage), _month, _next_month)
+HOUR = Level("hour", _table(HourlyUsage), floor_hour, lambda start: start + timedelta(hours=1))
+DAY = Level("day", _table(DailyUsage), floor_day, lambda start: start + timedelta(days=1))
+MONTH = Level("month", _table(MonthlyUsage), floor_month, next_month_start)
 FINEST_FIRST = (HOUR, DAY, MONTH)
 # A model's (and phase's) GPU-time per cluster and hour, apart from the levels above: keyed
 # by labels, not jobs.

@@ -10,22 +10,34 @@ own sums here, before they are sent; a stored sum they would take past it by the
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from app.core.calendar import hour_slices, hourly_shares
 from app.core.errors import OutOfRange
 from app.core.sums import INT64_MAX, exact_sum
 from app.core.upsert import adding_on_conflict, chunks, insert_many
-from app.reports.entries import Entry
-from app.reports.hours import hour_slices, hourly_shares
 from app.totals.levels import FINEST_FIRST, HOUR, MODEL_HOURS, Level
 
 # (cluster id, job id or 0 for idle capacity, GPU model, period start)
 Key = tuple[int, int, str, datetime]
 # A job's (model, phase) on the model level, '' for none.
 Labels = tuple[str, str]
+
+
+class Usage(Protocol):
+    """What the levels sum of one GPU's use in a report (a report's entry, as ingest reads it)."""
+
+    @property
+    def model(self) -> str: ...  # the GPU model
+    @property
+    def gpu_us(self) -> int: ...
+    @property
+    def busy_us(self) -> int: ...
+    @property
+    def energy_mj(self) -> int: ...
 
 
 class Totals:
@@ -40,7 +52,7 @@ class Totals:
         cluster_pk: int,
         start: datetime,
         end: datetime,
-        entries: Iterable[tuple[Entry, int]],
+        entries: Iterable[tuple[Usage, int]],
     ) -> None:
         """Add a report's entries, each with its job's id (0 for idle capacity)."""
         slices = hour_slices(start, end)

@@ -7,15 +7,15 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from app.core.calendar import month_of, month_start, next_month
+from app.core.labels import IDLE
 from app.core.units import rounded
 from app.costs.figures import Exact
 from app.costs.model import model_cost
-from app.costs.query import IDLE
 from app.costs.service import cost_groups
 
 # Figures in full as the CLI's table shows them below 1K GPU-hours and $1M, from its one home.
 from app.costs.table import gpu_hours_text, rate_note, table_rows, usd_text
-from app.exports.lines import month_of, month_start, next_month
 from app.jobs.service import latest_models
 
 SHARE_PLACES = 1  # the idle share in percent, to a tenth

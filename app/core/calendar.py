@@ -1,11 +1,63 @@
-"""Splitting an interval's quantities across UTC hours, conserving every unit exactly."""
+"""Calendar arithmetic in UTC: hours, days and months, and splitting an interval's quantities
+across UTC hours, conserving every unit exactly.
+
+Months are named as the API and the books name them, `2025-01`; instants are UTC. (Which
+instants the API accepts, and the whole-UTC-hour type, are `app.core.timestamps`.)
+"""
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+from app.core.errors import InvalidInput
+from app.core.timestamps import utc_instant
 
 HOUR = timedelta(hours=1)
 _US = timedelta(microseconds=1)
+_A_MONTH_ON = timedelta(days=32)  # from any day of a month, a day of the next one
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def floor_day(moment: datetime) -> datetime:
+    return floor_hour(moment).replace(hour=0)
+
+
+def floor_month(moment: datetime) -> datetime:
+    return floor_day(moment).replace(day=1)
+
+
+def next_month_start(moment: datetime) -> datetime:
+    """The start of the month after `moment`'s."""
+    return floor_month(floor_month(moment) + _A_MONTH_ON)
+
+
+def month_of(moment: datetime) -> str:
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def month_start(month: str) -> datetime:
+    year, number = (int(part) for part in month.split("-"))
+    return datetime(year, number, 1, tzinfo=UTC)
+
+
+def next_month(month: str) -> str:
+    return month_of(next_month_start(month_start(month)))
+
+
+def parse_month(text: str, *, field: str = "month") -> str:
+    """`2025-01` as given, or an InvalidInput naming the field; months from 1970 to 2999."""
+    try:
+        start = datetime.strptime(text, "%Y-%m")
+    except ValueError:
+        raise InvalidInput(field, f"'{text}' is not a month like 2025-01") from None
+    try:
+        utc_instant(start)
+    except ValueError as exc:
+        raise InvalidInput(field, f"'{text}' {exc}") from None
+    return month_of(start)
 
 
 def span_us(start: datetime, end: datetime) -> int:
@@ -19,10 +71,6 @@ class HourSlice:
     # Microseconds from the interval's start to this slice's start and end.
     offset_start: int
     offset_end: int
-
-
-def floor_hour(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def hour_slices(start: datetime, end: datetime) -> tuple[int, list[HourSlice]]:
