@@ -8,7 +8,7 @@ An hour is not a power of ten, so these sums have no exact decimal: each is show
 half to even to nine decimal places, and a value exact in nine decimals is shown exactly.
 """
 
-from decimal import MAX_PREC, Context, Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Annotated
 
 from pydantic import PlainSerializer
@@ -22,7 +22,9 @@ MJ_PER_KWH = 3_600_000_000  # millijoules in a kWh
 # An exact figure's denominator: micro-USD per GPU-hour x microseconds, per USD.
 PARTS = US_PER_HOUR * 1_000_000
 PARTS_PER_NANO = PARTS // 1_000_000_000
-_EXACT = Context(prec=MAX_PREC)
+# Unbounded: no product or shift of the point in it rounds, however many digits a number has,
+# so a figure's one rounding is the one its code asks for.
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def plain(value: Decimal) -> str:
@@ -55,12 +57,12 @@ def divide(numerator: int, denominator: int) -> int:
 
 def rounded(numerator: int, denominator: int, places: int = 9) -> Decimal:
     """numerator / denominator to `places` decimals, half to even."""
-    return Decimal(divide(numerator * 10**places, denominator)).scaleb(-places, _EXACT)
+    return Decimal(divide(numerator * 10**places, denominator)).scaleb(-places, EXACT)
 
 
 def from_nano(nano: int) -> Decimal:
     """Billionths (nano-dollars, nano-hours) as an exact decimal."""
-    return Decimal(nano).scaleb(-9, _EXACT)
+    return Decimal(nano).scaleb(-9, EXACT)
 
 
 def shown_nano(parts: int) -> int:

@@ -2,19 +2,16 @@
 
 import hashlib
 import json
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
+from decimal import Decimal, localcontext
 from typing import TYPE_CHECKING, NamedTuple
 
-from app.core.units import MICRO_DIGITS, MILLI_DIGITS
+from app.core.units import EXACT, MICRO_DIGITS, MILLI_DIGITS
 
 if TYPE_CHECKING:  # the schema reads its entries through this module
     from app.reports.schemas import ReportIn
 
 ZERO = Decimal(0)
 PERCENT_DIGITS = 2  # a percentage as a fraction: 10**-2
-# Unbounded: no product or shift of the point here rounds, however many digits a number was
-# sent with, so round() below is the only rounding.
-_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 class Entry(NamedTuple):
@@ -33,7 +30,7 @@ class Entry(NamedTuple):
 
 def micros(seconds: Decimal) -> int:
     """Seconds as whole microseconds, as stored: rounded once, half to even."""
-    return round(seconds.scaleb(MICRO_DIGITS, _EXACT))
+    return round(seconds.scaleb(MICRO_DIGITS, EXACT))
 
 
 def in_units(report: "ReportIn") -> list[Entry]:
@@ -41,7 +38,7 @@ def in_units(report: "ReportIn") -> list[Entry]:
     busy time is GPU time x utilisation. Each is rounded once, half to even. (`scaleb`
     moves the point: exact, and cheaper than multiplying by a power of ten.)"""
     entries = []
-    with localcontext(_EXACT):
+    with localcontext(EXACT):
         for gpu in report.gpus:
             util_pct = gpu.get("util_pct", ZERO)
             gpu_us = micros(gpu["gpu_seconds"])
