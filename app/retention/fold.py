@@ -27,7 +27,8 @@ from typing import Any
 from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session
 
-from app.core.upsert import adding_on_conflict, chunks, insert_many
+from app.core.batches import chunks
+from app.core.upsert import adding_on_conflict, insert_many
 from app.models import GPU_HOURS, USAGE, Report
 from app.reports.hours import HourSlice, floor_hour, hour_slices, hourly_shares
 
