@@ -21,7 +21,11 @@ Every session in the app comes one of two ways, nothing else builds one:
    GET): SQLite's write lock taken at `BEGIN IMMEDIATE`; committed when the block (the
    route) returns, rolled back if it raises. Work that must be run again after a deadlock or
    a lost race owns its transactions instead: `commit_with_retry(database, work)` runs
-   `work` in a `write()` of its own each time (ingest, app.reports.service).
+   `work` in a `write()` of its own each time (ingest, app.reports.service: the report routes
+   take no session, and nothing commits a second time over ingest's transactions).
+
+No route commits. tests/test_sessions.py holds every GET to a read session, served while
+another connection holds SQLite's write lock.
 """
 
 import sqlite3
