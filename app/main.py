@@ -17,12 +17,12 @@ from app.core.auth import Authenticate, KnownTokens
 from app.core.clock import Clock, utc_now
 from app.core.concurrency import DatabaseSlots
 from app.core.config import Settings, get_settings
-from app.core.db import SIDE_CONNECTIONS, create_db_engine, create_session_factory
+from app.core.db import SIDE_CONNECTIONS, Database, create_db_engine
 from app.core.errors import ERROR_RESPONSES, install_error_handlers
+from app.core.known_ids import KnownIds
 from app.core.limits import RequestBody
 from app.core.migrate import head_revision
 from app.core.requests import RequestId
-from app.core.upsert import KnownIds
 from app.costs.router import router as costs_router
 from app.exports.router import router as exports_router
 from app.gpus.router import router as gpus_router
@@ -31,9 +31,9 @@ from app.jobs.router import router as jobs_router
 from app.metrics.setup import install_metrics
 from app.periods.router import router as periods_router
 from app.pricing.router import router as pricing_router
-from app.reports.coalesce import report_coalescer
 from app.reports.router import router as reports_router
 from app.reports.schemas import BODY_SCHEMAS
+from app.reports.service import Ingest
 from app.scenarios.router import router as scenarios_router
 from app.ui.router import router as ui_router
 
@@ -79,21 +79,19 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.state.engine = engine
     app.state.side_engine = side_engine
     app.state.readiness = asyncio.Lock()  # one /readyz check at a time (see app.health)
-    app.state.session_factory = create_session_factory(engine)
-    app.state.read_session_factory = create_session_factory(engine, read_only=True)
+    app.state.database = Database(engine)
+    app.state.side_database = Database(side_engine)
     app.state.schema_head = head_revision()
     app.state.known_tokens = KnownTokens(clock)
-    app.state.known_ids = KnownIds()
     # The pool's connections and as many again on overflow (see create_db_engine).
     slots = 2 * settings.db_pool_size
-    app.state.report_coalescer = report_coalescer(
-        app.state.known_ids,
-        app.state.session_factory,
+    app.state.ingest = Ingest(
+        app.state.database,
+        KnownIds(),
+        settings=settings,
         clock=clock,
         # Each waiting report holds a slot: a transaction never waits for more than these.
         max_reports=min(settings.max_batch_reports, slots),
-        tolerance=settings.occupancy_tolerance_seconds,
-        gather=settings.ingest_gather_seconds,
     )
     install_error_handlers(app)
     app.add_middleware(
@@ -112,7 +110,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     app.add_middleware(
         Authenticate,
         known=app.state.known_tokens,
-        sessions=create_session_factory(side_engine, read_only=True),
+        database=app.state.side_database,
         lookups=SIDE_CONNECTIONS - 1,  # one left for /readyz
         wait_seconds=settings.db_pool_timeout_seconds,
     )

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.cli.common import uvicorn_command, wait_until_serving
 from app.core.clock import utc_now
 from app.core.config import Settings
-from app.core.db import create_db_engine, create_session_factory
+from app.core.db import Database, create_db_engine
 from app.models import Base
 from app.tokens.service import create_token
 
@@ -183,7 +183,7 @@ def token_on(
 ) -> str:
     """A new API token of `role` (a collector's bound to `cluster`) on the database at the URL."""
     engine = create_db_engine(Settings(database_url=database_url))
-    with create_session_factory(engine).begin() as session:
+    with Database(engine).write() as session:
         _, token = create_token(
             session, role=role, cluster=cluster, name=name, actor="bench", now=utc_now()
         )

@@ -496,7 +496,7 @@ def test_a_range_without_hours_costs_nothing(
     ten, quarter = at("2025-01-06T10:00"), timedelta(minutes=15)
     # Equal, and within one hour (both bounds round up to 11:00), and backwards.
     empty = [(ten, ten), (ten + quarter, ten + 3 * quarter), (ten + ONE_HOUR, ten)]
-    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+    with client.app.state.database.read() as session:  # type: ignore[attr-defined]
         for start, end in empty:
             stage_one = priced_usage(
                 session,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings
 from app.main import create_app
 from app.models import USAGE, Gpu, HourlyUsage, Job, Node, Report
-from app.reports.coalesce import _Waiting
+from app.reports.group_commit import _Waiting
 from app.reports.schemas import ReportIn
 from tests.support import CLUSTER, SettableClock, entry, gpu_uuid, report
 
@@ -214,8 +214,7 @@ def test_report_the_database_refuses_fails_only_its_own_request(
                 report(1, node="node-b", gpus=[entry(1)]),
             )
         ]
-        with app.state.session_factory() as session:
-            app.state.report_coalescer._run(session, waiting)
+        app.state.ingest.group_commit._run(waiting)
     finally:
         db.execute(text(allow))
         db.commit()

@@ -26,8 +26,8 @@ from app.core.errors import OutOfRange
 from app.core.sums import INT64_MAX, past_64_bits
 from app.main import create_app
 from app.models import HourlyUsage
-from app.reports.coalesce import _Waiting
 from app.reports.entries import Entry
+from app.reports.group_commit import _Waiting
 from app.reports.schemas import ReportIn
 from app.totals.store import Totals
 from tests.support import CLUSTER, SettableClock, entry, report
@@ -143,8 +143,7 @@ def test_a_group_commit_stores_the_others_and_refuses_the_one_past_64_bits(
             minute(1, 7, job="b", gpu=2, node="node-b"),
         )
     ]
-    with app.state.session_factory() as session:
-        app.state.report_coalescer._run(session, waiting)
+    app.state.ingest.group_commit._run(waiting)
 
     refused = waiting[1].error
     if db.get_bind().dialect.name == "postgresql":
@@ -194,13 +193,12 @@ def test_a_batch_whose_own_sums_pass_64_bits_is_refused_before_anything_is_sent(
     listen = ("before_cursor_execute", lambda *args: statements.append(args[2]))
     event.listen(engine, *listen)
     try:
-        with app.state.session_factory() as session, pytest.raises(OutOfRange):
+        with app.state.database.write() as session, pytest.raises(OutOfRange):
             totals(job_pk, job_pk).store(session, {job_pk: ("", "")})
         assert statements == []
         # The batch's totals past 64 bits, but no row's: the job's and idle capacity's.
-        with app.state.session_factory() as session:
+        with app.state.database.write() as session:
             totals(job_pk, 0).store(session, {job_pk: ("", "")})
-            session.commit()
     finally:
         event.remove(engine, *listen)
     months = db.execute(text("SELECT job_id, energy_mj FROM usage_monthly ORDER BY id")).all()

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from app.audit.schemas import AuditPage, AuditRead
 from app.audit.service import read_audit
 from app.core.auth import AdminAuth
-from app.core.db import SessionDep
+from app.core.db import ReadSession
 from app.core.errors import PRINTABLE
 from app.core.numbers import Count, DecimalJsonRoute
 from app.core.timestamps import UtcQueryInstant
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=DecimalJsonRo
 @router.get("")
 def get_audit(
     _: AdminAuth,
-    session: SessionDep,
+    session: ReadSession,
     action: Annotated[
         str | None, Query(max_length=64, pattern=PRINTABLE, examples=["rate"])
     ] = None,

@@ -8,7 +8,7 @@ from app.budgets.schemas import NAME_MAX, BudgetRead, BudgetSet
 from app.budgets.service import delete_budget, list_budgets, read_budget, set_budget
 from app.core.auth import AdminAuth, ViewerAuth
 from app.core.clock import ClockDep
-from app.core.db import SessionDep, SettingsDep
+from app.core.db import ReadSession, SettingsDep, WriteSession
 from app.core.labels import NAME_PATTERN
 from app.core.numbers import DecimalJsonRoute
 from app.core.units import micro_from_usd
@@ -25,7 +25,7 @@ _SET: dict[int | str, dict[str, Any]] = {
 
 @router.get("")
 def get_budgets(
-    _: ViewerAuth, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    _: ViewerAuth, session: ReadSession, settings: SettingsDep, clock: ClockDep
 ) -> list[BudgetRead]:
     """Every budget with what it has spent, its burn rate and its forecast crossing, by name."""
     default = micro_from_usd(settings.default_rate_usd)
@@ -34,7 +34,7 @@ def get_budgets(
 
 @router.get("/{name}")
 def get_budget(
-    name: BudgetName, _: ViewerAuth, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    name: BudgetName, _: ViewerAuth, session: ReadSession, settings: SettingsDep, clock: ClockDep
 ) -> BudgetRead:
     """One budget with what it has spent, its burn rate and its forecast crossing."""
     default = micro_from_usd(settings.default_rate_usd)
@@ -46,7 +46,7 @@ def put_budget(
     name: BudgetName,
     body: BudgetSet,
     principal: AdminAuth,
-    session: SessionDep,
+    session: WriteSession,
     settings: SettingsDep,
     clock: ClockDep,
     response: Response,
@@ -67,7 +67,7 @@ def put_budget(
 
 @router.delete("/{name}", status_code=204, response_class=Response)
 def remove_budget(
-    name: BudgetName, principal: AdminAuth, session: SessionDep, clock: ClockDep
+    name: BudgetName, principal: AdminAuth, session: WriteSession, clock: ClockDep
 ) -> Response:
     """Delete a budget (its audit entries stay)."""
     delete_budget(session, name=name, actor=principal.name, now=clock())

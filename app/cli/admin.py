@@ -25,7 +25,6 @@ from app.cli.common import (
 )
 from app.core import migrate
 from app.core.clock import utc_now
-from app.core.db import create_session_factory
 from app.core.logging import log_config
 from app.retention.service import prune_raw
 from app.tokens import service as tokens
@@ -66,8 +65,8 @@ def serve(
     _can_listen(host, port)
     config = log_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(config)
-    with database(settings, writes=True, creates=True) as engine:
-        migrate.upgrade(engine)
+    with database(settings, writes=True, creates=True) as db:
+        migrate.upgrade(db.engine)
     err.print(f"gpucost serving on http://{host}:{port} (API docs at /docs)", highlight=False)
     uvicorn.run(
         "app.main:create_app",
@@ -108,9 +107,9 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Apply migrations up to REVISION (the newest by default)."""
-    with database(load_settings(), writes=True, creates=True) as engine, _known_revision():
-        migrate.upgrade(engine, revision)
-        typer.echo(f"schema at {migrate.current_revision(engine)}")
+    with database(load_settings(), writes=True, creates=True) as db, _known_revision():
+        migrate.upgrade(db.engine, revision)
+        typer.echo(f"schema at {migrate.current_revision(db.engine)}")
 
 
 @contextmanager
@@ -125,9 +124,9 @@ def _known_revision() -> Iterator[None]:
 @db_cli.command("downgrade", epilog=examples("gpucost db downgrade 0009"))
 def db_downgrade(revision: Annotated[str, typer.Argument(help="Target, or 'base'.")]) -> None:
     """Revert migrations down to REVISION."""
-    with database(load_settings(), writes=True) as engine, _known_revision():
-        migrate.downgrade(engine, revision)
-        typer.echo(f"schema at {migrate.current_revision(engine) or 'base'}")
+    with database(load_settings(), writes=True) as db, _known_revision():
+        migrate.downgrade(db.engine, revision)
+        typer.echo(f"schema at {migrate.current_revision(db.engine) or 'base'}")
 
 
 @db_cli.command(
@@ -166,8 +165,8 @@ def db_check_totals(
     # One snapshot, read-only: ingest goes on meanwhile, neither seen half-way by the
     # check's queries nor held off by them (SQLite's write lock).
     with (
-        database(load_settings()) as engine,
-        create_session_factory(engine, snapshot=True).begin() as session,
+        database(load_settings()) as db,
+        db.read(snapshot=True) as session,
     ):
         checked = check_totals(session)
     for d in checked.disagreements:
@@ -188,8 +187,8 @@ def db_check_totals(
 @db_cli.command("current", epilog=examples("gpucost db current"))
 def db_current() -> None:
     """Print the schema's revision and the migration head."""
-    with database(load_settings()) as engine:
-        typer.echo(f"current: {migrate.current_revision(engine) or 'base'}")
+    with database(load_settings()) as db:
+        typer.echo(f"current: {migrate.current_revision(db.engine) or 'base'}")
         typer.echo(f"head:    {migrate.head_revision()}")
 
 

@@ -15,12 +15,12 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy import URL, Engine, make_url
+from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
-from app.core.db import create_db_engine, create_session_factory
+from app.core.db import Database, create_db_engine
 from app.core.errors import AppError
 
 T = TypeVar("T")
@@ -104,11 +104,11 @@ def say_database(settings: Settings) -> None:
 @contextmanager
 def database(
     settings: Settings, *, writes: bool = False, creates: bool = False
-) -> Iterator[Engine]:
-    """An engine for the configured database, turning connection trouble into one line;
-    `writes`: name the database on stderr once the block has succeeded; `creates`: the
-    command may create a missing SQLite file (the others refuse it rather than leave an
-    empty file in the wrong directory)."""
+) -> Iterator[Database]:
+    """The configured database (its two ways to a session: app.core.db), turning connection
+    trouble into one line; `writes`: name the database on stderr once the block has
+    succeeded; `creates`: the command may create a missing SQLite file (the others refuse
+    it rather than leave an empty file in the wrong directory)."""
     shown = shown_database(settings.database_url)
     trouble = _sqlite_trouble(settings.database_url, creates=creates)
     if trouble:
@@ -118,7 +118,7 @@ def database(
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
         fail(f"GPUCOST_DATABASE_URL is not a usable database URL ({exc})")
     try:
-        yield engine
+        yield Database(engine)
     except (OperationalError, ProgrammingError) as exc:
         if _no_schema(exc):
             fail(f"the database at {shown} has no gpucost tables yet: run `gpucost db upgrade`")
@@ -165,11 +165,10 @@ def _no_schema(exc: OperationalError | ProgrammingError) -> bool:
 def transactions(*, writes: bool = False) -> Iterator[Callable[[Callable[[Session], T]], T]]:
     """Runs pieces of work, each in a transaction of its own, committed if it returns, on
     one engine; `writes`: see `database`."""
-    with database(load_settings(), writes=writes) as engine:
-        sessions = create_session_factory(engine)
+    with database(load_settings(), writes=writes) as db:
 
         def run(work: Callable[[Session], T]) -> T:
-            with sessions.begin() as session:
+            with db.write() as session:
                 try:
                     return work(session)
                 except AppError as exc:

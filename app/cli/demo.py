@@ -30,7 +30,6 @@ from app.cli.common import (
 )
 from app.cli.demo_scenarios import show_scenarios
 from app.core import migrate
-from app.core.db import create_session_factory
 from app.core.labels import IDLE, UNATTRIBUTED
 from app.costs.schemas import CostReport, ModelCost
 from app.costs.table import efficiency_note, rate_note, render_markdown, table_rows
@@ -198,9 +197,9 @@ def demo(
             "GPUCOST_MAX_REPORT_INTERVAL_SECONDS": str(DEMO_REPORT_SECONDS),
         }
         settings = load_settings(database_url=env["GPUCOST_DATABASE_URL"])
-        with database(settings, creates=True) as engine:
-            migrate.upgrade(engine)
-            with create_session_factory(engine).begin() as session:
+        with database(settings, creates=True) as db:
+            migrate.upgrade(db.engine)
+            with db.write() as session:
                 now = datetime.now(UTC)
                 tokens = {
                     role: create_token(

@@ -12,7 +12,6 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
 from app.cli.common import database, examples, fail, load_settings
 from app.core.calendar import month_start, next_month, parse_month
-from app.core.db import create_session_factory
 from app.core.errors import AppError
 from app.exports.service import check_bounds, csv_chunks, parquet_chunks
 
@@ -51,7 +50,7 @@ def export(
     start, end = month_start(first), month_start(next_month(first))
     step = granularity if kind == "focus" else "month"
     check_bounds(start, end, step)
-    with database(settings) as engine, create_session_factory(engine, read_only=True)() as session:
+    with database(settings) as db, db.read() as session:
         if file_format == "parquet" and output is not None:  # (parquet without -o: refused)
             chunks: Iterator[str | bytes] = parquet_chunks(
                 session, start=start, end=end, granularity=granularity, settings=settings

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from app.cli.common import database, examples, fail, load_settings
 from app.core.clock import utc_now
-from app.core.db import create_session_factory
 from app.core.errors import AppError
 from app.core.timestamps import utc_instant
 from app.core.units import plain
@@ -144,8 +143,8 @@ def slurm(
             raw = sacct_file.read_text(encoding="utf-8", errors="replace")
         jobs = parse_sacct(text=raw)
         with (
-            database(settings) as engine,
-            create_session_factory(engine, read_only=True)() as session,
+            database(settings) as db,
+            db.read() as session,
         ):
             lines = service.reconcile_slurm(session, cluster=cluster, slurm=jobs, rules=rules)
     except AppError as exc:

@@ -29,13 +29,14 @@ from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.clock import Clock
+from app.core.db import Database
 from app.core.errors import AppError, DatabaseUnavailable, Forbidden, Unauthorized, error_response
-from app.core.upsert import find_rows
+from app.core.rows import find_rows
 from app.models import ApiToken
 
 TOKEN_PREFIX = "gpc_"
@@ -188,13 +189,13 @@ class Authenticate:
         self,
         app: ASGIApp,
         known: KnownTokens,
-        sessions: sessionmaker[Session],
+        database: Database,
         lookups: int,
         wait_seconds: float,
     ) -> None:
         self.app = app
         self.known = known
-        self.sessions = sessions
+        self.database = database
         self.lookups = lookups
         self.wait_seconds = wait_seconds
         self._semaphore: asyncio.Semaphore | None = None
@@ -237,7 +238,7 @@ class Authenticate:
             self._semaphore.release()
 
     def _principal(self, credentials: HTTPAuthorizationCredentials) -> Principal:
-        with self.sessions() as session:
+        with self.database.read() as session:
             return self.known.principal(session, credentials)
 
 

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     # at most: never more than a sixtieth of its own interval (see app.reports.occupancy).
     occupancy_tolerance_seconds: Decimal = Field(default=Decimal("1"), ge=0, le=60)
     # At most one transaction of single reports per process this often: under load, a report
-    # waits at most this long for others to join it (see app.reports.coalesce); one sender's
+    # waits at most this long for others to join it (see app.reports.group_commit); one sender's
     # reports alone, or reports at a trickle, never wait.
     ingest_gather_seconds: float = Field(default=0.1, ge=0, le=1)
 

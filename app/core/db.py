@@ -1,16 +1,36 @@
-"""Database engines and sessions for PostgreSQL (production) and SQLite (embedded default).
+"""Database engines, and the two ways to a session, for PostgreSQL (production) and SQLite
+(the embedded default).
 
 Two engines: the main one, whose pool the requests admitted by `concurrency.DatabaseSlots`
 share, and a side one of `SIDE_CONNECTIONS`, for what must never wait behind requests (token
-lookups in `auth.Authenticate`, the readiness probe). Sessions come from two factories on the
-main engine: read-only ones for every GET and for exports (they never take SQLite's write
-lock), and read-write ones for everything else; `SessionDep` picks by the request's method.
-A read-only factory can also read one snapshot throughout (`snapshot`), for a check that
-compares what several queries read (`gpucost db check-totals`).
+lookups in `auth.Authenticate`, the readiness probe). A `Database` wraps an engine and makes
+its session factories once; the app holds one for each engine (`app.state.database`,
+`app.state.side_database`), a command one for its run (`app.cli.common.database`).
+
+Every session in the app comes one of two ways, nothing else builds one:
+
+1. **A read session**, `Database.read()` (routes: `ReadSession`, which every GET takes).
+   Read-only: on SQLite its transaction is deferred (`BEGIN`), so it never takes the write
+   lock and never waits for one; it ends rolled back, having nothing to commit. On PostgreSQL
+   it reads at the server's default isolation, READ COMMITTED. `snapshot=True` is the one
+   other rule: one snapshot for the whole transaction, whatever commits meanwhile
+   (PostgreSQL's REPEATABLE READ, READ ONLY; SQLite's deferred transactions in WAL read one
+   snapshot already), for reads whose queries must agree with each other (`/metrics`,
+   `gpucost db check-totals`).
+2. **A write transaction**, `Database.write()` (routes: `WriteSession`, for what is not a
+   GET): SQLite's write lock taken at `BEGIN IMMEDIATE`; committed when the block (the
+   route) returns, rolled back if it raises. Work that must be run again after a deadlock or
+   a lost race owns its transactions instead: `commit_with_retry(database, work)` runs
+   `work` in a `write()` of its own each time (ingest, app.reports.service: the report routes
+   take no session, and nothing commits a second time over ingest's transactions).
+
+No route commits. tests/test_sessions.py holds every GET to a read session, served while
+another connection holds SQLite's write lock.
 """
 
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -93,20 +113,40 @@ def _configure_postgres(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
-def create_session_factory(
-    engine: Engine, *, read_only: bool = False, snapshot: bool = False
-) -> sessionmaker[Session]:
-    """Sessions on the engine; `read_only` ones never take SQLite's write lock. `snapshot`
-    ones, read-only too, see the database as it was at their transaction's first statement,
-    whatever commits meanwhile: PostgreSQL's REPEATABLE READ, READ ONLY (under its default,
-    READ COMMITTED, each statement sees another snapshot); SQLite's deferred transactions
-    read one snapshot already (WAL)."""
-    bind = engine
-    if read_only or snapshot:
-        bind = bind.execution_options(**{READ_ONLY: True})
-    if snapshot and engine.dialect.name == "postgresql":
-        bind = bind.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-    return sessionmaker(bind, expire_on_commit=False)
+class Database:
+    """An engine and its two ways to a session (see the module's docstring); the factories
+    are made once, here."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        read = engine.execution_options(**{READ_ONLY: True})
+        snapshot = read
+        if engine.dialect.name == "postgresql":
+            snapshot = read.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+        self._write = sessionmaker(engine, expire_on_commit=False)
+        self._read = sessionmaker(read, expire_on_commit=False)
+        self._snapshot = sessionmaker(snapshot, expire_on_commit=False)
+
+    @contextmanager
+    def read(self, *, snapshot: bool = False) -> Iterator[Session]:
+        """A read-only session, closed (its transaction rolled back) when the block ends;
+        `snapshot`: its queries all read the database as it was at the first of them."""
+        with (self._snapshot if snapshot else self._read)() as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session in one read-write transaction: committed when the block returns,
+        rolled back if it raises."""
+        with self._write() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
 
 
 def exclude_writers(session: Session, table: Table) -> None:
@@ -116,26 +156,25 @@ def exclude_writers(session: Session, table: Table) -> None:
         session.execute(text(f"LOCK TABLE {table.name} IN EXCLUSIVE MODE"))
 
 
-READS = ("GET", "HEAD")
+def _database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the route succeeds, rolled back if not;
-    read-only for a GET."""
-    state = request.app.state
-    factory: sessionmaker[Session] = (
-        state.read_session_factory if request.method in READS else state.session_factory
-    )
-    with factory() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+def _read_session(request: Request) -> Iterator[Session]:
+    with _database(request).read() as session:
+        yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+def _write_session(request: Request) -> Iterator[Session]:
+    with _database(request).write() as session:
+        yield session
+
+
+# A route's session, ended before its response is sent. Every GET reads (a test holds them
+# to it); a route that writes takes its one transaction, committed when the route returns.
+ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
+WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
 
 
 async def _settings(request: Request) -> Settings:
@@ -168,26 +207,21 @@ def refers_to_nothing(exc: IntegrityError) -> bool:
     return getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
 
 
-def commit_with_retry(session: Session, work: Callable[[], T], *, attempts: int = 3) -> T:
-    """Run `work` in the session's transaction and commit it, running it again after a deadlock
-    or after losing a race for GPU time (see app.reports.occupancy).
+def commit_with_retry(database: Database, work: Callable[[Session], T], *, attempts: int = 3) -> T:
+    """Run `work` in a write transaction of its own (`Database.write`) and commit it, running
+    it again, in a new one, after a deadlock or after losing a race for GPU time (see
+    app.reports.occupancy).
 
     Any other error rolls the transaction back, so nothing of a failed piece of work stays.
     """
     for attempt in range(1, attempts + 1):
         try:
-            result = work()
-            session.commit()
-            return result
+            with database.write() as session:
+                return work(session)
         except (OperationalError, IntegrityError) as exc:
-            session.rollback()
             if attempt == attempts or not _retryable(exc):
                 raise
         except RaceLost:
-            session.rollback()
             if attempt == attempts:
                 raise
-        except BaseException:
-            session.rollback()
-            raise
     raise AssertionError("unreachable")

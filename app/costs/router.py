@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.core.auth import ViewerAuth
-from app.core.db import SessionDep, SettingsDep
+from app.core.db import ReadSession, SettingsDep
 from app.core.errors import PRINTABLE, ErrorBody, InvalidInput
 from app.core.numbers import DecimalJsonRoute
 from app.core.timestamps import UtcQueryHour
@@ -56,7 +56,7 @@ def _group_by(text: str) -> list[str]:
 @router.get("/costs")
 def get_costs(
     _: ViewerAuth,
-    session: SessionDep,
+    session: ReadSession,
     settings: SettingsDep,
     start: Annotated[Instant, Query(alias="from")] = None,
     end: Annotated[Instant, Query(alias="to")] = None,
@@ -105,7 +105,7 @@ def get_costs(
 def get_model_cost(
     model: str,
     _: ViewerAuth,
-    session: SessionDep,
+    session: ReadSession,
     settings: SettingsDep,
     start: Annotated[Instant, Query(alias="from")] = None,
     end: Annotated[Instant, Query(alias="to")] = None,

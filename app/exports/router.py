@@ -6,10 +6,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.auth import ViewerAuth
-from app.core.db import SettingsDep
+from app.core.db import Database, SettingsDep
 from app.core.numbers import DecimalJsonRoute
 from app.core.timestamps import UtcQueryInstant
 from app.exports.service import check_bounds, csv_chunks, parquet_chunks
@@ -38,10 +37,10 @@ def _attachment(chunks: Iterator[Any], name: str, media_type: str) -> StreamingR
 
 
 def _streamed(
-    factory: sessionmaker[Session], write: Callable[..., Iterator[Any]], **export: Any
+    database: Database, write: Callable[..., Iterator[Any]], **export: Any
 ) -> Iterator[Any]:
-    """The export's chunks, read in a session of its own as the client takes them."""
-    with factory() as session:
+    """The export's chunks, read in a read session of its own as the client takes them."""
+    with database.read() as session:
         yield from write(session, **export)
 
 
@@ -77,8 +76,8 @@ def _export(
 ) -> StreamingResponse:
     """The export as an attachment, streamed as the client reads it."""
     check_bounds(start, end, granularity)
-    factory = request.app.state.read_session_factory
-    chunks = _streamed(factory, write, start=start, end=end, granularity=granularity, **export)
+    database = request.app.state.database
+    chunks = _streamed(database, write, start=start, end=end, granularity=granularity, **export)
     return _attachment(chunks, name, media_type)
 
 

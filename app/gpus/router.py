@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Query
 
 from app.core.auth import ViewerAuth
 from app.core.clock import ClockDep
-from app.core.db import SessionDep
+from app.core.db import ReadSession
 from app.core.labels import GPU_UUID_PATTERN, NAME_PATTERN
 from app.core.numbers import DecimalJsonRoute
 from app.gpus.schemas import GpuRead, NodeList
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["fleet"], route_class=DecimalJsonRoute)
 @router.get("/nodes")
 def get_nodes(
     _: ViewerAuth,
-    session: SessionDep,
+    session: ReadSession,
     clock: ClockDep,
     cluster: Annotated[str | None, Query(max_length=128, pattern=NAME_PATTERN)] = None,
     silent_for: Annotated[
@@ -39,7 +39,7 @@ def get_nodes(
 
 @router.get("/gpus/{uuid}")
 def get_gpu(
-    uuid: Annotated[str, Path(pattern=GPU_UUID_PATTERN)], _: ViewerAuth, session: SessionDep
+    uuid: Annotated[str, Path(pattern=GPU_UUID_PATTERN)], _: ViewerAuth, session: ReadSession
 ) -> GpuRead:
     """A GPU (or MIG device) by UUID: where its latest report puts it, and its history of
     placements, a row when it was first seen and one for each move."""

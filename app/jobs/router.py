@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from app.core.auth import JobWriterAuth, ViewerAuth
 from app.core.clock import ClockDep
-from app.core.db import SessionDep, SettingsDep
+from app.core.db import ReadSession, SettingsDep, WriteSession
 from app.core.errors import PRINTABLE
 from app.core.labels import JOB_ID_PATTERN, NAME_PATTERN
 from app.core.numbers import Count, DecimalJsonRoute
@@ -28,7 +28,7 @@ def put_job(
     job_id: JobIdPath,
     changes: JobUpdate,
     principal: JobWriterAuth,
-    session: SessionDep,
+    session: WriteSession,
     clock: ClockDep,
     response: Response,
 ) -> JobRead:
@@ -43,7 +43,7 @@ def put_job(
 
 @router.get("/{cluster}/{job_id}")
 def read_job(
-    cluster: ClusterPath, job_id: JobIdPath, _: ViewerAuth, session: SessionDep
+    cluster: ClusterPath, job_id: JobIdPath, _: ViewerAuth, session: ReadSession
 ) -> JobRead:
     """One job with its usage totals."""
     return get_job(session, cluster=cluster, job_id=job_id)
@@ -54,7 +54,7 @@ def read_gpu_hours(
     cluster: ClusterPath,
     job_id: JobIdPath,
     _: ViewerAuth,
-    session: SessionDep,
+    session: ReadSession,
     settings: SettingsDep,
     start: Annotated[UtcQueryHour, Query(alias="from")],
     end: Annotated[UtcQueryHour, Query(alias="to")],
@@ -75,7 +75,7 @@ def read_gpu_hours(
 @router.get("")
 def read_jobs(
     _: ViewerAuth,
-    session: SessionDep,
+    session: ReadSession,
     cluster: Filter = None,
     model: Filter = None,
     phase: Filter = None,

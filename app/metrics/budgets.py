@@ -12,14 +12,13 @@ from datetime import datetime
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from app.budgets.rules import BURN_HOURS
 from app.budgets.schemas import BudgetRead
 from app.budgets.service import list_budgets
 from app.core.config import Settings
+from app.core.db import Database
 from app.core.units import micro_from_usd
 from app.metrics.cache import SnapshotCache
 
@@ -83,12 +82,12 @@ class BudgetCollector(Collector):
 
 
 def budget_collector(
-    engine: Engine, *, clock: Callable[[], datetime], settings: Settings
+    database: Database, *, clock: Callable[[], datetime], settings: Settings
 ) -> BudgetCollector:
-    """The collector for an app's registry, reading through `engine` (the metrics' reads)."""
+    """The collector for an app's registry, each read one snapshot of `database`."""
 
     def load() -> list[BudgetRead]:
-        with Session(engine) as session:
+        with database.read(snapshot=True) as session:
             return list_budgets(
                 session, now=clock(), default_micro_usd=micro_from_usd(settings.default_rate_usd)
             )

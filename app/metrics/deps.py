@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.metrics.service import ServiceMetrics
+from app.metrics.counters import ServiceMetrics
 
 
 async def _service_metrics(request: Request) -> ServiceMetrics:

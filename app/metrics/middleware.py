@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.auth import route_path
 from app.core.limits import unanswered_status
-from app.metrics.service import ServiceMetrics
+from app.metrics.counters import ServiceMetrics
 
 UNMATCHED = "(unmatched)"
 REPORT_ROUTE = ("POST", "/v1/reports")

@@ -5,18 +5,17 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from sqlalchemy import event
-from sqlalchemy.orm import Session
 
 from app.core.concurrency import EXPORTS
 from app.core.config import Settings
-from app.core.db import READ_ONLY
+from app.core.db import Database
 from app.core.units import micro_from_usd
 from app.metrics.budgets import budget_collector
 from app.metrics.cache import SnapshotCache
 from app.metrics.collector import AccountingCollector
+from app.metrics.counters import ServiceMetrics
 from app.metrics.middleware import RequestMetrics, RouteTemplates
 from app.metrics.router import router
-from app.metrics.service import ServiceMetrics
 from app.metrics.snapshot import Snapshot, read_snapshot
 
 
@@ -28,16 +27,12 @@ def install_metrics(app: FastAPI) -> None:
     registry = CollectorRegistry()
     service = ServiceMetrics(registry)
 
-    engine = app.state.engine
-    if engine.dialect.name == "postgresql":
-        # One snapshot for all the queries of a read: this month never exceeds the total.
-        engine = engine.execution_options(isolation_level="REPEATABLE READ")
-    else:
-        # A long read on SQLite must not hold the write lock that ingest needs.
-        engine = engine.execution_options(**{READ_ONLY: True})
+    # Read sessions, one snapshot each, for all the queries of a read (this month never
+    # exceeds the total) that never hold the SQLite write lock ingest needs.
+    database: Database = app.state.database
 
     def load() -> Snapshot:
-        with Session(engine) as session:
+        with database.read(snapshot=True) as session:
             return read_snapshot(
                 session,
                 now=app.state.clock(),
@@ -55,7 +50,7 @@ def install_metrics(app: FastAPI) -> None:
             cache.get, clock=app.state.clock, window_s=settings.metrics_reporting_window_seconds
         )
     )
-    registry.register(budget_collector(engine, clock=app.state.clock, settings=settings))
+    registry.register(budget_collector(database, clock=app.state.clock, settings=settings))
 
     @event.listens_for(app.state.engine, "handle_error")
     def _count_database_error(context: Any) -> None:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from app.core.auth import AdminAuth, ViewerAuth
 from app.core.calendar import parse_month
 from app.core.clock import ClockDep
-from app.core.db import SessionDep, SettingsDep
+from app.core.db import ReadSession, SettingsDep, WriteSession
 from app.core.errors import ErrorBody
 from app.core.numbers import Count, DecimalJsonRoute
 from app.core.units import micro_from_usd
@@ -23,7 +23,7 @@ MAX_PAGE = 120
 @router.get("")
 def get_periods(
     _: ViewerAuth,
-    session: SessionDep,
+    session: ReadSession,
     settings: SettingsDep,
     from_: Annotated[str | None, Query(alias="from", max_length=7, examples=["2025-01"])] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE), Count] = 12,
@@ -39,7 +39,9 @@ def get_periods(
 
 
 @router.get("/{month}")
-def get_period(month: str, _: ViewerAuth, session: SessionDep, settings: SettingsDep) -> PeriodRead:
+def get_period(
+    month: str, _: ViewerAuth, session: ReadSession, settings: SettingsDep
+) -> PeriodRead:
     """One month: what was booked (if closed), corrections booked for it, and today's figures."""
     return read_period(
         session,
@@ -53,7 +55,7 @@ def get_period(month: str, _: ViewerAuth, session: SessionDep, settings: Setting
     responses={409: {"model": ErrorBody, "description": "Not over, closed, or out of order"}},
 )
 def post_close(
-    month: str, principal: AdminAuth, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    month: str, principal: AdminAuth, session: WriteSession, settings: SettingsDep, clock: ClockDep
 ) -> PeriodRead:
     """Close a finished month: its export stays byte for byte what it is now; later changes
     to it are billed as corrections in the first open month."""

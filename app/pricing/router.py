@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from app.core.auth import AdminAuth, ViewerAuth
 from app.core.clock import ClockDep
-from app.core.db import SessionDep
+from app.core.db import ReadSession, WriteSession
 from app.core.numbers import DecimalJsonRoute
 from app.pricing.schemas import EnergyRateCreate, EnergyRateRead, RateCreate, RateRead
 from app.pricing.service import list_energy_rates, list_rates, set_energy_rate, set_rate
@@ -19,14 +19,18 @@ _SET: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/rates")
-def get_rates(_: ViewerAuth, session: SessionDep) -> list[RateRead]:
+def get_rates(_: ViewerAuth, session: ReadSession) -> list[RateRead]:
     """Every GPU-hour price with the span it is in force."""
     return list_rates(session)
 
 
 @router.post("/rates", status_code=201, responses=_SET)
 def post_rate(
-    body: RateCreate, principal: AdminAuth, session: SessionDep, clock: ClockDep, response: Response
+    body: RateCreate,
+    principal: AdminAuth,
+    session: WriteSession,
+    clock: ClockDep,
+    response: Response,
 ) -> RateRead:
     """Price a GPU model (on one cluster, or all) from an hour on; the past is re-priced."""
     rate, created = set_rate(session, body=body, actor=principal.name, now=clock())
@@ -35,7 +39,7 @@ def post_rate(
 
 
 @router.get("/energy-rates")
-def get_energy_rates(_: ViewerAuth, session: SessionDep) -> list[EnergyRateRead]:
+def get_energy_rates(_: ViewerAuth, session: ReadSession) -> list[EnergyRateRead]:
     """Every kWh price with the span it is in force."""
     return list_energy_rates(session)
 
@@ -44,7 +48,7 @@ def get_energy_rates(_: ViewerAuth, session: SessionDep) -> list[EnergyRateRead]
 def post_energy_rate(
     body: EnergyRateCreate,
     principal: AdminAuth,
-    session: SessionDep,
+    session: WriteSession,
     clock: ClockDep,
     response: Response,
 ) -> EnergyRateRead:

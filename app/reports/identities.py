@@ -9,7 +9,9 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.core.upsert import KnownIds, find_rows, get_or_create, insert_many
+from app.core.known_ids import KnownIds
+from app.core.rows import find_rows
+from app.core.upsert import get_or_create, insert_many
 from app.models import Cluster, Gpu, GpuPlacement, Job, Node
 from app.reports.schemas import ReportIn
 from app.totals.store import Labels, labels_of

@@ -29,10 +29,11 @@ from typing import Any, NamedTuple
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
+from app.core.bulk_insert import insert_rows
 from app.core.calendar import span_us
 from app.core.db import RaceLost
 from app.core.errors import Conflict
-from app.core.upsert import find_in_windows, insert_rows, update_rows
+from app.core.rows import find_in_windows, update_rows
 from app.models import GPU_OCCUPANCY, Cluster, Node, Report
 from app.reports.entries import micros
 from app.reports.schemas import ReportIn

@@ -6,12 +6,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
 from app.core.auth import CollectorAuth, Principal
-from app.core.clock import Clock, ClockDep
-from app.core.config import Settings
-from app.core.db import SessionDep, SettingsDep, commit_with_retry
 from app.core.errors import AppError, ErrorBody, InvalidInput, validation_body
 from app.core.numbers import (
     DecimalJsonRoute,
@@ -21,10 +17,8 @@ from app.core.numbers import (
     read_exact_json,
     read_json,
 )
-from app.core.upsert import KnownIds
+from app.metrics.counters import ServiceMetrics
 from app.metrics.deps import ServiceMetricsDep
-from app.metrics.service import ServiceMetrics
-from app.reports.checks import check_report
 from app.reports.occupancy import Overlap
 from app.reports.schemas import (
     BATCH_REQUEST_BODY,
@@ -36,7 +30,7 @@ from app.reports.schemas import (
     ReportOutcome,
     ValidBatchIn,
 )
-from app.reports.service import Outcome, ingest_reports
+from app.reports.service import Ingest
 
 router = APIRouter(prefix="/v1", tags=["reports"], route_class=DecimalJsonRoute)
 
@@ -48,28 +42,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "counted (`Overlap`)",
     },
 }
-
-
-def _store(
-    session: Session,
-    known: KnownIds,
-    reports: list[ReportIn],
-    clock: Clock,
-    settings: Settings,
-) -> list[Outcome]:
-    # One transaction for the whole batch. Should the database refuse a value that validation
-    # let through, the request is refused whole (422) and nothing of it stays; a collector
-    # then halves its batch until the one bad report is alone.
-    return commit_with_retry(
-        session,
-        lambda: ingest_reports(
-            session,
-            known,
-            reports=reports,
-            received_at=clock(),
-            tolerance=settings.occupancy_tolerance_seconds,
-        ),
-    )
 
 
 @router.post(
@@ -85,13 +57,11 @@ def _store(
 async def post_report(request: Request, principal: CollectorAuth) -> Response:
     """Store one collector report; 201 when new, 200 with `duplicate: true` for a resend."""
     # The busiest route, kept lean: the body read from its JSON in one pass, the report
-    # waiting for its transaction on the serving loop (app.reports.coalesce), the answer
+    # waiting for its transaction on the serving loop (app.reports.group_commit), the answer
     # written once.
     state = request.app.state
     report = read_body(ReportIn, await json_body(request))
-    principal.require_cluster(report.cluster)
-    check_report(report, settings=state.settings, now=state.clock())
-    stored = await state.report_coalescer.submit(report)
+    stored = await state.ingest.store_report(principal, report)
     if isinstance(stored, AppError):
         if isinstance(stored, Overlap):
             state.service_metrics.overlaps.inc()
@@ -113,39 +83,24 @@ async def post_report(request: Request, principal: CollectorAuth) -> Response:
 
 @router.post("/reports:batch", responses=_ERRORS, openapi_extra=BATCH_REQUEST_BODY)
 async def post_report_batch(
-    request: Request,
-    principal: CollectorAuth,
-    session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-    metrics: ServiceMetricsDep,
+    request: Request, principal: CollectorAuth, metrics: ServiceMetricsDep
 ) -> BatchOut:
     """Store many reports, each on its own: accepted, duplicate or rejected, in order."""
     # The body is read here, after the token is checked, and validated in one pass.
     body = await json_body(request)
-    known = request.app.state.known_ids
-    return await run_in_threadpool(
-        _store_batch, body, principal, session, known, settings, clock, metrics
-    )
+    ingest = request.app.state.ingest
+    return await run_in_threadpool(_store_batch, body, principal, ingest, metrics)
 
 
 def _store_batch(
-    body: bytes,
-    principal: Principal,
-    session: Session,
-    known: KnownIds,
-    settings: Settings,
-    clock: Clock,
-    metrics: ServiceMetrics,
+    body: bytes, principal: Principal, ingest: Ingest, metrics: ServiceMetrics
 ) -> BatchOut:
     reports = _parse_batch(body)
-    if len(reports) > settings.max_batch_reports:
-        raise InvalidInput(
-            "reports",
-            f"{len(reports)} reports exceed the maximum of {settings.max_batch_reports}",
-        )
+    most = ingest.settings.max_batch_reports
+    if len(reports) > most:
+        raise InvalidInput("reports", f"{len(reports)} reports exceed the maximum of {most}")
     results: list[BatchItemOut] = []
-    valid: list[tuple[BatchItemOut, ReportIn]] = []
+    parsed: list[ReportIn | None] = []
     for index, raw in enumerate(reports):
         seq = raw.seq if isinstance(raw, ReportIn) else raw.get("seq")
         item = BatchItemOut(
@@ -157,17 +112,16 @@ def _store_batch(
         results.append(item)
         try:
             report = raw if isinstance(raw, ReportIn) else ReportIn.model_validate(raw)
-            principal.require_cluster(report.cluster)
-            check_report(report, settings=settings, now=clock())
         except ValidationError as exc:
             item.error = validation_body(exc.errors())
-        except AppError as exc:
-            item.http_status, item.error = exc.status, exc.body()
+            parsed.append(None)
         else:
             item.seq = report.seq
-            valid.append((item, report))
-    outcomes = _store(session, known, [r for _, r in valid], clock, settings) if valid else []
-    for (item, _), outcome in zip(valid, outcomes, strict=True):
+            parsed.append(report)
+    outcomes = ingest.store_batch(principal, parsed)
+    for item, outcome in zip(results, outcomes, strict=True):
+        if outcome is None:
+            continue
         if isinstance(outcome, AppError):
             item.http_status, item.error = outcome.status, outcome.body()
             if isinstance(outcome, Overlap):

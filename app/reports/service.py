@@ -1,7 +1,16 @@
-"""Accepting collector reports, many at once: idempotency, raw usage rows and the hourly
-rollup, in a fixed number of statements per batch whatever its size."""
+"""Accepting collector reports: the one way in, from both report routes and the group commit.
 
-from collections.abc import Sequence
+`Ingest.check` refuses what a report's sender or its own content rules out (another cluster's
+report, a limit of app.reports.checks), before it waits for a transaction. `Ingest.store_reports`
+stores reports in one transaction of its own, run again after a deadlock or a lost race
+(app.core.db.commit_with_retry): idempotency, raw usage rows and the hourly rollup in a fixed
+number of statements whatever the count, each report refused on its own when older than pruned
+raw usage, in conflict with a stored one or counting GPU time already counted. The batch route
+calls both (`store_batch`); a single report is checked, then waits in the group commit
+(app.reports.group_commit), which calls `store_reports` for the reports that go together.
+"""
+
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -11,12 +20,19 @@ from sqlalchemy import Row, Table, delete, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
-from app.core.db import RaceLost
+from app.core.auth import Principal
+from app.core.bulk_insert import insert_rows
+from app.core.config import Settings
+from app.core.db import Database, RaceLost, commit_with_retry
 from app.core.errors import AppError, Conflict, InvalidInput
-from app.core.upsert import KnownIds, find_rows, insert_many, insert_rows
+from app.core.known_ids import KnownIds
+from app.core.rows import find_rows
+from app.core.upsert import insert_many
 from app.models import USAGE, PruneMark, Report
 from app.reports import identities, occupancy
+from app.reports.checks import check_report
 from app.reports.entries import payload_digest
+from app.reports.group_commit import GroupCommit
 from app.reports.schemas import ReportIn
 from app.totals.store import Totals
 
@@ -46,6 +62,73 @@ class Stored:
 Outcome = Stored | AppError
 
 
+class Ingest:
+    """An app's way in for reports: its database, the ids it remembers, its settings and
+    clock, and the group commit of its single reports."""
+
+    def __init__(
+        self,
+        database: Database,
+        known: KnownIds,
+        *,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        max_reports: int,
+    ) -> None:
+        self.database = database
+        self.known = known
+        self.settings = settings
+        self.clock = clock
+        self.group_commit: GroupCommit[Outcome] = GroupCommit(
+            self.store_reports, max_reports=max_reports, gather=settings.ingest_gather_seconds
+        )
+
+    def check(self, principal: Principal, report: ReportIn) -> None:
+        """Refuse (raise) a report its sender may not send, or that breaks a limit."""
+        principal.require_cluster(report.cluster)
+        check_report(report, settings=self.settings, now=self.clock())
+
+    async def store_report(self, principal: Principal, report: ReportIn) -> Outcome:
+        """Check one report (raising its refusal) and store it in the group commit's next
+        transaction; raises what storing that transaction raised."""
+        self.check(principal, report)
+        return await self.group_commit.submit(report)
+
+    def store_batch(
+        self, principal: Principal, reports: Sequence[ReportIn | None]
+    ) -> list[Outcome | None]:
+        """Check each report and store those that pass in one transaction; each one's
+        outcome, its refusal, or None where the caller had none to give (not valid)."""
+        outcomes: list[Outcome | None] = [None] * len(reports)
+        passed: list[tuple[int, ReportIn]] = []
+        for index, report in enumerate(reports):
+            if report is None:
+                continue
+            try:
+                self.check(principal, report)
+            except AppError as exc:
+                outcomes[index] = exc
+            else:
+                passed.append((index, report))
+        # One transaction for the whole batch. Should the database refuse a value that
+        # validation let through, the request is refused whole (422) and nothing of it
+        # stays; a collector then halves its batch until the one bad report is alone.
+        stored = self.store_reports([r for _, r in passed]) if passed else []
+        for (index, _), outcome in zip(passed, stored, strict=True):
+            outcomes[index] = outcome
+        return outcomes
+
+    def store_reports(self, reports: Sequence[ReportIn]) -> list[Outcome]:
+        """Store checked reports in one transaction of their own, received when it runs."""
+        tolerance = self.settings.occupancy_tolerance_seconds
+        return commit_with_retry(
+            self.database,
+            lambda session: _store(
+                session, self.known, reports, received_at=self.clock(), tolerance=tolerance
+            ),
+        )
+
+
 @dataclass
 class _Pending:
     index: int
@@ -57,11 +140,11 @@ class _Pending:
     placed: dict[str, identities.Placement] = field(default_factory=dict)
 
 
-def ingest_reports(
+def _store(
     session: Session,
     known_ids: KnownIds,
-    *,
     reports: Sequence[ReportIn],
+    *,
     received_at: datetime,
     tolerance: Decimal,
 ) -> list[Outcome]:

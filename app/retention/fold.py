@@ -27,8 +27,9 @@ from typing import Any
 from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session
 
+from app.core.batches import chunks
 from app.core.calendar import HourSlice, floor_hour, hour_slices, hourly_shares
-from app.core.upsert import adding_on_conflict, chunks, insert_many
+from app.core.upsert import adding_on_conflict, insert_many
 from app.models import GPU_HOURS, USAGE, Report
 
 # Report starts folded in one transaction: an hour, so that each GPU-hour record is written

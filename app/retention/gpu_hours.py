@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import false, null, select, true, union_all
 from sqlalchemy.orm import Session
 
+from app.core.batches import chunks
 from app.core.errors import InvalidInput
-from app.core.upsert import chunks
 from app.models import GPU_HOURS, USAGE, Gpu, Report
 from app.retention.fold import RAW, split_by_hour
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, Response
 
 from app.core.auth import AdminAuth, ViewerAuth
 from app.core.clock import ClockDep
-from app.core.db import SessionDep
+from app.core.db import ReadSession, WriteSession
 from app.core.numbers import DecimalJsonRoute
 from app.scenarios.reads import get_scenario, list_scenarios
 from app.scenarios.schemas import (
@@ -29,13 +29,13 @@ _SET: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("")
-def get_scenarios(_: ViewerAuth, session: SessionDep) -> list[ScenarioRead]:
+def get_scenarios(_: ViewerAuth, session: ReadSession) -> list[ScenarioRead]:
     """Every scenario with its prices and the span each is in force."""
     return list_scenarios(session)
 
 
 @router.get("/{name}")
-def get_one(name: Name, _: ViewerAuth, session: SessionDep) -> ScenarioRead:
+def get_one(name: Name, _: ViewerAuth, session: ReadSession) -> ScenarioRead:
     """A scenario with its prices, the span each is in force and the inputs of a TCO price."""
     return get_scenario(session, name=name)
 
@@ -45,7 +45,7 @@ def put_scenario(
     name: Name,
     body: ScenarioWrite,
     principal: AdminAuth,
-    session: SessionDep,
+    session: WriteSession,
     clock: ClockDep,
     response: Response,
 ) -> ScenarioRead:
@@ -58,7 +58,9 @@ def put_scenario(
 
 
 @router.delete("/{name}", status_code=204)
-def remove_scenario(name: Name, principal: AdminAuth, session: SessionDep, clock: ClockDep) -> None:
+def remove_scenario(
+    name: Name, principal: AdminAuth, session: WriteSession, clock: ClockDep
+) -> None:
     """Remove a scenario and its prices."""
     delete_scenario(session, name=name, actor=principal.name, now=clock())
 
@@ -68,7 +70,7 @@ def post_price(
     name: Name,
     body: ScenarioPriceCreate,
     principal: AdminAuth,
-    session: SessionDep,
+    session: WriteSession,
     clock: ClockDep,
     response: Response,
 ) -> ScenarioPriceRead:

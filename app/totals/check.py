@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy import Select, String, delete, func, select
 from sqlalchemy.orm import Session
 
+from app.core.batches import chunks
 from app.core.db import exclude_writers
 from app.core.errors import AppError
 from app.core.sums import INT64_MAX, exact_sum
-from app.core.upsert import chunks, insert_many
+from app.core.upsert import insert_many
 from app.costs.query import FIGURES, period
 from app.models import Job
 from app.totals.levels import DAY, HOUR, MODEL_HOURS, MONTH, Level
@@ -51,7 +52,7 @@ class _Kept:
 
 def check_totals(session: Session) -> Checked:
     """Every day, month and model row against the sums of its hours, in one transaction:
-    a snapshot one (`create_session_factory(..., snapshot=True)`), for its queries to read
+    a snapshot one (`Database.read(snapshot=True)`), for its queries to read
     the same rows while ingest goes on, and to leave SQLite's write lock to ingest."""
     rows: dict[str, int] = {}
     found: list[Disagreement] = []

@@ -15,10 +15,11 @@ from typing import Any, Protocol
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from app.core.batches import chunks
 from app.core.calendar import hour_slices, hourly_shares
 from app.core.errors import OutOfRange
 from app.core.sums import INT64_MAX, exact_sum
-from app.core.upsert import adding_on_conflict, chunks, insert_many
+from app.core.upsert import adding_on_conflict, insert_many
 from app.totals.levels import FINEST_FIRST, HOUR, MODEL_HOURS, Level
 
 # (cluster id, job id or 0 for idle capacity, GPU model, period start)

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.core.auth import ViewerAuth
 from app.core.clock import ClockDep
-from app.core.db import SessionDep, SettingsDep
+from app.core.db import ReadSession, SettingsDep
 from app.core.units import micro_from_usd
 from app.ui.render import asset, summary_html
 from app.ui.service import read_summary
@@ -54,7 +54,7 @@ async def get_page_script() -> Response:
 def get_summary(
     request: Request,
     _: ViewerAuth,
-    session: SessionDep,
+    session: ReadSession,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> HTMLResponse:

@@ -15,7 +15,7 @@ import psycopg
 
 from app.core import migrate
 from app.core.config import Settings
-from app.core.db import create_db_engine, create_session_factory
+from app.core.db import Database, create_db_engine
 from app.totals.check import rebuild_totals
 from tests.support import drop_all_postgres, ensure_postgres_database, libpq
 
@@ -144,7 +144,7 @@ def fill_levels(url: str) -> None:
     `gpucost db check-totals --repair` does."""
     engine = create_db_engine(Settings(database_url=url))
     try:
-        with create_session_factory(engine).begin() as session:
+        with Database(engine).write() as session:
             rebuild_totals(session)
     finally:
         engine.dispose()

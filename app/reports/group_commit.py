@@ -17,7 +17,9 @@ answered) and reports at a trickle are stored at once. A transaction starts earl
 (app.core.concurrency), so `max_reports` is at most their number.
 
 Requests wait on the serving loop, not in worker threads: only the transaction itself runs
-in a thread, and its requests are answered together when it ends.
+in a thread, and its requests are answered together when it ends. What a transaction is, and
+its retries, are the store's (app.reports.service.Ingest.store_reports, the batch route's
+too): this module only decides which reports go together.
 """
 
 import asyncio
@@ -27,23 +29,19 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.orm import Session
 
-from app.core.clock import Clock
-from app.core.db import commit_with_retry
-from app.core.upsert import KnownIds
 from app.reports.schemas import ReportIn
-from app.reports.service import Outcome, ingest_reports
 
 log = logging.getLogger(__name__)
+Outcome = TypeVar("Outcome")
 
 
 @dataclass(eq=False)
-class _Waiting:
+class _Waiting(Generic[Outcome]):
     report: ReportIn
     answer: "asyncio.Future[Outcome] | None" = None
     outcome: Outcome | None = None  # set by the transaction
@@ -54,7 +52,7 @@ class _Waiting:
 class _Lane:
     """What waits on one event loop (a server process has one), and its writer."""
 
-    queue: list[_Waiting] = field(default_factory=list)
+    queue: list[_Waiting[Any]] = field(default_factory=list)
     writer: "asyncio.Task[None] | None" = None
     full: "asyncio.Future[None] | None" = None  # while the writer waits: done when full
     began: float = float("-inf")  # when its last transaction began
@@ -70,11 +68,11 @@ _UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
 @dataclass
-class Coalescer:
-    """The reports waiting to be stored, and the task that stores them."""
+class GroupCommit(Generic[Outcome]):
+    """The reports waiting to be stored, and the task that stores them: `store` stores a
+    list of reports in one transaction of its own and says what became of each."""
 
-    store: Callable[[Session, list[ReportIn]], list[Outcome]]
-    sessions: Callable[[], Session]
+    store: Callable[[list[ReportIn]], list[Outcome]]
     max_reports: int
     gather: float = 0.0
     monotonic: Callable[[], float] = time.monotonic
@@ -97,7 +95,7 @@ class Coalescer:
         if sender != lane.sender:
             lane.sender, lane.other_sent_at = sender, lane.sent_at
         lane.sent_at = now
-        mine = _Waiting(report, loop.create_future())
+        mine: _Waiting[Outcome] = _Waiting(report, loop.create_future())
         lane.queue.append(mine)
         if len(lane.queue) >= self.max_reports and lane.full is not None and not lane.full.done():
             lane.full.set_result(None)
@@ -110,7 +108,7 @@ class Coalescer:
         return await mine.answer  # a request given up leaves its report to be stored
 
     async def _write(self, lane: _Lane, *, paced: bool) -> None:
-        batch: list[_Waiting] = []
+        batch: list[_Waiting[Outcome]] = []
         try:
             while lane.queue:
                 wait = lane.began + self.gather - self.monotonic()
@@ -149,11 +147,11 @@ class Coalescer:
         finally:
             lane.full = None
 
-    async def _store(self, batch: list[_Waiting]) -> None:
+    async def _store(self, batch: list[_Waiting[Outcome]]) -> None:
         """Store the batch in a worker thread and answer its requests. Cancelled meanwhile
         (the server stops), it lets the transaction end first, so that each request is
         answered with what became of its report."""
-        storing = asyncio.get_running_loop().run_in_executor(None, self._store_batch, batch)
+        storing = asyncio.get_running_loop().run_in_executor(None, self._run, batch)
         cancelled: asyncio.CancelledError | None = None
         while not storing.done():
             try:
@@ -169,20 +167,14 @@ class Coalescer:
         if cancelled is not None:
             raise cancelled
 
-    def _store_batch(self, batch: list[_Waiting]) -> None:
-        with self.sessions() as session:
-            self._run(session, batch)
-
-    def _run(self, session: Session, batch: list[_Waiting]) -> None:
+    def _run(self, batch: list[_Waiting[Outcome]]) -> None:
         """Store the batch in one transaction; each waiting report gets its outcome or error."""
         try:
-            outcomes = commit_with_retry(
-                session, lambda: self.store(session, [w.report for w in batch])
-            )
+            outcomes = self.store([w.report for w in batch])
         except Exception as exc:
             if len(batch) > 1 and not isinstance(exc, _UNAVAILABLE):
                 for waiting in batch:
-                    self._run(session, [waiting])
+                    self._run([waiting])
                 return
             for waiting in batch:
                 waiting.error = exc
@@ -200,7 +192,7 @@ def _orphaned(lane: _Lane, writer: "asyncio.Task[None]") -> None:
         _answer(unstored, RuntimeError("storing was interrupted"))
 
 
-def _answer(batch: list[_Waiting], unanswered: BaseException) -> None:
+def _answer(batch: list[_Waiting[Any]], unanswered: BaseException) -> None:
     """Answer each request: its report's outcome or error, else `unanswered`."""
     for waiting in batch:
         if waiting.answer is None or waiting.answer.done():
@@ -212,24 +204,3 @@ def _answer(batch: list[_Waiting], unanswered: BaseException) -> None:
         if isinstance(error, StopIteration) or not isinstance(error, Exception):
             error = RuntimeError(f"storing failed: {error!r}")  # one a future cannot hold
         waiting.answer.set_exception(error)
-
-
-def report_coalescer(
-    known: KnownIds,
-    sessions: Callable[[], Session],
-    *,
-    clock: Clock,
-    max_reports: int,
-    tolerance: Decimal,
-    gather: float,
-) -> Coalescer:
-    """The coalescer of an app's single-report requests, each report received when stored,
-    in a session from `sessions`."""
-    return Coalescer(
-        store=lambda session, reports: ingest_reports(
-            session, known, reports=reports, received_at=clock(), tolerance=tolerance
-        ),
-        sessions=sessions,
-        max_reports=max_reports,
-        gather=gather,
-    )

@@ -1,0 +1,86 @@
+"""The two ways to a session (app.core.db): every GET reads, and a read never takes SQLite's
+write lock, so that reads go on while ingest (or anything else) writes."""
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import make_url
+
+from app.core import db as core_db
+from app.main import create_app
+
+Auth = dict[str, dict[str, str]]
+
+READS = [
+    "/v1/jobs",
+    "/v1/nodes",
+    "/v1/rates",
+    "/v1/energy-rates",
+    "/v1/scenarios",
+    "/v1/periods",
+    "/v1/budgets",
+    "/v1/audit",
+    "/v1/costs?from=2025-01-06T00:00:00Z&to=2025-01-07T00:00:00Z",
+    "/v1/exports/focus.csv?from=2025-01-06T00:00:00Z&to=2025-01-07T00:00:00Z",
+    "/metrics",
+]
+
+
+def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from api_routes(inner.routes)
+
+
+def calls(dependant: Dependant) -> Iterator[Any]:
+    for dependency in dependant.dependencies:
+        yield dependency.call
+        yield from calls(dependency)
+
+
+def test_every_get_takes_a_read_session_and_only_other_routes_a_write(settings: Any) -> None:
+    app = create_app(settings)
+    routes = list(api_routes(app.router.routes))
+    reading = {r.path for r in routes if core_db._read_session in calls(r.dependant)}
+    writing = {r.path for r in routes if core_db._write_session in calls(r.dependant)}
+
+    assert reading and writing
+    for route in routes:
+        depends = set(calls(route.dependant))
+        if route.methods & {"GET", "HEAD"}:
+            assert core_db._write_session not in depends, route.path
+        else:
+            assert core_db._read_session not in depends, route.path
+
+
+def test_gets_are_served_while_another_connection_holds_the_sqlite_write_lock(
+    client: TestClient, auth: Auth, backend: str, db_url: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("SQLite's write lock")
+    holder = sqlite3.connect(make_url(db_url).database or "", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # as a writer (ingest, say) in its transaction
+    try:
+        for path in READS:
+            began = time.monotonic()
+            response = client.get(path, headers=auth["admin"])
+            # A read that asked for the lock would wait out the busy timeout (30 s), then fail.
+            assert response.status_code == 200, (path, response.text)
+            assert time.monotonic() - began < 5, path
+        # The lock is held all along: another writer is refused it.
+        other = sqlite3.connect(make_url(db_url).database or "", timeout=0, isolation_level=None)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
