@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from app.billing.lines import month_of, month_start, next_month
 from app.core.units import PARTS, US_PER_HOUR, rounded, shown
-from app.exports.lines import month_of, month_start, next_month
 from app.reports.hours import HOUR, floor_hour
 
 WARNING_PERCENT = 80

@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
+from app.billing.lines import month_start, next_month
 from app.cli.common import database, examples, fail, load_settings
 from app.core.db import create_session_factory
 from app.core.errors import AppError
-from app.exports.lines import month_start, next_month
 from app.exports.service import check_bounds, csv_chunks, parquet_chunks
 from app.periods.service import parse_month
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.billing.lines import Line, month_start, next_month
 from app.core.config import Settings
 from app.core.units import Carried
-from app.exports.lines import Line, month_start, next_month
 from app.jobs.schemas import GPUCOST_TAG_PREFIX
 
 # (column, type): "text" and "json" are strings (a JSON object's text for "json"), "time" an

@@ -3,9 +3,9 @@
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
+from app.billing.lines import Line, month_of
 from app.core.units import Carried
 from app.exports.csvout import micro, nano, record, text
-from app.exports.lines import Line, month_of
 
 SUMMARY_COLUMNS = (
     "billing_month",

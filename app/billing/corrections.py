@@ -17,10 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.timestamps import EARLIEST_INSTANT
-from app.core.units import PARTS_PER_NANO
-from app.exports.booked import booked_lines
-from app.exports.lines import (
+from app.billing.booked import booked_lines
+from app.billing.lines import (
     BOOKED,
     KEY,
     Line,
@@ -29,6 +27,8 @@ from app.exports.lines import (
     month_start,
     next_month,
 )
+from app.core.timestamps import EARLIEST_INSTANT
+from app.core.units import PARTS_PER_NANO
 from app.models import PeriodLine
 
 
