@@ -11,14 +11,14 @@ from app.cli import cli
 from app.core.units import PARTS, US_PER_HOUR, plain
 from app.costs.efficiency import Counted, efficiency
 from app.costs.figures import Exact
-from app.costs.schemas import ModelCost
-from app.costs.table import (
+from app.costs.report_table import (
     efficiency_note,
     figure_rows,
     table_rows,
     tokens_text,
     usd_per_token_text,
 )
+from app.costs.schemas import ModelCost
 from tests.support import CLUSTER, entry
 from tests.test_costs import Auth, hour_report, send, set_rate
 

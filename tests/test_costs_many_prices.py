@@ -17,11 +17,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
-from app.costs.model import model_cost
-from app.costs.query import FIGURES, PRICES, priced_usage
+from app.costs.model_cost import model_cost
+from app.costs.query import priced_usage
 from app.costs.service import cost_report
 from app.models import Cluster, EnergyRate, Rate
-from app.totals.levels import DAY, HOUR, cover
+from app.pricing.atom_prices import PRICES
+from app.totals.levels import DAY, FIGURES, HOUR, cover
 from tests.support import CLUSTER, SettableClock, entry, report
 from tests.test_costs import label_job
 from tests.test_scenarios import priced, put_scenario

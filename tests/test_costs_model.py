@@ -3,7 +3,7 @@ with more phases than one peaks query asks about at once."""
 
 from fastapi.testclient import TestClient
 
-from app.costs.model import PHASES_PER_PEAKS_QUERY
+from app.costs.model_cost import PHASES_PER_PEAKS_QUERY
 from tests.support import entry
 from tests.test_costs import Auth, hour_report, label_job, send, set_rate
 

@@ -56,4 +56,4 @@ class Spending:
             include_idle=False,
             default_micro_usd=self._default,
         )
-        return {keys[scope]: exact for keys, exact in groups}
+        return {group.key(scope): group.exact for group in groups}

@@ -11,8 +11,9 @@ from app.cli.budgets import budget_cli
 from app.cli.common import TYPER_SETTINGS, examples, reflow_help
 from app.cli.demo import DEMO_EXAMPLES, SIMULATE_EXAMPLES, demo, simulate
 from app.cli.exports import EXPORT_EXAMPLES, export
-from app.cli.pricing import MODELS_EXAMPLES, REPORT_EXAMPLES, models, rate_cli, report
+from app.cli.rates import rate_cli
 from app.cli.reconcile import reconcile_cli
+from app.cli.report import MODELS_EXAMPLES, REPORT_EXAMPLES, models, report
 from app.cli.scenarios import scenario_cli
 
 cli = typer.Typer(

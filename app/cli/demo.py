@@ -31,8 +31,8 @@ from app.cli.common import (
 from app.cli.demo_scenarios import show_scenarios
 from app.core import migrate
 from app.core.labels import IDLE, UNATTRIBUTED
+from app.costs.report_table import efficiency_note, rate_note, render_markdown, table_rows
 from app.costs.schemas import CostReport, ModelCost
-from app.costs.table import efficiency_note, rate_note, render_markdown, table_rows
 from app.tokens.service import create_token
 
 if TYPE_CHECKING:  # the simulator is imported by the two commands only, not by every command

@@ -10,8 +10,8 @@ import httpx
 from rich.console import Console
 
 from app.cli.common import fail
+from app.costs.report_table import comparison_rows, rate_note, render_markdown
 from app.costs.schemas import ModelCost
-from app.costs.table import comparison_rows, rate_note, render_markdown
 
 # Before any simulated hour: each scenario's price holds for the whole replay.
 SINCE = "2020-01-01T00:00:00Z"

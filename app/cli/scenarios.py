@@ -12,8 +12,14 @@ from rich.table import Table
 from app.cli.common import CLI_ACTOR, examples, fail, in_transaction
 from app.core.clock import utc_now
 from app.core.units import plain
+from app.costs.report_table import (
+    comparison_rows,
+    figure_rows,
+    rate_note,
+    render_csv,
+    render_markdown,
+)
 from app.costs.schemas import ModelCost
-from app.costs.table import comparison_rows, figure_rows, rate_note, render_csv, render_markdown
 from app.scenarios.reads import BOOKED, list_scenarios
 from app.scenarios.schemas import SCENARIO_NAME, ScenarioPriceCreate, ScenarioWrite
 from app.scenarios.service import add_price, delete_scenario, set_scenario

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.units import hours, kwh, seconds, shown
-from app.costs.query import DEFAULT, SCENARIO
+from app.pricing.atom_prices import DEFAULT, SCENARIO
 
 
 @dataclass(slots=True)
@@ -24,7 +24,8 @@ class Exact:
     scenario: bool = False  # some at a price scenario's prices
 
     def add_priced(self, row: Any) -> None:
-        """Add a stage-one or stage-two row: the sums at one price (`query.PRICES`)."""
+        """Add a stage-one or stage-two row: the sums at one price
+        (`app.pricing.atom_prices.PRICES`)."""
         gpu_us, energy_mj = int(row.gpu_us or 0), int(row.energy_mj or 0)
         self.gpu_us += gpu_us
         self.busy_us += int(row.busy_us or 0)

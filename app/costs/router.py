@@ -11,7 +11,7 @@ from app.core.errors import PRINTABLE, ErrorBody, InvalidInput
 from app.core.numbers import DecimalJsonRoute
 from app.core.timestamps import UtcQueryHour
 from app.core.units import micro_from_usd
-from app.costs.model import model_cost
+from app.costs.model_cost import model_cost
 from app.costs.schemas import GROUP_KEYS, CostReport, ModelCost
 from app.costs.service import cost_report
 from app.scenarios.reads import scenario_prices

@@ -7,7 +7,6 @@ from pydantic import BaseModel, ConfigDict
 
 from app.core.units import Amount, BigCount
 
-GroupKey = Literal["model", "phase", "team", "user", "cluster", "gpu_model", "job", "day", "month"]
 GROUP_KEYS: tuple[str, ...] = (
     "model",
     "phase",

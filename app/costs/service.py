@@ -1,7 +1,7 @@
 """Cost roll-ups: any grouping of the priced hourly atoms, and a model's per-phase table."""
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Subquery, select
 from sqlalchemy.orm import Session
@@ -23,6 +23,22 @@ from app.models import Cluster, HourlyUsage, Job
 
 if TYPE_CHECKING:
     from app.scenarios.prices import ScenarioPrices
+
+
+class CostGroup(NamedTuple):
+    """One group of a cost roll-up (`cost_groups`): the value of each key it is grouped by
+    (a `job` with its `cluster` beside it), and its exact figures."""
+
+    keys: dict[str, str | None]  # a job's scheduler id is null for idle capacity
+    exact: Exact
+
+    def key(self, name: str) -> str:
+        """The group's value of key `name`: a job label, cluster, GPU model, day or month,
+        never null (idle capacity and unlabelled jobs have label values of their own)."""
+        value = self.keys[name]
+        if value is None:
+            raise ValueError(f"the group's {name} is null: read it from `keys`")
+        return value
 
 
 def _key_columns(group_by: list[str], priced: Subquery) -> dict[str, Any]:
@@ -77,7 +93,7 @@ def cost_groups(
     include_idle: bool,
     default_micro_usd: int,
     scenario: "ScenarioPrices | None" = None,
-) -> list[tuple[dict[str, Any], Exact]]:
+) -> list[CostGroup]:
     """The exact figures of each group of the keys asked for, in the keys' order, at the
     books' prices or a `scenario`'s."""
     priced = priced_usage(
@@ -103,7 +119,7 @@ def cost_groups(
     )
     names = [f"key_{name}" for name in keys]
     groups = grouped(session.execute(query), lambda row: tuple(getattr(row, n) for n in names))
-    return [(dict(zip(keys, key, strict=True)), exact) for key, exact in groups]
+    return [CostGroup(dict(zip(keys, key, strict=True)), exact) for key, exact in groups]
 
 
 def cost_report(

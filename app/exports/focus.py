@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.billing.lines import Line
 from app.core.calendar import month_start, next_month, next_month_start
 from app.core.config import Settings
 from app.core.labels import GPUCOST_TAG_PREFIX
 from app.core.units import Carried
-from app.exports.lines import Line
 
 # (column, type): "text" and "json" are strings (a JSON object's text for "json"), "time" an
 # instant in UTC, "decimal:N" an exact decimal with N places.

@@ -1,29 +1,21 @@
-"""Which lines an export holds: booked lines for closed months, live ones for open months,
-and the corrections billed in the first open month."""
+"""Export files from billing's lines (`app.billing.service.export_lines`, which says which
+lines a range holds): the FOCUS rows as CSV or Parquet, and the cost summary as CSV."""
 
 from collections.abc import Iterator
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.core.calendar import month_of, month_start, next_month
+from app.billing.lines import Line
+from app.billing.service import export_lines
 from app.core.config import Settings
 from app.core.errors import InvalidInput
 from app.core.timestamps import check_whole_hour
 from app.core.units import micro_from_usd
 from app.exports import focus
-from app.exports.booked import booked_lines
-from app.exports.corrections import pending_corrections
 from app.exports.csvout import cell, record, stream_csv, text
-from app.exports.lines import KEY, Line, closed_months, live_lines, months_with_lines, plus
 from app.exports.summary import SUMMARY_COLUMNS, cost_rows
-
-# Corrections booked in a month may point at any earlier hour.
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-FAR = datetime(9999, 1, 1, tzinfo=UTC)
-
 
 # How long an export's range may be at each granularity: a bound on the work one request can
 # ask for (a year of hourly rows of a 2,048-GPU fleet is over a million rows).
@@ -44,72 +36,6 @@ def check_bounds(start: datetime, end: datetime, granularity: str) -> None:
             raise InvalidInput(name, f"must start a UTC day for {granularity} granularity")
         if granularity == "month" and moment.day != 1:
             raise InvalidInput(name, "must start a UTC month for month granularity")
-
-
-def export_lines(
-    session: Session, *, start: datetime, end: datetime, granularity: str, default_micro_usd: int
-) -> Iterator[tuple[str, Line]]:
-    """(billing month, line) for charge periods in [start, end), month by month.
-
-    A closed month gives what it booked, byte for byte as when it closed; the first open
-    month also carries the corrections of closed months found since they closed.
-    """
-    closed = closed_months(session)
-    first_open = next_month(closed[-1]) if closed else None
-    billed_here = first_open if first_open and start <= month_start(first_open) < end else None
-    span = months_with_lines(session, start=start, end=end, also=billed_here)
-    if span is None:
-        return
-    month = max(month_of(start), span[0])
-    while month <= span[1] and month_start(month) < end:
-        lower, upper = max(start, month_start(month)), min(end, month_start(next_month(month)))
-        bills_month = start <= month_start(month) < end
-        if month in closed:
-            for kind in ("usage", "correction"):
-                if kind == "correction" and not bills_month:
-                    continue
-                bounds = (lower, upper) if kind == "usage" else (EPOCH, FAR)
-                for line in booked_lines(
-                    session,
-                    month=month,
-                    kind=kind,
-                    start=bounds[0],
-                    end=bounds[1],
-                    granularity=granularity,
-                ):
-                    yield month, line
-        else:
-            for line in live_lines(
-                session,
-                start=lower,
-                end=upper,
-                granularity=granularity,
-                default_micro_usd=default_micro_usd,
-            ):
-                yield month, line
-            if month == first_open and bills_month:
-                corrections = pending_corrections(session, default_micro_usd=default_micro_usd)
-                for line in coarsen(corrections, granularity):
-                    yield month, line
-        month = next_month(month)
-
-
-def coarsen(lines: list[Line], granularity: str) -> list[Line]:
-    """Hourly lines summed into days or months, keeping every other key apart."""
-    if granularity == "hour":
-        return lines
-    merged: dict[tuple[object, ...], Line] = {}
-    for line in lines:
-        start = line.charge_start.replace(hour=0)
-        if granularity == "month":
-            start = start.replace(day=1)
-        key = (start, *(getattr(line, name) for name in KEY))
-        seen = merged.get(key)
-        if seen is None:
-            merged[key] = replace(line, charge_start=start)
-            continue
-        merged[key] = plus(seen, line)
-    return list(merged.values())
 
 
 def _lines(

@@ -3,10 +3,10 @@
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
+from app.billing.lines import Line
 from app.core.calendar import month_of
 from app.core.units import Carried
 from app.exports.csvout import micro, nano, record, text
-from app.exports.lines import Line
 
 SUMMARY_COLUMNS = (
     "billing_month",

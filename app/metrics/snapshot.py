@@ -18,7 +18,7 @@ from app.core.labels import UNATTRIBUTED
 from app.core.sums import exact_sum
 from app.core.units import seconds, shown
 from app.costs.figures import Exact
-from app.costs.service import cost_groups
+from app.costs.service import CostGroup, cost_groups
 from app.models import Cluster, Gpu, Job, MonthlyUsage, Node
 
 LABEL_NAMES = ("cluster", "model", "phase", "team", "gpu_model")
@@ -70,8 +70,8 @@ class Snapshot:
     running_jobs: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-def _attribution(keys: dict[str, object]) -> Attribution:
-    return Attribution(*(str(keys[name]) for name in LABEL_NAMES))
+def _attribution(group: CostGroup) -> Attribution:
+    return Attribution(*(group.key(name) for name in LABEL_NAMES))
 
 
 def _usage(exact: Exact) -> Usage:
@@ -138,7 +138,7 @@ def read_snapshot(
 ) -> Snapshot:
     """Accounting figures to date and this UTC month, nodes, and running jobs, as of `now`."""
 
-    def by_attribution(start: datetime | None) -> list[tuple[dict[str, object], Exact]]:
+    def by_attribution(start: datetime | None) -> list[CostGroup]:
         return cost_groups(
             session,
             start=start,
@@ -152,10 +152,10 @@ def read_snapshot(
     return Snapshot(
         read_at=now,
         metered=_metered(session),
-        usage={_attribution(keys): _usage(exact) for keys, exact in by_attribution(None)},
+        usage={_attribution(group): _usage(group.exact) for group in by_attribution(None)},
         month_cost_usd={
-            _attribution(keys): shown(exact.cost)
-            for keys, exact in by_attribution(floor_month(now))
+            _attribution(group): shown(group.exact.cost)
+            for group in by_attribution(floor_month(now))
         },
         nodes=_nodes(session),
         running_jobs=_running_jobs(session, since=now - timedelta(seconds=reporting_window_s)),

@@ -14,21 +14,15 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
+from app.billing.lines import Line, closed_months
+from app.billing.service import current_lines, first_open_month, lines_to_book
 from app.core.calendar import month_of, month_start, next_month
 from app.core.errors import Conflict
 from app.core.sums import exact_sum
 from app.core.unique import insert_unless_present, take_turns
 from app.core.units import from_nano
-from app.exports.corrections import pending_corrections
-from app.exports.lines import Line, closed_months, live_lines
 from app.models import HourlyUsage, Period, PeriodLine
 from app.periods.schemas import PeriodPage, PeriodRead, Totals
-
-
-def first_open_month(session: Session) -> str | None:
-    """The month corrections are billed in: the one after the last closed month."""
-    months = closed_months(session)
-    return next_month(months[-1]) if months else None
 
 
 def books_start(session: Session) -> str | None:
@@ -68,16 +62,7 @@ def close_month(
     # Closes take turns, so that each checks the order against every close before it.
     take_turns(session, "periods.close")
     _check_order(session, month)
-    lines = list(
-        live_lines(
-            session,
-            start=month_start(month),
-            end=month_start(next_month(month)),
-            granularity="hour",
-            default_micro_usd=default_micro_usd,
-        )
-    )
-    corrections = pending_corrections(session, default_micro_usd=default_micro_usd)
+    lines, corrections = lines_to_book(session, month=month, default_micro_usd=default_micro_usd)
     rows = [_row(month, line) for line in [*lines, *corrections]]
     if rows:
         session.execute(insert(PeriodLine), rows)
@@ -141,9 +126,7 @@ def read_period(session: Session, *, month: str, default_micro_usd: int) -> Peri
     """A month's state, booked figures (if closed) and current figures."""
     start, end = month_start(month), month_start(next_month(month))
     current = [0, 0]
-    for line in live_lines(
-        session, start=start, end=end, granularity="month", default_micro_usd=default_micro_usd
-    ):
+    for line in current_lines(session, month=month, default_micro_usd=default_micro_usd):
         current[0] += line.gpu_nano_hours
         current[1] += line.cost_nano
     closed = session.get(Period, month)

@@ -1,5 +1,5 @@
 """A scenario's prices over the books': each atom's SQL price expressions, as
-`app.costs.query` builds the books' own.
+`app.pricing.atom_prices` builds the books' own.
 
 Under a scenario an atom's GPU-hour price is the scenario's price for its GPU model in force
 at its hour, else the scenario's general price in force, else the books' (the rate card's,
@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import case, func, true
 
-from app.costs.query import SCENARIO, AtomPrices, constant, price_cases, price_in_force
+from app.core.sql import constant
 from app.models import HourlyUsage
+from app.pricing.atom_prices import SCENARIO, AtomPrices, price_cases, price_in_force
 
 
 @dataclass(frozen=True)

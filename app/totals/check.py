@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 from app.core.batches import chunks
 from app.core.db import exclude_writers
 from app.core.errors import AppError
+from app.core.sql import utc_period
 from app.core.sums import INT64_MAX, exact_sum
 from app.core.upsert import insert_many
-from app.costs.query import FIGURES, period
 from app.models import Job
-from app.totals.levels import DAY, HOUR, MODEL_HOURS, MONTH, Level
+from app.totals.levels import DAY, FIGURES, HOUR, MODEL_HOURS, MONTH, Level
 
 # A row's key (its columns but the sums, in order) -> its sums.
 Sums = dict[tuple[Any, ...], tuple[int, ...]]
@@ -110,13 +110,13 @@ def _sums(session: Session, query: Select[Any], sums: int) -> Sums:
 def _level(level: Level) -> _Kept:
     """The day or month level: keyed by cluster, job, GPU model and period (as text)."""
 
-    def grouped(session: Session, source: Level) -> Select[Any]:
+    def grouped(source: Level) -> Select[Any]:
         table = source.table
         keys = [
             table.c.cluster_id,
             table.c.job_id,
             table.c.gpu_model,
-            period(session, level.unit, source.start),
+            utc_period(level.unit, source.start),
         ]
         return select(*keys, *(exact_sum(table.c[name]) for name in FIGURES)).group_by(*keys)
 
@@ -132,8 +132,8 @@ def _level(level: Level) -> _Kept:
 
     return _Kept(
         name=level.unit,
-        stored=lambda session: grouped(session, level),
-        from_hours=lambda session: grouped(session, HOUR),
+        stored=lambda _: grouped(level),
+        from_hours=lambda _: grouped(HOUR),
         shown=lambda k: f"{k[3]} cluster {k[0]} job {k[1] or '(idle)'} {k[2]}",
         row=row,
         table=level.table,
@@ -180,5 +180,5 @@ _KEPT = (
 
 
 def _period_start(text: str) -> datetime:
-    """The start of a period as `period` names it: '2025-01-06' or '2025-01'."""
+    """The start of a period as `utc_period` names it: '2025-01-06' or '2025-01'."""
     return datetime.fromisoformat(text if len(text) == 10 else f"{text}-01").replace(tzinfo=UTC)

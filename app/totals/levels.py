@@ -13,6 +13,8 @@ from app.core.timestamps import as_utc
 from app.models import DailyUsage, HourlyUsage, ModelHourlyUsage, MonthlyUsage
 
 T = TypeVar("T")
+# What every level sums, per job, GPU model and period: the rollup's exact integers.
+FIGURES = ("gpu_us", "busy_us", "energy_mj")
 # A range of period starts, [from, to); None: unbounded on that side.
 Range = tuple[datetime | None, datetime | None]
 

@@ -11,14 +11,14 @@ from app.core.calendar import month_of, month_start, next_month
 from app.core.labels import IDLE
 from app.core.units import rounded
 from app.costs.figures import Exact
-from app.costs.model import model_cost
+from app.costs.model_cost import model_cost
+from app.costs.report_table import gpu_hours_text, rate_note, table_rows, usd_text
 from app.costs.service import cost_groups
 
 # Figures in full as the CLI's table shows them below 1K GPU-hours and $1M, from its one home.
-from app.costs.table import gpu_hours_text, rate_note, table_rows, usd_text
 from app.jobs.service import latest_models
 
-SHARE_PLACES = 1  # the idle share in percent, to a tenth
+IDLE_SHARE_PLACES = 1  # the idle share in percent, to a tenth
 # Each model's table is a query over its whole history: the page shows the models used
 # last, and says how many more there are (`gpucost models` lists them all).
 PAGE_MODELS = 12
@@ -78,21 +78,25 @@ def read_summary(session: Session, *, now: datetime, default_micro_usd: int) -> 
         default_micro_usd=default_micro_usd,
     )
     total, idle = Exact(), Exact()
-    for keys, exact in groups:
-        total.add(exact)
-        if keys["model"] == IDLE:
-            idle.add(exact)
+    for group in groups:
+        total.add(group.exact)
+        if group.key("model") == IDLE:
+            idle.add(group.exact)
     return Summary(
         month=month,
         start=start,
         end=end,
         models=models,
         more_models=with_usage - len(models),
-        month_rows=[_month_row(keys["team"], keys["model"], exact) for keys, exact in groups],
+        month_rows=[
+            _month_row(group.key("team"), group.key("model"), group.exact) for group in groups
+        ],
         month_total=_month_row("Total", "", total),
         idle_gpu_hours=_month_row(IDLE, IDLE, idle).gpu_hours,
         idle_share_pct=(
-            str(rounded(100 * idle.gpu_us, total.gpu_us, SHARE_PLACES)) if total.gpu_us else None
+            str(rounded(100 * idle.gpu_us, total.gpu_us, IDLE_SHARE_PLACES))
+            if total.gpu_us
+            else None
         ),
     )
 

@@ -20,19 +20,11 @@ from sqlalchemy.orm import Session
 from app.core.calendar import month_of
 from app.core.sums import exact_sum
 from app.core.units import booked_nano
-from app.costs.query import (
-    DEFAULT,
-    atom_prices,
-    in_period,
-    joined,
-    label,
-    price_columns,
-    priced_usage,
-)
-from app.costs.query import FIGURES as SUMMED
+from app.costs.query import in_period, joined, label, price_columns, priced_usage
 from app.models import Cluster, HourlyUsage, Job, Period, PeriodLine
+from app.pricing.atom_prices import DEFAULT, atom_prices
+from app.totals.levels import FIGURES as SUMMED
 
-GRANULARITIES = ("hour", "day", "month")
 FIGURES = ("gpu_parts", "busy_parts", "kwh_parts", "cost_parts", "energy_cost_parts")
 # The same figures as closed months book them, in billionths (columns of `PeriodLine`).
 BOOKED = ("gpu_nano_hours", "busy_nano_hours", "energy_nano_kwh", "cost_nano", "energy_cost_nano")

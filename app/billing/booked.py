@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.billing.lines import BOOKED, Line, charge_of
+from app.core.sql import utc_period
 from app.core.sums import exact_sum
 from app.core.units import PARTS_PER_NANO
-from app.costs.query import period
-from app.exports.lines import BOOKED, Line, charge_of
 from app.models import PeriodLine
 
 
@@ -25,9 +25,7 @@ def booked_lines(
     """Lines booked in a closed month, charge hours in [start, end), summed per period."""
     line = PeriodLine
     charge = (
-        line.charge_hour
-        if granularity == "hour"
-        else period(session, granularity, line.charge_hour)
+        line.charge_hour if granularity == "hour" else utc_period(granularity, line.charge_hour)
     )
     keys = [
         charge, line.cluster, line.job_id, line.job_name, line.model, line.phase, line.team,

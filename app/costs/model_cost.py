@@ -1,5 +1,6 @@
 """A model's training cost, phase by phase: the V3 report's table, from measured usage."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -13,18 +14,17 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    true,
 )
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
 from app.core.labels import IDLE, UNATTRIBUTED, phase_order
+from app.core.sql import per_row
 from app.core.sums import exact_sum
 from app.core.units import hours, rounded, usd_from_micro
 from app.costs.efficiency import Counted, counted_by_phase, efficiency
 from app.costs.figures import Exact
 from app.costs.query import (
-    SOURCES,
     in_period,
     price_columns,
     priced_usage,
@@ -33,6 +33,7 @@ from app.costs.query import (
 from app.costs.schemas import ModelCost, PhaseCost, RateUsed
 from app.costs.service import rollup_filters
 from app.models import Cluster, HourlyUsage, Job
+from app.pricing.atom_prices import SOURCES
 from app.totals.levels import MODEL_HOURS, over
 from app.totals.store import labels_of
 
@@ -159,32 +160,29 @@ def _figures_query(
         ).subquery("priced")
         keys: list[Any] = [idle.c.gpu_model, *price_columns(idle)]
         return select(literal(None, String).label("phase"), *keys, *resum(idle)).group_by(*keys)
-    if session.get_bind().dialect.name == "postgresql":
-        # Each job's atoms grouped on their own, in a lateral subquery: a few hundred small
-        # groupings that the planner hashes. Grouped all at once by the price expressions,
-        # a model's atoms are estimated at one group per atom, and sorted instead, which
-        # takes half as long again on a year of a model's usage.
-        job_atoms = [HourlyUsage.job_id == Job.id, *where]
-        priced: Any = priced_usage(
+
+    # Each job's atoms grouped on their own where the database can (a lateral subquery per
+    # job, PostgreSQL): a few hundred small groupings that the planner hashes. Grouped all
+    # at once by the price expressions, a model's atoms are estimated at one group per atom,
+    # and sorted instead, which takes half as long again on a year of a model's usage.
+    def job_atoms(atoms: Sequence[ColumnElement[bool]]) -> Select[Any]:
+        return priced_usage(
             session,
             default_micro_usd=default,
             start=start,
             end=end,
-            where=job_atoms,
+            where=[*atoms, *where],
             scenario=scenario,
-        ).lateral("priced")
-        on: ColumnElement[bool] = true()
-    else:  # SQLite has no lateral subqueries.
-        owned_atoms = [HourlyUsage.job_id.in_(select(Job.id).where(_owned(model))), *where]
-        priced = priced_usage(
-            session,
-            default_micro_usd=default,
-            start=start,
-            end=end,
-            where=owned_atoms,
-            scenario=scenario,
-        ).subquery("priced")
-        on = priced.c.job_id == Job.id
+        )
+
+    priced, on = per_row(
+        session,
+        job_atoms,
+        name="priced",
+        each_row=[HourlyUsage.job_id == Job.id],
+        all_rows=[HourlyUsage.job_id.in_(select(Job.id).where(_owned(model)))],
+        on=lambda priced: priced.c.job_id == Job.id,
+    )
     keys = [Job.phase, priced.c.gpu_model, *price_columns(priced)]
     return (
         select(*keys, *resum(priced))
