@@ -10,12 +10,12 @@ from typing import Any
 from collectors.aggregate import OpenInterval
 from collectors.attribution import Attribution, Attributor
 from collectors.clock import NS_PER_S, Clock
-from collectors.coalesce import coalesce
 from collectors.config import Config
 from collectors.metrics import CollectorMetrics
 from collectors.sampling import Sample, Sampler
 from collectors.sender import Sender
 from collectors.spool import Spool
+from collectors.spool_merge import merge_oldest
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Agent:
             self._spool_report(body, state=self.interval.to_json())
         else:
             self.spool.save_state(self.interval.to_json())
-        coalesce(
+        merge_oldest(
             self.spool,
             max_bytes=self.config.spool_max_bytes,
             wall_ns=self.clock.wall_ns(),

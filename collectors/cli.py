@@ -105,7 +105,7 @@ def nvml_and_clock(config: Config) -> tuple[Any, Clock]:
 
         return pynvml, SystemClock()
     from collectors.fakenvml import FakeNvml
-    from collectors.scenario import load_scenario
+    from collectors.node_script import load_scenario
 
     path = Path(config.nvml.removeprefix("fake:"))
     try:
@@ -137,7 +137,8 @@ def nvml_start_error(error: Exception) -> str:
     return f"NVML failed to start: {error}"
 
 
-def _read_token(path: Path) -> str:
+def read_token(path: Path) -> str:
+    """The token a file holds; a `UserError` saying why when it is unreadable or empty."""
     try:
         token = path.read_text().strip()
     except OSError as error:
@@ -157,12 +158,12 @@ def _build(config: Config) -> Agent:
         raise UserError(f"cannot open the spool {config.spool}: {error}") from None
     assert config.server is not None and config.token_file is not None
     token_file = config.token_file
-    _read_token(token_file)
+    read_token(token_file)
     sender = Sender(
         spool=spool,
         client=service_client(config.http_timeout),
         server=config.server,
-        token=lambda: _read_token(token_file),
+        token=lambda: read_token(token_file),
         cluster=str(config.cluster),
         clock=clock,
         backoff=Backoff(rng=random.Random()),
@@ -416,7 +417,7 @@ def job_tokens(
         stored = put_tokens(
             client=client,
             server=cfg.server,
-            token=_read_token(cfg.token_file),
+            token=read_token(cfg.token_file),
             cluster=cfg.cluster,
             job_id=job_id,
             tokens=count,

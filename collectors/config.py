@@ -12,6 +12,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,15 @@ MAX_REPORT_INTERVAL_S = 1800.0
 # The service's rule for cluster and node names.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 DEFAULT_CONFIG_FILE = Path("/etc/gpucost/collector.toml")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS: dict[str | None, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# A duration, for the collector's settings and the simulator's scenarios alike.
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS: dict[str | None, Fraction] = {
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+}
+_UNIT_SECONDS |= {"d": Fraction(86400), None: Fraction(1)}
 
 
 class ConfigError(ValueError):
@@ -33,10 +41,21 @@ def parse_duration(value: Any, name: str) -> float:
     """`10s`, `1m`, `500ms`, `1h` or a number of seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    seconds = exact_duration(value)
+    if seconds is None:
+        raise ConfigError(f"{name}: {value!r} is not a duration (like 10s, 1m, 500ms)")
+    return float(seconds)
+
+
+def exact_duration(value: Any) -> Fraction | None:
+    """`500ms`, `10s`, `15m`, `1300.78125h`, `2d` or a whole number of seconds, as an exact
+    number of seconds; None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Fraction(value)
     match = _DURATION.match(str(value))
     if match is None:
-        raise ConfigError(f"{name}: {value!r} is not a duration (like 10s, 1m, 500ms)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        return None
+    return Fraction(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def parse_size(value: Any, name: str) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import pynvml
 
 from collectors.clock import NS_PER_S, Clock
-from collectors.scenario import GpuSpec, MigSpec, Scenario
+from collectors.node_script import GpuSpec, MigSpec, Scenario
 
 _INIT_ERRORS = {
     "library_not_found": pynvml.NVML_ERROR_LIBRARY_NOT_FOUND,

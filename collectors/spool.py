@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+# The path of a spool made by `Spool.in_memory()`.
+IN_MEMORY = Path(":memory:")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (
@@ -66,6 +68,16 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def in_memory(cls) -> Spool:
+        """A spool in memory, lost with its process, whose steps may run on any thread (one at
+        a time): for simulated nodes, which never crash."""
+        spool = cls.__new__(cls)
+        spool.path = IN_MEMORY
+        spool._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        spool._db.executescript(_SCHEMA)
+        return spool
 
     def close(self) -> None:
         self._db.close()

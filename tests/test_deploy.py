@@ -26,6 +26,7 @@ PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 RULES = sorted((DEPLOY / "prometheus" / "rules").glob("*.yml"))
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = DEPLOY / "Dockerfile"
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|API_KEY|PRIVATE_KEY)$", re.IGNORECASE)
 ONLY_REFERENCES = re.compile(r"^(?:[^$]|\$\{[A-Z0-9_]+(?::?[-?][^}]*)?\})*$")
 
@@ -423,14 +424,41 @@ def test_prometheus_in_compose_loads_the_alert_rules() -> None:
     assert rules and all("alert" in rule for rule in rules)
 
 
+def dockerfile_copies() -> list[str]:
+    """What the Dockerfile copies from the tree, in order: files and folders."""
+    copied = []
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("COPY "):
+            *sources, _target = line.split()[1:]
+            copied.extend(sources)
+    return copied
+
+
+def copy_of_what_the_image_copies(into: Path) -> Path:
+    """The tree as the Dockerfile copies it, so a build leaves nothing in the working tree."""
+    into.mkdir()
+    for name in dockerfile_copies():
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, into / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, into / name)
+    return into
+
+
+def test_the_image_installs_the_service_at_the_locked_versions() -> None:
+    copied = dockerfile_copies()
+    (install,) = [line for line in DOCKERFILE.read_text().splitlines() if "pip install" in line]
+
+    assert "-c requirements.lock '.[server]'" in install
+    assert {"pyproject.toml", "README.md", "LICENSE", "requirements.lock"} <= set(copied)
+    # Every package the wheel holds, so `gpucost demo` and `simulate` run in the image too.
+    assert {"app", "collectors", "migrations", "simulator"} <= set(copied)
+    # The lock is resolved for Python 3.11, which the image runs.
+    assert re.search(r"^FROM python:3\.11\.\d+-slim", DOCKERFILE.read_text(), re.M)
+
+
 def test_the_collector_wheel_builds_from_the_tree(tmp_path: Path) -> None:
-    # A copy of what the Dockerfile copies, so the build leaves nothing in the working tree.
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    for name in ("app", "collectors", "migrations"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    source = copy_of_what_the_image_copies(tmp_path / "source")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
 
     subprocess.run(
@@ -449,6 +477,8 @@ def test_the_collector_wheel_builds_from_the_tree(tmp_path: Path) -> None:
     assert "collectors/deploy/gpucost-collector.service" in names
     assert "collectors/deploy/collector.example.toml" in names
     assert "gpucost-collector = collectors.cli:main" in scripts.splitlines()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert "simulator/scenarios/deepseek-v3.toml" in names
     # Installed as a node installs it (no dependencies), its entry point runs from the wheel
     # and the collector loads none of the server.
     site = tmp_path / "site"

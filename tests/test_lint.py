@@ -12,12 +12,14 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_finds_nothing() -> None:
-    result = run("ruff", "check", "app", "collectors", "migrations", "tests")
+    result = run(
+        "ruff", "check", "app", "collectors", "simulator", "benchmarks", "migrations", "tests"
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_finds_nothing() -> None:
-    result = run("mypy", "app", "collectors")
+    result = run("mypy", "app", "collectors", "simulator", "benchmarks")
 
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,13 +1,17 @@
 """Migrations: a full round trip on both backends, and a schema that matches the models."""
 
+import re
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, insert, inspect, make_url, select, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, insert, inspect, make_url, select, text
 
 from app.core import migrate
 from app.core.config import Settings
@@ -182,3 +186,24 @@ def test_raw_usage_rows_survive_dropping_the_id_and_get_ids_back(scratch_engine:
         conn.execute(insert(USAGE), [raw_row(4)])
         ids = conn.execute(text("SELECT id FROM usage ORDER BY id")).scalars().all()
     assert ids == [1, 2, 3, 4]
+
+
+def test_each_migration_file_is_named_with_its_revision_and_new_ones_follow(
+    tmp_path: Path,
+) -> None:
+    # Comments say "migration 0007": the id is in the file name, after the date, as Alembic's
+    # file_template writes it for a new revision.
+    config = migrate.alembic_config(create_engine(f"sqlite:///{tmp_path / 'template.db'}"))
+    for script in ScriptDirectory.from_config(config).walk_revisions():
+        name = Path(str(script.path)).name
+        assert re.fullmatch(rf"\d{{4}}_\d\d_\d\d_\d{{4}}-{script.revision}-[a-z0-9_]+\.py", name)
+
+    scripts = tmp_path / "scripts"
+    shutil.copytree(migrate.SCRIPT_LOCATION, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    config.set_main_option("script_location", str(scripts))
+    command.revision(config, message="a new table", rev_id="0099", head="heads")
+
+    (new,) = {p.name for p in (scripts / "versions").glob("*.py")} - {
+        p.name for p in (migrate.SCRIPT_LOCATION / "versions").glob("*.py")
+    }
+    assert re.fullmatch(r"\d{4}_\d\d_\d\d_\d{4}-0099-a_new_table\.py", new)

@@ -58,6 +58,22 @@ def test_the_walkthrough_parses_into_runnable_blocks() -> None:
     assert all(block.expected for block in blocks[1:]), "every command block shows its output"
 
 
+def first_command(readme: str, section: str) -> str:
+    """The first line of the first ```sh block under `## section`, as `.ci/run` reads it."""
+    body = readme.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return body.split("```sh\n", 1)[1].splitlines()[0]
+
+
+def test_the_tests_install_at_the_locked_versions_and_the_demo_with_the_server() -> None:
+    readme = README.read_text()
+
+    test_command = first_command(readme, "Run the tests")
+    assert "pip install -c requirements.lock -e '.[test]'" in test_command
+    assert "pip install -e '.[server]'" in first_command(readme, "Try it")
+    # The command .ci/run runs is the README's.
+    assert "/^## Run the tests/" in (README.parent / ".ci" / "run").read_text()
+
+
 def test_matching_is_literal_but_for_the_ellipsis() -> None:
     assert matches("database: sqlite:////…/gpucost.db", "database: sqlite:////tmp/x/gpucost.db")
     assert not matches("$2.35", "$2.350")

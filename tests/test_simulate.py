@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from collectors.simulator import scenario as scenarios
-from collectors.simulator.expected import IDLE, expected_totals
-from collectors.simulator.fleet import Fleet, Options
+from simulator import scenario as scenarios
+from simulator.expected import IDLE, expected_totals
+from simulator.fleet import Fleet, Options
 from tests.conftest import make_token
 from tests.support import running_server
 

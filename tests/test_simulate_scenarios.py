@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import cli
-from collectors.simulator import scenario as scenarios
-from collectors.simulator.expected import IDLE, expected_totals
+from simulator import scenario as scenarios
+from simulator.expected import IDLE, expected_totals
 
 
 def test_deepseek_v3_is_sized_to_the_published_table() -> None:

@@ -3,6 +3,17 @@
 import sys
 from typing import Annotated
 
+try:  # The service's packages: a GPU node's install (`pip install gpucost`) has none of them.
+    import alembic  # noqa: F401
+    import fastapi  # noqa: F401
+    import psycopg  # noqa: F401
+    import sqlalchemy  # noqa: F401
+except ModuleNotFoundError as missing:
+    sys.exit(
+        f"gpucost: the service is not installed here ({missing.name} is missing);"
+        " install it with: pip install 'gpucost[server]'"
+    )
+
 import typer
 
 from app import __version__

@@ -36,8 +36,8 @@ from app.costs.schemas import CostReport, ModelCost
 from app.tokens.service import create_token
 
 if TYPE_CHECKING:  # the simulator is imported by the two commands only, not by every command
-    from collectors.simulator.fleet import Fleet
-    from collectors.simulator.fleet import Progress as SimProgress
+    from simulator.fleet import Fleet
+    from simulator.fleet import Progress as SimProgress
 
 out = Console(soft_wrap=True, highlight=False)
 # The demo's reduction (see `demo`): the same 2,048 GPUs as 8 collectors of 256, one report
@@ -47,18 +47,17 @@ DEMO_REPORT_SECONDS = 86_400
 
 
 def _read_token(path: Path) -> str:
+    from collectors.cli import UserError, read_token
+
     try:
-        token = path.read_text().strip()
-    except OSError as error:
-        fail(f"cannot read the token file {path}: {error.strerror}")
-    if not token:
-        fail(f"the token file {path} is empty")
-    return token
+        return read_token(path)
+    except UserError as error:
+        fail(str(error))
 
 
 def replay(fleet: "Fleet", *, console: Console = out) -> "SimProgress":
     """Run the fleet with a progress bar: simulated time, reports sent, GPU-hours so far."""
-    from collectors.simulator.fleet import SimulationError
+    from simulator.fleet import SimulationError
 
     total_days = float(fleet.scenario.end) / 86400
     with Progress(
@@ -109,8 +108,8 @@ def simulate(
     ] = 3600,
 ) -> None:
     """Replay a scenario's fleet through the collector's real code against a service."""
-    from collectors.simulator import scenario as scenarios
-    from collectors.simulator.fleet import Fleet, Options
+    from simulator import scenario as scenarios
+    from simulator.fleet import Fleet, Options
 
     try:
         loaded = scenarios.load(scenario)
@@ -184,8 +183,8 @@ def demo(
     GPUCOST_DATABASE_URL is left alone), deleted when the demo ends. It takes one to three
     minutes, depending on the machine; the progress bar shows how far it is.
     """
-    from collectors.simulator import scenario as scenarios
-    from collectors.simulator.fleet import Fleet, Options
+    from simulator import scenario as scenarios
+    from simulator.fleet import Fleet, Options
 
     scenario = scenarios.load("deepseek-v3")
     simulated = scenario.regrouped(DEMO_GPUS_PER_NODE)

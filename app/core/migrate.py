@@ -13,7 +13,7 @@ from app.core.partitions import ensure_partitions
 
 VERSION_TABLE = "alembic_version"
 SCRIPT_LOCATION = Path(migrations.__file__).parent
-FILE_TEMPLATE = "%%(year)d_%%(month).2d_%%(day).2d_%%(hour).2d%%(minute).2d-%%(slug)s"
+FILE_TEMPLATE = "%%(year)d_%%(month).2d_%%(day).2d_%%(hour).2d%%(minute).2d-%%(rev)s-%%(slug)s"
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -14,8 +14,8 @@ from collectors.clock import NS_PER_S, FakeClock
 from collectors.config import Config
 from collectors.fakenvml import FakeNvml
 from collectors.metrics import CollectorMetrics
+from collectors.node_script import parse_scenario, write_fake_proc
 from collectors.sampling import Sampler
-from collectors.scenario import parse_scenario, write_fake_proc
 from collectors.spool import Spool
 
 START_WALL = "2026-01-05T10:00:00Z"
@@ -115,7 +115,7 @@ def totals(reports: list[dict[str, Any]], by: str = "job") -> dict[Any, Decimal]
 
 def check_report_invariants(reports: list[dict[str, Any]]) -> None:
     """What the service validates: per GPU, GPU-seconds within the interval."""
-    from collectors.coalesce import epoch_ms
+    from collectors.spool_merge import epoch_ms
 
     for report in reports:
         span = Decimal(epoch_ms(report["end"]) - epoch_ms(report["start"])) / 1000

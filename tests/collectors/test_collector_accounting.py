@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from itertools import pairwise
 
-from collectors.coalesce import epoch_ms
+from collectors.spool_merge import epoch_ms
 from tests.collectors.helpers import check_report_invariants, gpu, gpu_uuid, process, slurm, totals
 
 D = Decimal

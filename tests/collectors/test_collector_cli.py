@@ -172,7 +172,7 @@ def test_flags_win_over_variables_which_win_over_the_file(tmp_path):
 
 
 def test_once_prints_the_report_it_would_send(tmp_path):
-    from collectors.scenario import parse_scenario, write_fake_proc
+    from collectors.node_script import parse_scenario, write_fake_proc
 
     scenario = {
         "gpus": [gpu(0, power_mw=250_000), gpu(1)],
@@ -238,7 +238,7 @@ def test_the_fake_nvml_on_the_system_clock_counts_scenario_time_from_the_start(t
         ],
     }
     (tmp_path / "sc.json").write_text(json.dumps(scenario))
-    from collectors.scenario import parse_scenario, write_fake_proc
+    from collectors.node_script import parse_scenario, write_fake_proc
 
     write_fake_proc(parse_scenario(scenario), tmp_path / "proc")
     before = time.time()

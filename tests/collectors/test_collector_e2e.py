@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from collectors.scenario import parse_scenario, write_fake_proc
+from collectors.node_script import parse_scenario, write_fake_proc
 from collectors.spool import Spool
 from tests.collectors.helpers import START_WALL, gpu, gpu_uuid, process, slurm
 from tests.collectors.service import BIN, FlakyProxy, Service, free_port

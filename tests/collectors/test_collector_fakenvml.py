@@ -12,7 +12,7 @@ import pytest
 import collectors.sampling
 from collectors.clock import FakeClock
 from collectors.fakenvml import FakeNvml
-from collectors.scenario import parse_scenario
+from collectors.node_script import parse_scenario
 from tests.collectors.helpers import gpu, process
 
 FAKE_FUNCTIONS = sorted(n for n in vars(FakeNvml) if n.startswith("nvml"))

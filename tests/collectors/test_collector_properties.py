@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collectors.aggregate import apportion
-from collectors.coalesce import merge_reports
+from collectors.spool_merge import merge_reports
 from tests.collectors.helpers import Harness, check_report_invariants, gpu, process, slurm, totals
 
 STEP = 10

@@ -7,8 +7,8 @@ import sys
 import textwrap
 from decimal import Decimal
 
-from collectors.coalesce import epoch_ms
 from collectors.spool import Spool
+from collectors.spool_merge import epoch_ms
 from tests.collectors.helpers import check_report_invariants, gpu, process, slurm, totals
 
 D = Decimal

@@ -10,7 +10,7 @@ import zlib
 from fractions import Fraction
 from typing import Any
 
-from collectors.simulator.scenario import Job, SimScenario
+from simulator.scenario import Job, SimScenario
 
 
 def jobs_on(s: SimScenario, node: int) -> list[Job]:

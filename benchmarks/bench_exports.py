@@ -1,7 +1,7 @@
 """Benchmark: streaming a FOCUS export of over a million rows from PostgreSQL, as CSV and
 as Parquet.
 
-Run: .venv/bin/python -m tests.benchmarks.bench_exports [--postgres URL]
+Run: .venv/bin/python -m benchmarks.bench_exports [--postgres URL]
 
 Loads a year of hourly usage for 2,048 GPUs in 128 slots of 16 (about 1.1 million
 job-hours), then downloads the FOCUS export at hour granularity, for half the year and for
@@ -21,8 +21,8 @@ import httpx
 import psycopg
 import pyarrow.parquet as pq
 
-from tests.benchmarks.dataset import load_year
-from tests.benchmarks.results import write_results
+from benchmarks.dataset import load_year
+from benchmarks.results import write_results
 from tests.support import libpq, running_server, token_on
 
 ROWS_PER_S_TARGET = 50_000

@@ -1,7 +1,7 @@
 """Benchmark: the fleet's reports while hostile and greedy clients do their worst, beside the
 same load without them.
 
-Run: .venv/bin/python -m tests.benchmarks.bench_soak [--postgres URL] [--seconds 180]
+Run: .venv/bin/python -m benchmarks.bench_soak [--postgres URL] [--seconds 180]
 
 `gpucost serve --workers 2` on a fresh PostgreSQL database takes the fleet load of
 `bench_fleet` (12,500 nodes of 8 GPUs, one report each a minute, 208 requests/s, open loop)
@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.benchmarks.bench_fleet import (
+from benchmarks.bench_fleet import (
     CLUSTER,
     NODES,
     P99_TARGET_MS,
@@ -37,8 +37,8 @@ from tests.benchmarks.bench_fleet import (
     open_loop,
     template_entries,
 )
-from tests.benchmarks.bench_replay import fresh_database, make_tokens, process_tree, serving
-from tests.benchmarks.results import write_results
+from benchmarks.bench_replay import fresh_database, make_tokens, process_tree, serving
+from benchmarks.results import write_results
 
 SLOW_SENDERS, DOWNLOADS = 20, 10
 DRIP_EVERY_S = 1.0

@@ -1,6 +1,6 @@
 """Benchmark: a 100,000-GPU fleet reporting in real time, and cost queries while it does.
 
-Run: .venv/bin/python -m tests.benchmarks.bench_fleet [--postgres URL] [--seconds 180]
+Run: .venv/bin/python -m benchmarks.bench_fleet [--postgres URL] [--seconds 180]
 
 12,500 simulated nodes of 8 GPUs each send one report every 60 s (about 208 requests/s),
 spread evenly over the minute, to `gpucost serve --workers 2` on a fresh PostgreSQL database,
@@ -45,11 +45,11 @@ import aiohttp
 import httpx
 import psycopg
 
-from collectors.simulator import scenario as scenarios
-from collectors.simulator.gpus import gpu_uuid
-from collectors.simulator.node import SimNode
-from tests.benchmarks.bench_replay import fresh_database, make_tokens, process_tree, serving
-from tests.benchmarks.results import write_results
+from benchmarks.bench_replay import fresh_database, make_tokens, process_tree, serving
+from benchmarks.results import write_results
+from simulator import scenario as scenarios
+from simulator.gpus import gpu_uuid
+from simulator.node import SimNode
 
 NODES, GPUS_PER_NODE, JOBS, REPORT_S = 12_500, 8, 1_000, 60
 MODELS = ("atlas-7b", "atlas-70b", "vision-3b", "rerank-1b", "speech-2b")

@@ -1,6 +1,6 @@
 """Benchmark: the full DeepSeek-V3 replay through HTTP into PostgreSQL, beside COPY.
 
-Run: .venv/bin/python -m tests.benchmarks.bench_replay [--postgres URL] [--workers 2]
+Run: .venv/bin/python -m benchmarks.bench_replay [--postgres URL] [--workers 2]
 
 1. Reports: the collector's real code (fake NVML, virtual clock, hourly reports) runs once
    per distinct node timeline of the scenario (deepseek-v3 has two: nodes 0-249 take part
@@ -40,14 +40,14 @@ from app.cli.common import wait_until_serving
 from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_db_engine
+from benchmarks.results import write_results
 from collectors.clock import FakeClock
 from collectors.metrics import CollectorMetrics
 from collectors.sender import Backoff, Sender
-from collectors.simulator import scenario as scenarios
-from collectors.simulator.fleet import Fleet, register_jobs
-from collectors.simulator.gpus import gpu_uuid
-from collectors.simulator.node import MemorySpool
-from tests.benchmarks.results import write_results
+from collectors.spool import Spool
+from simulator import scenario as scenarios
+from simulator.fleet import Fleet, register_jobs
+from simulator.gpus import gpu_uuid
 from tests.support import ensure_postgres_database, free_port, token_on
 
 ENTRIES_PER_S_TARGET = 50_000
@@ -183,12 +183,12 @@ def serving(database_url: str, workers: int) -> Iterator[tuple[str, subprocess.P
                 raise RuntimeError(f"gpucost serve {why_not}:\n{Path(log.name).read_text()}")
             yield url, server
         finally:
-            workers = process_tree(server.pid)[1:]
+            worker_pids = process_tree(server.pid)[1:]
             server.terminate()
             try:
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:  # stuck requests hold a graceful shutdown
-                for pid in [server.pid, *workers]:
+                for pid in [server.pid, *worker_pids]:
                     with suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                 server.wait()
@@ -223,7 +223,7 @@ def main() -> None:
         register_jobs(client, server_url, collector, scenario)
         senders = []
         for node, node_bodies in bodies.items():
-            spool = MemorySpool()
+            spool = Spool.in_memory()
             for body in node_bodies:
                 spool.add_report(body, wall_ns=0, state=None)
             clock = FakeClock(start_wall_ns=0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 
-from collectors.simulator.scenario import Job, SimScenario
+from simulator.scenario import Job, SimScenario
 
 DEFAULT_USD_PER_GPU_HOUR = Fraction(2)
 IDLE = "(idle)"

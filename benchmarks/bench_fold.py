@@ -1,6 +1,6 @@
 """Benchmark: folding an hour of raw usage into GPU-hour records, at two fleet sizes in one run.
 
-Run: .venv/bin/python -m tests.benchmarks.bench_fold [--postgres URL] [--gpus 4096]
+Run: .venv/bin/python -m benchmarks.bench_fold [--postgres URL] [--gpus 4096]
 
 For GPUS and 4 x GPUS GPUs in turn: a fresh PostgreSQL database, one hour of reports (8 GPUs
 a node, one report a minute, two jobs a node) written straight into `reports` and `usage`

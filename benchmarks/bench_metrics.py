@@ -1,6 +1,6 @@
 """Benchmark: `GET /metrics` on a year of hourly usage (2,048 GPUs, 5,000 jobs) on PostgreSQL.
 
-Run: .venv/bin/python -m tests.benchmarks.bench_metrics [--postgres URL] [--repeat 30]
+Run: .venv/bin/python -m benchmarks.bench_metrics [--postgres URL] [--repeat 30]
 
 Prints the median latency of `GET /metrics` read from the database on every scrape (cold:
 no cache), from the cache (several scrapes within the cache duration), and from a stale
@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.benchmarks.bench_costs import median_ms
-from tests.benchmarks.dataset import GPUS, SLOT_GPUS, load_year
-from tests.benchmarks.results import write_results
+from benchmarks.bench_costs import median_ms
+from benchmarks.dataset import GPUS, SLOT_GPUS, load_year
+from benchmarks.results import write_results
 from tests.support import gpu_uuid, libpq, running_server
 
 TARGET_MS = 100.0

@@ -1,7 +1,7 @@
 """Benchmark: bytes on disk per GPU per day, raw usage, its folded GPU-hours and the
 rollup, at the 60-s interval.
 
-Run: .venv/bin/python -m tests.benchmarks.bench_sizing [--postgres URL] [--nodes 8] [--hours 6]
+Run: .venv/bin/python -m benchmarks.bench_sizing [--postgres URL] [--nodes 8] [--hours 6]
 
 Posts real reports through a real server into a fresh PostgreSQL database: NODES nodes of
 8 GPUs, one report a minute each for HOURS hours, two jobs a node (the GPUs split between
@@ -25,7 +25,7 @@ from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_db_engine
 from app.retention.service import prune_raw
-from tests.benchmarks.results import write_results
+from benchmarks.results import write_results
 from tests.support import (
     drop_all_postgres,
     ensure_postgres_database,

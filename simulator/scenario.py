@@ -12,7 +12,6 @@ sets beside what it measures.
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -22,14 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS: dict[str | None, Fraction] = {
-    "ms": Fraction(1, 1000),
-    "s": Fraction(1),
-    "m": Fraction(60),
-    "h": Fraction(3600),
-}
-_UNITS |= {"d": Fraction(86400), None: Fraction(1)}
+from collectors.config import exact_duration
+
 EVENT_KINDS = ("node-down", "gpu-lost", "job-restart", "rate-change")
 
 
@@ -39,12 +32,10 @@ class ScenarioError(ValueError):
 
 def seconds(value: Any, what: str) -> Fraction:
     """An exact duration from `"1300.78125h"`, `"15m"`, `"2.5s"` or a number of seconds."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return Fraction(value)
-    match = _DURATION.match(str(value))
-    if match is None:
+    exact = exact_duration(value)
+    if exact is None:
         raise ScenarioError(f"{what}: {value!r} is not a duration (like 90s, 15m, 1300.78125h)")
-    return Fraction(match.group(1)) * _UNITS[match.group(2)]
+    return exact
 
 
 @dataclass(frozen=True)
@@ -272,7 +263,7 @@ def _check(scenario: SimScenario) -> None:
 
 
 def shipped_names() -> list[str]:
-    folder = resources.files("collectors") / "scenarios"
+    folder = resources.files("simulator") / "scenarios"
     return sorted(
         p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
     )
@@ -282,7 +273,7 @@ def load(name_or_path: str) -> SimScenario:
     """A shipped scenario by name (`deepseek-v3`), or a TOML file by path."""
     path = Path(name_or_path)
     if name_or_path in shipped_names():
-        text = (resources.files("collectors") / "scenarios" / f"{name_or_path}.toml").read_text()
+        text = (resources.files("simulator") / "scenarios" / f"{name_or_path}.toml").read_text()
     elif path.is_file():
         text = path.read_text()
     else:

@@ -1,6 +1,6 @@
 """Benchmark: cost queries on a year of hourly usage (2,048 GPUs, 5,000 jobs) on PostgreSQL.
 
-Run: .venv/bin/python -m tests.benchmarks.bench_costs [--postgres URL] [--repeat 30]
+Run: .venv/bin/python -m benchmarks.bench_costs [--postgres URL] [--repeat 30]
      [--scale [--first-metrics 3]] [--out PATH]
 
 Prints the median latency of `GET /v1/models/{model}/cost` and a month's
@@ -29,8 +29,8 @@ import httpx
 import psycopg
 from sqlalchemy.engine import make_url
 
-from tests.benchmarks.dataset import SLOT_GPUS, Dataset, load_year
-from tests.benchmarks.results import write_results
+from benchmarks.dataset import SLOT_GPUS, Dataset, load_year
+from benchmarks.results import write_results
 from tests.support import libpq, running_server, token_on
 
 TARGET_MS = 50.0

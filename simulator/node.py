@@ -8,7 +8,6 @@ the collector's own, on a virtual clock. The spool is SQLite in memory.
 from __future__ import annotations
 
 import random
-import sqlite3
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,24 +20,12 @@ from collectors.clock import NS_PER_S, FakeClock
 from collectors.config import Config
 from collectors.fakenvml import FakeNvml
 from collectors.metrics import CollectorMetrics
+from collectors.node_script import parse_scenario, write_fake_proc
 from collectors.sampling import Sampler
-from collectors.scenario import parse_scenario, write_fake_proc
 from collectors.sender import Backoff, Sender
-from collectors.simulator.gpus import jobs_on, mig_uuid, nvml_script
-from collectors.simulator.scenario import SimScenario
-from collectors.spool import _SCHEMA, Spool
-
-MEMORY_SPOOL = Path(":memory:")
-
-
-class MemorySpool(Spool):
-    """The collector's spool, in memory: a simulated node never crashes, and its steps may
-    run on any of the fleet's threads (one at a time)."""
-
-    def __init__(self) -> None:
-        self.path = MEMORY_SPOOL
-        self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self._db.executescript(_SCHEMA)
+from collectors.spool import IN_MEMORY, Spool
+from simulator.gpus import jobs_on, mig_uuid, nvml_script
+from simulator.scenario import SimScenario
 
 
 class SimulatedAgent(Agent):
@@ -79,7 +66,7 @@ class SimNode:
         self.clock = FakeClock(start_wall_ns=round(wall * 1000) * 1_000_000, boot="boot-1")
         self.nvml = FakeNvml(fake, self.clock)
         self.metrics = CollectorMetrics()
-        self.spool = MemorySpool()
+        self.spool = Spool.in_memory()
         self.config = Config(
             server=server,
             cluster=scenario.cluster,
@@ -88,7 +75,7 @@ class SimNode:
             sample_interval=0.001,
             report_interval=10.0 * report_seconds,
             max_gap=float(report_seconds),
-            spool=MEMORY_SPOOL,
+            spool=IN_MEMORY,
             mapping_dir=self.mapping_dir,
             proc_root=self.proc_root,
             batch_size=batch_size,

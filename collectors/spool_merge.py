@@ -87,7 +87,7 @@ def _groups(reports: list[SpooledReport]) -> list[list[SpooledReport]]:
     return groups
 
 
-def coalesce(spool: Spool, *, max_bytes: int, wall_ns: int, metrics: CollectorMetrics) -> int:
+def merge_oldest(spool: Spool, *, max_bytes: int, wall_ns: int, metrics: CollectorMetrics) -> int:
     """Merge the oldest unsent reports until the spool is under 90% of `max_bytes`."""
     if spool.size_bytes() <= max_bytes:
         return 0

@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-from collectors.simulator.node import SimNode
-from collectors.simulator.scenario import SimScenario
+from simulator.node import SimNode
+from simulator.scenario import SimScenario
 
 logger = logging.getLogger(__name__)
 
