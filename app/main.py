@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 from app import __version__
 from app.audit.router import router as audit_router
 from app.budgets.router import router as budgets_router
-from app.core.auth import Authenticate, KnownTokens
+from app.core.auth import Authenticate
 from app.core.clock import Clock, utc_now
 from app.core.concurrency import DatabaseSlots
 from app.core.config import Settings, get_settings
@@ -35,6 +35,7 @@ from app.reports.router import router as reports_router
 from app.reports.schemas import BODY_SCHEMAS
 from app.reports.service import Ingest
 from app.scenarios.router import router as scenarios_router
+from app.tokens.known import KnownTokens
 from app.ui.router import router as ui_router
 
 SWITCH_INTERVAL_S = 0.0005

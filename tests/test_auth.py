@@ -7,9 +7,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.core.auth import RECHECK
 from app.core.clock import utc_now
 from app.models import ApiToken, AuditEntry
+from app.tokens.known import RECHECK
 from app.tokens.service import revoke_token
 from tests.conftest import make_token
 from tests.support import SettableClock, report

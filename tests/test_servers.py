@@ -13,8 +13,8 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session
 
-from app.core.auth import RECHECK
 from app.core.clock import utc_now
+from app.tokens.known import RECHECK
 from app.tokens.service import revoke_token
 from tests.support import CLUSTER, entry, free_port, report, running_server
 

@@ -1,47 +1,30 @@
 """Bearer-token authentication and the role each route requires.
 
-Tokens are 256-bit random strings shown once; only their SHA-256 is stored, so a leaked
-database does not leak usable tokens, and lookup by hash needs no secret comparison.
-
-Each server process remembers the tokens it has found valid, so that a report costs no
-database round trip for its token. At most `RECHECK` of the service's clock after it last
-did, in the first request after that, it reads every token it remembers again and keeps
-only those still valid, as they now are (revoked, deleted, edited by hand: all seen). While
-that read is under way, other requests look their tokens up in the database. A revoked
-token therefore stops working everywhere within `RECHECK`.
+Who holds a token is the tokens' business (`app.tokens.known`: looked up by hash, remembered
+by each process, a revocation seen everywhere within its `RECHECK`); core asks it through
+`Tokens`, and never reads the tokens' table itself.
 
 `Authenticate` settles who sends a request before anything else is spent on it; routes state
 the role they need with `AdminAuth`, `ViewerAuth`, `CollectorAuth` or `JobWriterAuth`.
 """
 
 import asyncio
-import hashlib
-import secrets
-import threading
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.core.clock import Clock
 from app.core.db import Database
 from app.core.errors import AppError, DatabaseUnavailable, Forbidden, Unauthorized, error_response
-from app.core.rows import find_rows
-from app.models import ApiToken
 
-TOKEN_PREFIX = "gpc_"
-RECHECK = timedelta(seconds=1)
-REMEMBERED = 10_000  # distinct valid tokens a process keeps before it starts over
 PRINCIPAL = "gpucost.principal"  # where Authenticate leaves who sent a request
 API = "/v1/"  # every route under it needs a token; no route outside it reads a body
 
@@ -78,95 +61,16 @@ def principal_of(scope: Scope) -> Principal | None:
     return principal
 
 
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass
-class KnownTokens:
-    """The valid tokens this process has looked up, by hash, as last read."""
-
-    clock: Clock
-    _known: dict[str, Principal] = field(default_factory=dict)
-    _checked_at: datetime | None = None
-    _generation: int = 0  # bumped when what is known is read again
-    _checking: threading.Lock = field(default_factory=threading.Lock)
-    _storing: threading.Lock = field(default_factory=threading.Lock)
+class Tokens(Protocol):
+    """Who presents a bearer token (`app.tokens.known.KnownTokens`)."""
 
     def remembered(self, credentials: HTTPAuthorizationCredentials | None) -> Principal | None:
-        """Who presents these credentials, when known and no recheck is due: no database."""
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            return None
-        if self._due(self.clock()):
-            return None
-        return self._known.get(hash_token(credentials.credentials))
+        """Who presents them, when known and no recheck is due: no database."""
 
     def principal(
         self, session: Session, credentials: HTTPAuthorizationCredentials | None
     ) -> Principal:
-        """Who presents these credentials: a token that exists and is not revoked."""
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthorized("missing bearer token in the Authorization header")
-        digest = hash_token(credentials.credentials)
-        if self._recheck(session):
-            known = self._known.get(digest)
-            if known is not None:
-                return known
-        generation = self._generation
-        row = session.execute(
-            select(ApiToken.name, ApiToken.role, ApiToken.cluster).where(
-                ApiToken.token_sha256 == digest, ApiToken.revoked_at.is_(None)
-            )
-        ).one_or_none()
-        if row is None:
-            raise Unauthorized("unknown or revoked token")
-        principal = Principal(name=row.name, role=row.role, cluster=row.cluster)
-        with self._storing:
-            # Read before a recheck that began meanwhile: answered, not remembered.
-            if generation == self._generation:
-                if len(self._known) >= REMEMBERED:
-                    self._known = {}
-                self._known[digest] = principal
-        return principal
-
-    def _due(self, now: datetime) -> bool:
-        last = self._checked_at
-        return last is None or not last <= now < last + RECHECK
-
-    def _recheck(self, session: Session) -> bool:
-        """Read what is known again if that is due; False while another request does (what
-        is known may then be stale: not to be used)."""
-        now = self.clock()
-        if not self._due(now):
-            return True
-        if not self._checking.acquire(blocking=False):
-            return False
-        try:
-            with self._storing:
-                self._generation += 1
-                digests = list(self._known)
-            rows = find_rows(
-                session,
-                ApiToken.__table__,  # type: ignore[arg-type]
-                ("token_sha256", "name", "role", "cluster", "revoked_at"),
-                ("token_sha256",),
-                [(digest,) for digest in digests],
-            )
-            valid = {
-                row.token_sha256: Principal(name=row.name, role=row.role, cluster=row.cluster)
-                for row in rows
-                if row.revoked_at is None
-            }
-            with self._storing:
-                self._known = valid
-                self._checked_at = now
-        finally:
-            self._checking.release()
-        return True
+        """Who presents them, read from the database where need be; Unauthorized if nobody."""
 
 
 def require_role(principal: Principal, *roles: str) -> Principal:
@@ -188,7 +92,7 @@ class Authenticate:
     def __init__(
         self,
         app: ASGIApp,
-        known: KnownTokens,
+        known: Tokens,
         database: Database,
         lookups: int,
         wait_seconds: float,

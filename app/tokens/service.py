@@ -9,11 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
-from app.core.auth import hash_token, new_token
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.labels import NAME_PATTERN
 from app.core.unique import insert_unless_present
 from app.models import ROLES, ApiToken
+from app.tokens.known import hash_token, new_token
 
 _NAME = re.compile(NAME_PATTERN)
 
