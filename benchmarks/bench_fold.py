@@ -4,9 +4,9 @@ Run: .venv/bin/python -m benchmarks.bench_fold [--postgres URL] [--gpus 4096]
 
 For GPUS and 4 x GPUS GPUs in turn: a fresh PostgreSQL database, one hour of reports (8 GPUs
 a node, one report a minute, two jobs a node) written straight into `reports` and `usage`
-by SQL, then the hour folded by `app.retention.fold.fold_window`, as `gpucost db prune` does,
+by SQL, then the hour folded by `app.retention._fold.fold_window`, as `gpucost db prune` does,
 timed, with the growth of this process's peak memory (the hour's sums and one step's raw
-rows are held while they are summed, see app.retention.fold). Prints, per size, seconds,
+rows are held while they are summed, see app.retention._fold). Prints, per size, seconds,
 raw rows a second and bytes per raw row of the hour, and the ratio of the two sizes' times
 (4 when the cost is linear in the rows).
 """
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_db_engine
-from app.retention.fold import fold_window
+from app.retention._fold import fold_window
 from tests.support import drop_all_postgres, ensure_postgres_database
 
 HOUR = datetime(2025, 1, 6, 10, tzinfo=UTC)

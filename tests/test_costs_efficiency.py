@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.core.units import PARTS, US_PER_HOUR, plain
-from app.costs.efficiency import Counted, efficiency
+from app.costs._efficiency import Counted, efficiency
 from app.costs.figures import Exact
 from app.costs.report_table import (
     efficiency_note,

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.core import migrate
 from app.core.config import Settings
-from app.exports import parquet
+from app.exports import _parquet as parquet
 from app.main import create_app
 from tests.conftest import make_token
 from tests.support import CLUSTER, SettableClock, entry, report

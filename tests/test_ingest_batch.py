@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings
 from app.main import create_app
 from app.models import USAGE, Gpu, HourlyUsage, Job, Node, Report
-from app.reports.group_commit import _Waiting
+from app.reports._group_commit import _Waiting
 from app.reports.schemas import ReportIn
 from tests.support import CLUSTER, SettableClock, entry, gpu_uuid, report
 

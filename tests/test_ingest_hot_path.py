@@ -19,7 +19,7 @@ from app.core.config import Settings
 from app.core.known_ids import KnownIds
 from app.main import create_app
 from app.models import Cluster, Job, Node
-from app.reports.group_commit import GroupCommit
+from app.reports._group_commit import GroupCommit
 from app.reports.schemas import ReportIn
 from app.reports.service import Outcome, Stored
 from tests.conftest import make_token

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from app.metrics.cache import SnapshotCache
+from app.metrics._cache import SnapshotCache
 
 
 class Loader:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.cli.demo_scenarios import OWNED  # the demo's illustrative TCO inputs
 from app.core.config import Settings
 from app.models import Scenario, ScenarioPrice
-from app.scenarios import tco
+from app.scenarios import _tco as tco
 from tests.support import DEFAULT_NOW, entry
 from tests.test_costs import Auth, costs, hour_report, label_job, send, set_rate
 

@@ -259,7 +259,7 @@ def test_every_cost_read_from_the_levels_equals_its_hours(
     monkeypatch.setattr(query, "DAY", HOUR)
     assert answers() == from_levels
     # Only tokens' GPU-time reads months whatever the range (all of such a job's usage lies
-    # within it: app.costs.efficiency).
+    # within it: app.costs._efficiency).
     assert not any("usage_daily" in s for s in read)
     assert all("per_job" in s for s in read if "usage_monthly" in s)
     event.remove(engine, *listen)

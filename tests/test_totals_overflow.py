@@ -26,8 +26,8 @@ from app.core.errors import OutOfRange
 from app.core.sums import INT64_MAX, past_64_bits
 from app.main import create_app
 from app.models import HourlyUsage
-from app.reports.entries import Entry
-from app.reports.group_commit import _Waiting
+from app.reports._entries import Entry
+from app.reports._group_commit import _Waiting
 from app.reports.schemas import ReportIn
 from app.totals.store import Totals
 from tests.support import CLUSTER, SettableClock, entry, report

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from app.billing.booked import booked_lines
-from app.billing.corrections import pending_corrections
+from app.billing._booked import booked_lines
+from app.billing._corrections import pending_corrections
 from app.billing.lines import KEY, Line, closed_months, live_lines, months_with_lines, plus
 from app.core.calendar import month_of, month_start, next_month
 

@@ -1,6 +1,6 @@
 """Setting, deleting and reading budgets; spend is the books' priced usage of jobs.
 
-Spend is read by `app.budgets.spend` (what `GET /v1/costs` and the FOCUS export bill), and
+Spend is read by `app.budgets._spend` (what `GET /v1/costs` and the FOCUS export bill), and
 the rules that turn it into a state live in `app.budgets.rules`. Every change goes to the
 audit log. There are at most `MAX_BUDGETS`: each is read on every scrape of `/metrics`.
 """
@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
+from app.budgets._spend import Spending
 from app.budgets.rules import assess, limit_parts, spans, window
 from app.budgets.schemas import NAME_MAX, BudgetRead, BudgetSet
-from app.budgets.spend import Spending
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.labels import NAME_PATTERN
 from app.core.unique import insert_unless_present, take_turns

@@ -30,15 +30,15 @@ class Settings(BaseSettings):
     max_gpus_per_report: int = Field(default=1024, ge=1)
     max_report_interval_seconds: int = Field(default=3600, ge=1)
     max_future_skew_seconds: int = Field(default=300, ge=0)
-    # Physical bounds (see app.reports.checks): a report may not start before this date, nor
+    # Physical bounds (see app.reports._checks): a report may not start before this date, nor
     # carry more energy per GPU than its interval at this power.
     earliest_report_start: datetime = datetime(2000, 1, 1, tzinfo=UTC)
     max_gpu_power_watts: int = Field(default=2000, ge=1, le=100_000)
     # How far a report may overlap time already stored for one of its GPUs (clock steps),
-    # at most: never more than a sixtieth of its own interval (see app.reports.occupancy).
+    # at most: never more than a sixtieth of its own interval (see app.reports._occupancy).
     occupancy_tolerance_seconds: Decimal = Field(default=Decimal("1"), ge=0, le=60)
     # At most one transaction of single reports per process this often: under load, a report
-    # waits at most this long for others to join it (see app.reports.group_commit); one sender's
+    # waits at most this long for others to join it (see app.reports._group_commit); one sender's
     # reports alone, or reports at a trickle, never wait.
     ingest_gather_seconds: float = Field(default=0.1, ge=0, le=1)
 

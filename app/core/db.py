@@ -210,7 +210,7 @@ def refers_to_nothing(exc: IntegrityError) -> bool:
 def commit_with_retry(database: Database, work: Callable[[Session], T], *, attempts: int = 3) -> T:
     """Run `work` in a write transaction of its own (`Database.write`) and commit it, running
     it again, in a new one, after a deadlock or after losing a race for GPU time (see
-    app.reports.occupancy).
+    app.reports._occupancy).
 
     Any other error rolls the transaction back, so nothing of a failed piece of work stays.
     """

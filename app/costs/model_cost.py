@@ -22,7 +22,7 @@ from app.core.labels import IDLE, UNATTRIBUTED, phase_order
 from app.core.sql import per_row
 from app.core.sums import exact_sum
 from app.core.units import hours, rounded, usd_from_micro
-from app.costs.efficiency import Counted, counted_by_phase, efficiency
+from app.costs._efficiency import Counted, counted_by_phase, efficiency
 from app.costs.figures import Exact
 from app.costs.query import (
     in_period,

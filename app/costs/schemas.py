@@ -60,7 +60,7 @@ class PhaseCost(Figures):
     first_usage: datetime | None
     last_usage: datetime | None
     peak_gpus: Amount
-    # Efficiency (`app.costs.efficiency`): the tokens of the jobs that carry a count (null
+    # Efficiency (`app.costs._efficiency`): the tokens of the jobs that carry a count (null
     # when none does) and those jobs' GPU-hours; the ratios only when such jobs hold all of
     # the phase's GPU-time and their tokens are more than zero.
     tokens: BigCount | None

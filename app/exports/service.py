@@ -13,9 +13,9 @@ from app.core.config import Settings
 from app.core.errors import InvalidInput
 from app.core.timestamps import check_whole_hour
 from app.core.units import micro_from_usd
-from app.exports import focus
+from app.exports import _focus as focus
+from app.exports._summary import SUMMARY_COLUMNS, cost_rows
 from app.exports.csvout import cell, record, stream_csv, text
-from app.exports.summary import SUMMARY_COLUMNS, cost_rows
 
 # How long an export's range may be at each granularity: a bound on the work one request can
 # ask for (a year of hourly rows of a 2,048-GPU fleet is over a million rows).
@@ -97,7 +97,7 @@ def parquet_chunks(
 ) -> Iterator[bytes]:
     """The FOCUS export as a Parquet file, a row group at a time, read from `session` as the
     caller takes it."""
-    from app.exports.parquet import stream_parquet  # pyarrow: loaded by the first Parquet export
+    from app.exports._parquet import stream_parquet  # pyarrow: loaded by the first Parquet export
 
     rows = _focus_rows(
         session,

@@ -62,7 +62,7 @@ class ServiceMetrics:
             ["reason"],
             registry=registry,
         )
-        # Within the 409s: reports that counted GPU time already counted (app.reports.occupancy).
+        # Within the 409s: reports that counted GPU time already counted (app.reports._occupancy).
         self.overlaps = Counter(
             "gpucost_reports_overlapping",
             "Collector reports refused for counting a GPU's time already counted",

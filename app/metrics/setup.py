@@ -10,13 +10,13 @@ from app.core.concurrency import EXPORTS
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.units import micro_from_usd
-from app.metrics.budgets import budget_collector
-from app.metrics.cache import SnapshotCache
-from app.metrics.collector import AccountingCollector
+from app.metrics._budgets import budget_collector
+from app.metrics._cache import SnapshotCache
+from app.metrics._collector import AccountingCollector
+from app.metrics._middleware import RequestMetrics, RouteTemplates
+from app.metrics._snapshot import Snapshot, read_snapshot
 from app.metrics.counters import ServiceMetrics
-from app.metrics.middleware import RequestMetrics, RouteTemplates
 from app.metrics.router import router
-from app.metrics.snapshot import Snapshot, read_snapshot
 
 
 def install_metrics(app: FastAPI) -> None:

@@ -58,7 +58,7 @@ USAGE = Table(
     # A job's rows over a range of period_start (app.retention.gpu_hours): PostgreSQL ANDs
     # the bitmaps of this index and the next.
     Index("ix_usage_job_id", "job_id"),
-    # A B-tree, not a BRIN: besides the prune's range deletes (app.retention.fold), it
+    # A B-tree, not a BRIN: besides the prune's range deletes (app.retention._fold), it
     # answers where the raw usage left starts (a BRIN index cannot give a minimum) and
     # whether a report has rows (`delete_rowless_reports`).
     Index("ix_usage_period_start", "period_start"),
@@ -66,7 +66,7 @@ USAGE = Table(
 
 
 # When each GPU was counted: spans of reports' time per GPU (and MIG device; see
-# app.reports.occupancy), each GPU's never overlapping from `guard_start` to `period_end`.
+# app.reports._occupancy), each GPU's never overlapping from `guard_start` to `period_end`.
 # PostgreSQL enforces that with an exclusion constraint, SQLite with triggers (migration
 # 0009); ingest looks first, to answer a 409 per report. A core table: no key of its own.
 GPU_OCCUPANCY = Table(
@@ -183,7 +183,7 @@ _unique_keys(MonthlyUsage, "month")
 
 
 # Raw usage past its retention, folded per GPU, job (null: idle) and UTC hour: which job
-# held which GPU when, how busy, how much energy (app.retention.fold). A core table: no key
+# held which GPU when, how busy, how much energy (app.retention._fold). A core table: no key
 # of its own, as it is kept for ever and only ever looked up by GPU or by job.
 GPU_HOURS = Table(
     "usage_gpu_hourly",

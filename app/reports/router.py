@@ -19,7 +19,7 @@ from app.core.numbers import (
 )
 from app.metrics.counters import ServiceMetrics
 from app.metrics.deps import ServiceMetricsDep
-from app.reports.occupancy import Overlap
+from app.reports._occupancy import Overlap
 from app.reports.schemas import (
     BATCH_REQUEST_BODY,
     REPORT_REQUEST_BODY,
@@ -57,7 +57,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def post_report(request: Request, principal: CollectorAuth) -> Response:
     """Store one collector report; 201 when new, 200 with `duplicate: true` for a resend."""
     # The busiest route, kept lean: the body read from its JSON in one pass, the report
-    # waiting for its transaction on the serving loop (app.reports.group_commit), the answer
+    # waiting for its transaction on the serving loop (app.reports._group_commit), the answer
     # written once.
     state = request.app.state
     report = read_body(ReportIn, await json_body(request))

@@ -12,7 +12,7 @@ from app.core.labels import GPU_UUID_PATTERN, JOB_ID_PATTERN, NAME_PATTERN, WHOL
 from app.core.numbers import Number
 from app.core.once import once
 from app.core.timestamps import UtcInstant
-from app.reports.entries import Entry, canonical_order, in_units
+from app.reports._entries import Entry, canonical_order, in_units
 
 # Hard ceiling for the schema; the configured, lower limit is checked by the service.
 SCHEMA_MAX_ENTRIES = 100_000

@@ -1,13 +1,13 @@
 """Accepting collector reports: the one way in, from both report routes and the group commit.
 
 `Ingest.check` refuses what a report's sender or its own content rules out (another cluster's
-report, a limit of app.reports.checks), before it waits for a transaction. `Ingest.store_reports`
+report, a limit of app.reports._checks), before it waits for a transaction. `Ingest.store_reports`
 stores reports in one transaction of its own, run again after a deadlock or a lost race
 (app.core.db.commit_with_retry): idempotency, raw usage rows and the hourly rollup in a fixed
 number of statements whatever the count, each report refused on its own when older than pruned
 raw usage, in conflict with a stored one or counting GPU time already counted. The batch route
 calls both (`store_batch`); a single report is checked, then waits in the group commit
-(app.reports.group_commit), which calls `store_reports` for the reports that go together.
+(app.reports._group_commit), which calls `store_reports` for the reports that go together.
 """
 
 from collections.abc import Callable, Sequence
@@ -29,10 +29,11 @@ from app.core.known_ids import KnownIds
 from app.core.rows import find_rows
 from app.core.upsert import insert_many
 from app.models import USAGE, PruneMark, Report
-from app.reports import identities, occupancy
-from app.reports.checks import check_report
-from app.reports.entries import payload_digest
-from app.reports.group_commit import GroupCommit
+from app.reports import _identities as identities
+from app.reports import _occupancy as occupancy
+from app.reports._checks import check_report
+from app.reports._entries import payload_digest
+from app.reports._group_commit import GroupCommit
 from app.reports.schemas import ReportIn
 from app.totals.store import Totals
 
@@ -151,7 +152,7 @@ def _store(
     """Store each report once, all in the session's transaction, and say what became of each:
     stored, a duplicate of a stored report (a resend), or an error of its own (a report older
     than pruned raw usage; the same (node, seq) stored with other content; GPU time already
-    counted, see app.reports.occupancy)."""
+    counted, see app.reports._occupancy)."""
     # An id remembered from a database since restored or emptied: run again (KnownIds).
     with known_ids.in_use():
         outcomes: list[Outcome | None] = [None] * len(reports)

@@ -1,5 +1,5 @@
 """Which GPUs a job held, hour by hour: its folded GPU-hour records and, for the hours still
-raw, its raw usage folded the same way as it is read (app.retention.fold), so an hour reads
+raw, its raw usage folded the same way as it is read (app.retention._fold), so an hour reads
 the same before and after a prune."""
 
 from collections import defaultdict
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.core.batches import chunks
 from app.core.errors import InvalidInput
 from app.models import GPU_HOURS, USAGE, Gpu, Report
-from app.retention.fold import RAW, split_by_hour
+from app.retention._fold import RAW, split_by_hour
 
 # A range of at most 31 days, and at most this many GPU-hours in one answer.
 MAX_HOURS = 31 * 24

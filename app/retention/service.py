@@ -1,5 +1,5 @@
 """Pruning raw usage past its retention, folded first into per-GPU-hour records
-(app.retention.fold); those, the rollup and booked months stay for ever.
+(app.retention._fold); those, the rollup and booked months stay for ever.
 
 Every figure is read from the rollup (and closed months from their booked lines), so a
 prune changes no total. Reports older than the retention go too, which is why the service
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.core.partitions import drop_partitions_before, ensure_partitions, is_partitioned
 from app.models import GPU_OCCUPANCY, PruneMark
-from app.retention.fold import Folded, delete_rowless_reports, fold_window
+from app.retention._fold import Folded, delete_rowless_reports, fold_window
 
 T = TypeVar("T")
 

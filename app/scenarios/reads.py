@@ -11,7 +11,7 @@ from app.core.errors import NotFound, nearest
 from app.core.units import usd_from_micro
 from app.models import Scenario, ScenarioPrice
 from app.pricing.spans import in_force
-from app.scenarios import tco
+from app.scenarios import _tco as tco
 from app.scenarios.prices import Price, ScenarioPrices
 from app.scenarios.schemas import ScenarioPriceRead, ScenarioRead, TcoRead
 

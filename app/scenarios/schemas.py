@@ -11,7 +11,7 @@ from app.core.numbers import Count, Number
 from app.core.timestamps import UtcHour
 from app.core.units import Amount, micro_from_usd, usd_from_micro
 from app.pricing.schemas import PRICE_MOST, Price
-from app.scenarios import tco
+from app.scenarios import _tco as tco
 
 # A scenario's name: what `?scenario=` and the CLI take, so no spaces and no slashes.
 SCENARIO_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -24,7 +24,7 @@ def _usd(most: int) -> object:
 
 class TcoCreate(BaseModel):
     """What owning a GPU costs; the scenario's GPU-hour and kWh prices are derived from it
-    (`app.scenarios.tco`)."""
+    (`app.scenarios._tco`)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -17,7 +17,7 @@ from app.core.unique import insert_unless_present
 from app.core.units import micro_from_usd, plain, usd_from_micro
 from app.models import Scenario, ScenarioPrice
 from app.models.scenarios import TCO_INPUTS
-from app.scenarios import tco
+from app.scenarios import _tco as tco
 from app.scenarios.reads import BOOKED, get_scenario, unknown_scenario
 from app.scenarios.schemas import ScenarioPriceCreate, ScenarioPriceRead, ScenarioRead
 

@@ -12,7 +12,7 @@ from app.core.auth import ViewerAuth
 from app.core.clock import ClockDep
 from app.core.db import ReadSession, SettingsDep
 from app.core.units import micro_from_usd
-from app.ui.render import asset, summary_html
+from app.ui._render import asset, summary_html
 from app.ui.service import read_summary
 
 router = APIRouter(include_in_schema=False)

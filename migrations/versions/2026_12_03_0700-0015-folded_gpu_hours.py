@@ -1,4 +1,4 @@
-"""Raw usage folded per GPU, job and UTC hour once past its retention (app.retention.fold).
+"""Raw usage folded per GPU, job and UTC hour once past its retention (app.retention._fold).
 
 `gpucost db prune` adds the raw usage it deletes to `usage_gpu_hourly` from here on; usage
 pruned before this revision was deleted without a trace, so the table starts empty.

@@ -20,7 +20,7 @@ from app.budgets.service import list_budgets
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.units import micro_from_usd
-from app.metrics.cache import SnapshotCache
+from app.metrics._cache import SnapshotCache
 
 LABELS = ("budget", "unit")
 
@@ -35,7 +35,7 @@ class BudgetCollector(Collector):
         try:
             budgets = self._read()
         except SQLAlchemyError:
-            return  # gpucost_metrics_database_up says why (app.metrics.collector)
+            return  # gpucost_metrics_database_up says why (app.metrics._collector)
         limit = GaugeMetricFamily(
             "gpucost_budget_limit",
             "A budget's limit, in its unit (USD or GPU-hours)",

@@ -35,7 +35,7 @@ from app.core.db import RaceLost
 from app.core.errors import Conflict
 from app.core.rows import find_in_windows, update_rows
 from app.models import GPU_OCCUPANCY, Cluster, Node, Report
-from app.reports.entries import micros
+from app.reports._entries import micros
 from app.reports.schemas import ReportIn
 
 # A report may overlap stored time by at most this part of its own interval.

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.metrics.snapshot import LABEL_NAMES, Snapshot, Usage
+from app.metrics._snapshot import LABEL_NAMES, Snapshot, Usage
 
 FLEET_LABELS = ("cluster", "gpu_model")
 

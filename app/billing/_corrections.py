@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.billing.booked import booked_lines
+from app.billing._booked import booked_lines
 from app.billing.lines import BOOKED, KEY, Line, closed_months, live_lines
 from app.core.calendar import month_start, next_month
 from app.core.timestamps import EARLIEST_INSTANT
