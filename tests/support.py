@@ -22,6 +22,9 @@ from app.core.db import Database, create_db_engine
 from app.models import Base
 from app.tokens.service import create_token
 
+# The repository: where the README, the deployment files and the packages are.
+ROOT = Path(__file__).resolve().parent.parent
+
 CLUSTER = "hf-h800"
 NODE = "node-017"
 H800 = "NVIDIA H800"
