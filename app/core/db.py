@@ -24,7 +24,7 @@ Every session in the app comes one of two ways, nothing else builds one:
    `work` in a `write()` of its own each time (ingest, app.reports.service: the report routes
    take no session, and nothing commits a second time over ingest's transactions).
 
-No route commits. tests/test_sessions.py holds every GET to a read session, served while
+No route commits. tests/app/core/test_sessions.py holds every GET to a read session, served while
 another connection holds SQLite's write lock.
 """
 
