@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from app.core.errors import InvalidInput
-from app.core.timestamps import utc_instant
+from app.core.timestamps import as_utc, utc_instant
 
 HOUR = timedelta(hours=1)
 _US = timedelta(microseconds=1)
@@ -26,11 +26,12 @@ def floor_day(moment: datetime) -> datetime:
 
 
 def floor_month(moment: datetime) -> datetime:
-    return floor_day(moment).replace(day=1)
+    """The start of `moment`'s UTC month (no zone means UTC)."""
+    return floor_day(as_utc(moment)).replace(day=1)
 
 
 def next_month_start(moment: datetime) -> datetime:
-    """The start of the month after `moment`'s."""
+    """The start of the UTC month after `moment`'s."""
     return floor_month(floor_month(moment) + _A_MONTH_ON)
 
 

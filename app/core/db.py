@@ -12,9 +12,9 @@ Every session in the app comes one of two ways, nothing else builds one:
 1. **A read session**, `Database.read()` (routes: `ReadSession`, which every GET takes).
    Read-only: on SQLite its transaction is deferred (`BEGIN`), so it never takes the write
    lock and never waits for one; it ends rolled back, having nothing to commit. On PostgreSQL
-   it reads at the server's default isolation, READ COMMITTED. `snapshot=True` is the one
-   other rule: one snapshot for the whole transaction, whatever commits meanwhile
-   (PostgreSQL's REPEATABLE READ, READ ONLY; SQLite's deferred transactions in WAL read one
+   it is READ ONLY (a write fails at once) at the server's default isolation, READ COMMITTED.
+   `snapshot=True` is the one other rule: one snapshot for the whole transaction, whatever
+   commits meanwhile (PostgreSQL's REPEATABLE READ; SQLite's deferred transactions in WAL read one
    snapshot already), for reads whose queries must agree with each other (`/metrics`,
    `gpucost db check-totals`).
 2. **A write transaction**, `Database.write()` (routes: `WriteSession`, for what is not a
@@ -120,11 +120,13 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         read = engine.execution_options(**{READ_ONLY: True})
+        if engine.dialect.name == "postgresql":
+            # A write in a read session fails there and then, rather than vanish when the
+            # session ends rolled back (SQLite's deferred BEGIN lets it through, as before).
+            read = read.execution_options(postgresql_readonly=True)
         snapshot = read
         if engine.dialect.name == "postgresql":
-            snapshot = read.execution_options(
-                isolation_level="REPEATABLE READ", postgresql_readonly=True
-            )
+            snapshot = read.execution_options(isolation_level="REPEATABLE READ")
         self._write = sessionmaker(engine, expire_on_commit=False)
         self._read = sessionmaker(read, expire_on_commit=False)
         self._snapshot = sessionmaker(snapshot, expire_on_commit=False)

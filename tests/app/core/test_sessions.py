@@ -10,7 +10,8 @@ import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError
 
 from app.core import db as core_db
 from app.main import create_app
@@ -84,3 +85,20 @@ def test_gets_are_served_while_another_connection_holds_the_sqlite_write_lock(
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_write_in_a_read_session_fails_on_postgresql(settings: Any, backend: str) -> None:
+    # SQLite's deferred BEGIN would let the write through and the rollback at the end drop it;
+    # PostgreSQL's READ ONLY refuses it where it is made.
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL's READ ONLY transactions")
+    database = core_db.Database(core_db.create_db_engine(settings))
+    try:
+        with database.read() as session, pytest.raises(DBAPIError, match="read-only"):
+            session.execute(text("CREATE TEMPORARY TABLE scratch (n int)"))
+        with database.read() as session:
+            assert session.execute(text("SHOW transaction_read_only")).scalar() == "on"
+        with database.write() as session:
+            assert session.execute(text("SHOW transaction_read_only")).scalar() == "off"
+    finally:
+        database.engine.dispose()
