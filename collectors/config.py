@@ -29,8 +29,9 @@ _UNIT_SECONDS: dict[str | None, Fraction] = {
     "s": Fraction(1),
     "m": Fraction(60),
     "h": Fraction(3600),
+    "d": Fraction(86400),
+    None: Fraction(1),
 }
-_UNIT_SECONDS |= {"d": Fraction(86400), None: Fraction(1)}
 
 
 class ConfigError(ValueError):

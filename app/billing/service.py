@@ -11,10 +11,17 @@ from sqlalchemy.orm import Session
 from app.billing._booked import booked_lines
 from app.billing._corrections import pending_corrections
 from app.billing.lines import KEY, Line, closed_months, live_lines, months_with_lines, plus
-from app.core.calendar import month_of, month_start, next_month
+from app.core.calendar import (
+    floor_day,
+    floor_month,
+    month_bounds,
+    month_of,
+    month_start,
+    next_month,
+)
+from app.core.timestamps import EARLIEST_INSTANT
 
-# Corrections booked in a month may point at any earlier hour.
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Past any hour stored, even one stored before instants were range-checked.
 FAR = datetime(9999, 1, 1, tzinfo=UTC)
 
 
@@ -43,13 +50,15 @@ def export_lines(
         return
     month = max(month_of(start), span[0])
     while month <= span[1] and month_start(month) < end:
-        lower, upper = max(start, month_start(month)), min(end, month_start(next_month(month)))
-        bills_month = start <= month_start(month) < end
+        month_from, month_to = month_bounds(month)
+        lower, upper = max(start, month_from), min(end, month_to)
+        bills_month = start <= month_from < end
         if month in closed:
             for kind in ("usage", "correction"):
                 if kind == "correction" and not bills_month:
                     continue
-                bounds = (lower, upper) if kind == "usage" else (EPOCH, FAR)
+                # Corrections booked in a month may point at any earlier hour.
+                bounds = (lower, upper) if kind == "usage" else (EARLIEST_INSTANT, FAR)
                 for line in booked_lines(
                     session,
                     month=month,
@@ -81,9 +90,7 @@ def coarsen(lines: list[Line], granularity: str) -> list[Line]:
         return lines
     merged: dict[tuple[object, ...], Line] = {}
     for line in lines:
-        start = line.charge_start.replace(hour=0)
-        if granularity == "month":
-            start = start.replace(day=1)
+        start = (floor_month if granularity == "month" else floor_day)(line.charge_start)
         key = (start, *(getattr(line, name) for name in KEY))
         seen = merged.get(key)
         if seen is None:
@@ -98,13 +105,10 @@ def lines_to_book(
 ) -> tuple[list[Line], list[Line]]:
     """What closing `month` books: its usage hour by hour, read live (current labels and
     prices), and the corrections of earlier closed months found since they closed."""
+    start, end = month_bounds(month)
     lines = list(
         live_lines(
-            session,
-            start=month_start(month),
-            end=month_start(next_month(month)),
-            granularity="hour",
-            default_micro_usd=default_micro_usd,
+            session, start=start, end=end, granularity="hour", default_micro_usd=default_micro_usd
         )
     )
     return lines, pending_corrections(session, default_micro_usd=default_micro_usd)
@@ -113,7 +117,7 @@ def lines_to_book(
 def current_lines(session: Session, *, month: str, default_micro_usd: int) -> Iterator[Line]:
     """A month's usage as it reads now (current labels and prices), one line per month and
     key, whether or not the month is closed."""
-    start, end = month_start(month), month_start(next_month(month))
+    start, end = month_bounds(month)
     return live_lines(
         session, start=start, end=end, granularity="month", default_micro_usd=default_micro_usd
     )

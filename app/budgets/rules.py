@@ -20,10 +20,10 @@ every cost figure is (`app.core.units`); each figure shown is rounded once from 
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from app.core.calendar import HOUR, floor_hour, month_of, month_start, next_month
+from app.core.calendar import HOUR, floor_hour, floor_month, next_month_start
 from app.core.units import PARTS, US_PER_HOUR, rounded, shown
 
 WARNING_PERCENT = 80
@@ -50,8 +50,7 @@ def window(
 ) -> tuple[datetime, datetime]:
     """The hours a budget covers at `now`: [start, end)."""
     if period == "month":
-        month = month_of(now.astimezone(UTC))
-        return month_start(month), month_start(next_month(month))
+        return floor_month(now), next_month_start(now)
     assert starts_at is not None and ends_at is not None  # the database's CHECK
     return starts_at, ends_at
 

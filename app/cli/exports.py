@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
 from app.cli.common import database, examples, fail, load_settings
-from app.core.calendar import month_start, next_month, parse_month
+from app.core.calendar import month_bounds, parse_month
 from app.core.errors import AppError
 from app.exports.service import check_bounds, csv_chunks, parquet_chunks
 
@@ -47,7 +47,7 @@ def export(
         first = parse_month(month)
     except AppError as exc:
         fail(exc.message)
-    start, end = month_start(first), month_start(next_month(first))
+    start, end = month_bounds(first)
     step = granularity if kind == "focus" else "month"
     check_bounds(start, end, step)
     with database(settings) as db, db.read() as session:

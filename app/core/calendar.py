@@ -44,6 +44,12 @@ def month_start(month: str) -> datetime:
     return datetime(year, number, 1, tzinfo=UTC)
 
 
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    """The month's instants, [its start, the next month's start)."""
+    start = month_start(month)
+    return start, next_month_start(start)
+
+
 def next_month(month: str) -> str:
     return month_of(next_month_start(month_start(month)))
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.billing.lines import Line, closed_months
 from app.billing.service import current_lines, first_open_month, lines_to_book
-from app.core.calendar import month_of, month_start, next_month
+from app.core.calendar import month_bounds, month_of, month_start, next_month
 from app.core.errors import Conflict
 from app.core.sums import exact_sum
 from app.core.unique import insert_unless_present, take_turns
@@ -124,7 +124,7 @@ def _totals(hours_nano: int | None, cost_nano: int | None) -> Totals:
 
 def read_period(session: Session, *, month: str, default_micro_usd: int) -> PeriodRead:
     """A month's state, booked figures (if closed) and current figures."""
-    start, end = month_start(month), month_start(next_month(month))
+    start, end = month_bounds(month)
     current = [0, 0]
     for line in current_lines(session, month=month, default_micro_usd=default_micro_usd):
         current[0] += line.gpu_nano_hours

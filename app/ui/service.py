@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from app.core.calendar import month_of, month_start, next_month
+from app.core.calendar import month_bounds, month_of
 from app.core.labels import IDLE
 from app.core.units import rounded
 from app.costs.figures import Exact
@@ -55,7 +55,7 @@ class Summary:
 def read_summary(session: Session, *, now: datetime, default_micro_usd: int) -> Summary:
     """The page's figures as of `now`: every model with usage, and `now`'s UTC month."""
     month = month_of(now)
-    start, end = month_start(month), month_start(next_month(month))
+    start, end = month_bounds(month)
     models = []
     shown, with_usage = latest_models(session, limit=PAGE_MODELS)
     for model in shown:
