@@ -202,9 +202,14 @@ def _peaks(
 ) -> tuple[dict[str, int], int]:
     """The GPU-time of each phase's busiest hour (by the name it is shown under), and of
     the model's."""
+    stored = list(names)
+    if len(stored) == 1:
+        # One phase: its hours are the model's, and so is its busiest (the sums per hour,
+        # one column fewer, are most of the query's time).
+        (overall,) = connection.execute(_peaks_query(model=model, where=where, phases=[])).one()
+        return {names[stored[0]]: int(overall)}, int(overall)
     peaks: dict[str, int] = {}
     overall_peak = 0
-    stored = list(names)
     for first in range(0, len(stored), PHASES_PER_PEAKS_QUERY):
         phases = stored[first : first + PHASES_PER_PEAKS_QUERY]
         query = _peaks_query(model=model, where=where, phases=phases)

@@ -8,6 +8,7 @@ a database's limit on those. A price scenario (`app.scenarios.prices`) builds it
 the books' with the same pieces.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -94,7 +95,7 @@ def atom_prices(session: Session, *, default_micro_usd: int) -> AtomPrices:
             Rate.cluster_id,
             Rate.effective_from,
             Rate.micro_usd_per_gpu_hour.label("price"),
-        )
+        ).order_by(Rate.id)
     ).all()
     energy = session.execute(
         select(
@@ -102,8 +103,16 @@ def atom_prices(session: Session, *, default_micro_usd: int) -> AtomPrices:
             EnergyRate.cluster_id,
             EnergyRate.effective_from,
             EnergyRate.micro_usd_per_kwh.label("price"),
-        )
+        ).order_by(EnergyRate.id)
     ).all()
+    return _built(tuple(rates), tuple(energy), default_micro_usd)
+
+
+# The expressions for the rate cards as last read, while they stay the same: building them
+# is most of a cost query's own work (and seconds for thousands of rates), and SQL
+# expressions, once built, are immutable and shared safely between requests and threads.
+@functools.lru_cache(maxsize=8)
+def _built(rates: tuple[Any, ...], energy: tuple[Any, ...], default_micro_usd: int) -> AtomPrices:
     card = price_cases(rates, lambda r: HourlyUsage.gpu_model == r.key)
     kwh = price_cases(energy, lambda r: true())
     default = constant(default_micro_usd)
