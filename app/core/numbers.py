@@ -27,22 +27,54 @@ def parse_json(body: bytes | str) -> Any:
     return json.loads(body, parse_float=Decimal)
 
 
-# Every digit and point as one byte, and a run of sixteen of them: a number of sixteen or more
-# significant digits, which a binary float may not hold exactly. (A long digit run in a string
-# or an integer matches too: that only takes the slower path.) Mapped and searched in C, ten
-# times as fast as a regular expression over a batch's megabyte.
-_DIGITS_AS_ONE = bytes.maketrans(b"0123456789.", b"\x00" * 11)
+# The body as what a number check needs, one byte for each of the body's: every digit and
+# point as NUL (and a NUL, which no valid JSON document holds, so that such a body takes the
+# slower path, to be refused there); an exponent's `e` or `E` as `e`; a minus as itself;
+# what may come before a number in JSON ([ : , and whitespace) as `:`; the rest as a space.
+# Mapped and searched in C, ten times as fast as a regular expression over a batch's megabyte.
+_NUMBER_SHAPES = bytes(
+    0 if byte in b"0123456789.\x00"
+    else ord("e") if byte in b"eE"
+    else ord("-") if byte == ord("-")
+    else ord(":") if byte in b"[:,\t\r\n "
+    else ord(" ")
+    for byte in range(256)
+)  # fmt: skip
+# A run of sixteen digits: a number of sixteen or more significant digits, which a binary
+# float may not hold exactly. (A long digit run in a string or an integer matches too: that
+# only takes the slower path.)
 _LONG_NUMBER = b"\x00" * 16
+# An exponent of -100 or below, after a digit or point: near and past the end of a binary
+# float's normal range (1e-308), where it holds fewer digits, or none (1e-400 reads as 0).
+_TINY_EXPONENT = b"\x00e-\x00\x00\x00"
 
 
 def floats_are_exact(body: bytes) -> bool:
-    """True when every number in the JSON document has at most 15 significant digits: then
-    a binary float holds each exactly, and its shortest spelling is the number sent, so
-    pydantic's own JSON parser (which reads numbers as floats, and three times faster than
-    `parse_json`'s objects then validated) reads the same decimals. (A NUL byte, which no
-    valid JSON document holds, reads as a digit: such a body takes the slower path, to be
-    refused there.)"""
-    return _LONG_NUMBER not in body.translate(_DIGITS_AS_ONE)
+    """True when every number in the JSON document has at most 15 significant digits and
+    an exponent above -100: then a binary float holds each exactly, and its shortest
+    spelling is the number sent, so pydantic's own JSON parser (which reads numbers as
+    floats, and three times faster than `parse_json`'s objects then validated) reads the same
+    decimals."""
+    shapes = body.translate(_NUMBER_SHAPES)
+    if _LONG_NUMBER in shapes:
+        return False
+    at = shapes.find(_TINY_EXPONENT)
+    while at != -1:
+        if _starts_number(shapes, at):
+            return False
+        at = shapes.find(_TINY_EXPONENT, at + 1)
+    return True
+
+
+def _starts_number(shapes: bytes, last_digit: int) -> bool:
+    """Whether the digits ending at `last_digit` begin where a JSON number may (a GPU's
+    UUID, whose "...-1e-123..." sits in a string, has a letter or a quote there instead)."""
+    start = last_digit
+    while start > 0 and shapes[start - 1] == 0:
+        start -= 1
+    if start > 0 and shapes[start - 1] == ord("-"):
+        start -= 1
+    return start == 0 or shapes[start - 1] == ord(":")
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -29,7 +29,8 @@ ENTRY_JSON = (
 @given(
     digits=st.integers(min_value=0, max_value=10**20 - 1),
     point=st.integers(min_value=0, max_value=20),
-    exponent=st.sampled_from(["", "e0", "e-3", "E+2"]),
+    # Past -99, a binary float holds fewer digits (1e-310) or none (1e-400 reads as 0).
+    exponent=st.sampled_from(["", "e0", "e-3", "E+2", "e-99", "e-100", "E-310", "e-0400"]),
 )
 def test_the_fast_json_path_reads_a_number_as_sent_or_is_not_taken(
     digits: int, point: int, exponent: str
@@ -39,11 +40,26 @@ def test_the_fast_json_path_reads_a_number_as_sent_or_is_not_taken(
     written = (f"{whole}.{fraction:0{point}d}" if point else str(digits)) + exponent
     body = ENTRY_JSON.format(written).encode()
     assume(Decimal(written) <= 10**7)
+    tiny = exponent.lower().startswith("e-") and int(exponent[2:]) >= 100
     if floats_are_exact(body):
-        assert len(str(digits).lstrip("0")) <= 15
+        assert len(str(digits).lstrip("0")) <= 15 and not tiny
         assert ENTRY.validate_json(body)["gpu_seconds"] == Decimal(written)
     else:
-        assert len(written.split("e")[0].split("E")[0]) >= 16
+        assert len(written.split("e")[0].split("E")[0]) >= 16 or tiny
+
+
+def test_a_tiny_exponent_in_a_string_keeps_the_fast_path() -> None:
+    # GPU UUIDs are hex: "...-400e-8000-..." and "GPU-1e-123..." are not numbers.
+    uuid = '"GPU-0499f379-0000-400e-8000-000000000018"'
+    assert floats_are_exact(
+        ENTRY_JSON.replace('"GPU-00000000-0000-0000-0000-000000000000"', uuid)
+        .format("60.0")
+        .encode()
+    )
+    assert floats_are_exact(b'{"model": "GPU-1e-123", "n": 1e-99}')
+    assert not floats_are_exact(b'{"a": [1, -2.5E-0330]}')
+    assert not floats_are_exact(b'{"a":\n-7e-100}')
+    assert not floats_are_exact(b"1e-400")
 
 
 @given(
