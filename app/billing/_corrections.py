@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.billing._booked import booked_lines
 from app.billing.lines import BOOKED, KEY, Line, closed_months, live_lines
-from app.core.calendar import month_start, next_month
+from app.core.calendar import month_bounds
 from app.core.timestamps import EARLIEST_INSTANT
 from app.core.units import PARTS_PER_NANO
 from app.models import PeriodLine
@@ -32,7 +32,7 @@ def pending_corrections(session: Session, *, default_micro_usd: int) -> list[Lin
         return []
     # From the first instant usage can have: usage dated before the books' start (a report
     # arriving after they started) was never booked, and is billed as a correction too.
-    start, end = EARLIEST_INSTANT, month_start(next_month(months[-1]))
+    start, end = EARLIEST_INSTANT, month_bounds(months[-1])[1]
     balance: dict[tuple[Any, ...], list[int | None]] = defaultdict(lambda: [0, 0, 0, 0, None])
     names: dict[tuple[Any, ...], str | None] = {}
 

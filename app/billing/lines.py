@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.core.calendar import month_of
 from app.core.sums import exact_sum
-from app.core.units import booked_nano
+from app.core.units import PARTS_PER_MJ, PARTS_PER_US, booked_nano
 from app.costs.query import in_period, joined, label, price_columns, priced_usage
 from app.models import Cluster, HourlyUsage, Job, Period, PeriodLine
 from app.pricing.atom_prices import DEFAULT, atom_prices
@@ -28,8 +28,6 @@ from app.totals.levels import FIGURES as SUMMED
 FIGURES = ("gpu_parts", "busy_parts", "kwh_parts", "cost_parts", "energy_cost_parts")
 # The same figures as closed months book them, in billionths (columns of `PeriodLine`).
 BOOKED = ("gpu_nano_hours", "busy_nano_hours", "energy_nano_kwh", "cost_nano", "energy_cost_nano")
-# Parts of an hour in a microsecond, and of a kWh in a millijoule.
-UNIT_PARTS = 1_000_000
 # What makes two lines the same charge, apart from when: a re-labelled job or a restated
 # price is a different line, so a correction shows what moved from where to where.
 KEY = ("cluster", "job_id", "model", "phase", "team", "user", "labels", "gpu_model", "rate",
@@ -133,8 +131,8 @@ def _live_line(row: Any) -> Line:
     gpu_us, busy_us, energy_mj = int(row[13]), int(row[14]), int(row[15])
     return Line(
         charge_of(row[0]), "usage", row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-        row[8], row[9], rate, row[11] == DEFAULT, gpu_us * UNIT_PARTS, busy_us * UNIT_PARTS,
-        energy_mj * UNIT_PARTS, gpu_us * rate,
+        row[8], row[9], rate, row[11] == DEFAULT, gpu_us * PARTS_PER_US,
+        busy_us * PARTS_PER_US, energy_mj * PARTS_PER_MJ, gpu_us * rate,
         None if energy_rate is None else energy_mj * int(energy_rate),
     )  # fmt: skip
 

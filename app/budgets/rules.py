@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from app.core.calendar import HOUR, floor_hour, floor_month, next_month_start
-from app.core.units import PARTS, US_PER_HOUR, rounded, shown
+from app.core.units import PARTS, PARTS_PER_MILLIONTH, PARTS_PER_US, US_PER_HOUR, rounded, shown
 
 WARNING_PERCENT = 80
 FORECAST_HORIZON = timedelta(days=7)
@@ -32,17 +32,17 @@ FORECAST_HORIZON = timedelta(days=7)
 BURN_HOURS = {"24h": 24, "7d": 168}
 _US = timedelta(microseconds=1)
 _US_PER_DAY = 24 * US_PER_HOUR
-_SECOND_US = 1_000_000
+_SECOND = timedelta(seconds=1)
 
 
 def limit_parts(amount_micro: int) -> int:
     """A limit in millionths of its unit as `PARTS` of the unit."""
-    return amount_micro * (PARTS // 1_000_000)
+    return amount_micro * PARTS_PER_MILLIONTH
 
 
 def gpu_hour_parts(gpu_us: int) -> int:
     """GPU-time in microseconds as `PARTS` of a GPU-hour."""
-    return gpu_us * (PARTS // US_PER_HOUR)
+    return gpu_us * PARTS_PER_US
 
 
 def window(
@@ -119,5 +119,5 @@ def _crossing(left: int, burn_per_day: int, *, now: datetime, end: datetime) -> 
         return None
     exact = now + after_us * _US
     if exact.microsecond:
-        exact = exact.replace(microsecond=0) + _SECOND_US * _US
+        exact = exact.replace(microsecond=0) + _SECOND
     return exact

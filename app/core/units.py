@@ -22,6 +22,11 @@ MJ_PER_KWH = 3_600_000_000  # millijoules in a kWh
 # An exact figure's denominator: micro-USD per GPU-hour x microseconds, per USD.
 PARTS = US_PER_HOUR * 1_000_000
 PARTS_PER_NANO = PARTS // 1_000_000_000
+# The parts in a microsecond of GPU-time (of an hour) and in a millijoule (of a kWh); and in
+# a millionth of a unit (a budget's limit in micro-USD or micro-hours).
+PARTS_PER_US = PARTS // US_PER_HOUR
+PARTS_PER_MJ = PARTS // MJ_PER_KWH
+PARTS_PER_MILLIONTH = PARTS // 1_000_000
 # Unbounded: no product or shift of the point in it rounds, however many digits a number has,
 # so a figure's one rounding is the one its code asks for.
 EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)

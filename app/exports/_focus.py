@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.billing.lines import Line
-from app.core.calendar import month_start, next_month, next_month_start
+from app.core.calendar import month_bounds, next_month_start
 from app.core.config import Settings
 from app.core.labels import GPUCOST_TAG_PREFIX
 from app.core.units import Carried
@@ -150,8 +150,9 @@ def focus_rows(
     for month, line in lines:
         period = billing.get(month)
         if period is None:
+            # The billing period's end, then its start, as the columns come.
             period = billing[month] = (
-                [iso(month_start(next_month(month))), iso(month_start(month))],
+                [iso(instant) for instant in reversed(month_bounds(month))],
                 [text("Usage-Based"), text(invoice_id(settings, month)), text(SERVICE_SUBCATEGORY)],
             )
             carried[month] = (Carried(), Carried())

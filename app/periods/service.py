@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.billing.lines import Line, closed_months
 from app.billing.service import current_lines, first_open_month, lines_to_book
-from app.core.calendar import month_bounds, month_of, month_start, next_month
+from app.core.calendar import month_bounds, month_of, next_month
 from app.core.errors import Conflict
 from app.core.sums import exact_sum
 from app.core.unique import insert_unless_present, take_turns
@@ -57,7 +57,7 @@ def close_month(
     session: Session, *, month: str, actor: str, now: datetime, default_micro_usd: int
 ) -> PeriodRead:
     """Book a finished month's lines, and the corrections found in earlier closed months."""
-    if month_start(next_month(month)) > now:
+    if month_bounds(month)[1] > now:
         raise Conflict(f"{month} is not over yet; it can be closed from {next_month(month)}-01")
     # Closes take turns, so that each checks the order against every close before it.
     take_turns(session, "periods.close")
