@@ -166,7 +166,7 @@ def db_check_totals(
     # check's queries nor held off by them (SQLite's write lock).
     with (
         database(load_settings()) as db,
-        db.read(snapshot=True) as session,
+        db.read() as session,
     ):
         checked = check_totals(session)
     for d in checked.disagreements:

@@ -10,13 +10,12 @@ its session factories once; the app holds one for each engine (`app.state.databa
 Every session in the app comes one of two ways, nothing else builds one:
 
 1. **A read session**, `Database.read()` (routes: `ReadSession`, which every GET takes).
-   Read-only: on SQLite its transaction is deferred (`BEGIN`), so it never takes the write
-   lock and never waits for one; it ends rolled back, having nothing to commit. On PostgreSQL
-   it is READ ONLY (a write fails at once) at the server's default isolation, READ COMMITTED.
-   `snapshot=True` is the one other rule: one snapshot for the whole transaction, whatever
-   commits meanwhile (PostgreSQL's REPEATABLE READ; SQLite's deferred transactions in WAL read one
-   snapshot already), for reads whose queries must agree with each other (`/metrics`,
-   `gpucost db check-totals`).
+   Read-only, and one snapshot for the whole transaction, whatever commits meanwhile, so
+   that a read's queries agree with each other (a model's cost, `/metrics`, `gpucost db
+   check-totals`): on SQLite its transaction is deferred (`BEGIN`), so it never takes the
+   write lock and never waits for one, and in WAL reads one snapshot; on PostgreSQL it is
+   READ ONLY (a write fails at once) and REPEATABLE READ. It ends rolled back, having
+   nothing to commit.
 2. **A write transaction**, `Database.write()` (routes: `WriteSession`, for what is not a
    GET): SQLite's write lock taken at `BEGIN IMMEDIATE`; committed when the block (the
    route) returns, rolled back if it raises. Work that must be run again after a deadlock or
@@ -124,18 +123,18 @@ class Database:
             # A write in a read session fails there and then, rather than vanish when the
             # session ends rolled back (SQLite's deferred BEGIN lets it through, as before).
             read = read.execution_options(postgresql_readonly=True)
-        snapshot = read
-        if engine.dialect.name == "postgresql":
-            snapshot = read.execution_options(isolation_level="REPEATABLE READ")
+            # One snapshot: every query of a read agrees with the others (a model's phases
+            # with its busiest hours, a rate card with the usage it prices), whatever commits
+            # meanwhile. A read-only transaction is never refused a serialization.
+            read = read.execution_options(isolation_level="REPEATABLE READ")
         self._write = sessionmaker(engine, expire_on_commit=False)
         self._read = sessionmaker(read, expire_on_commit=False)
-        self._snapshot = sessionmaker(snapshot, expire_on_commit=False)
 
     @contextmanager
-    def read(self, *, snapshot: bool = False) -> Iterator[Session]:
-        """A read-only session, closed (its transaction rolled back) when the block ends;
-        `snapshot`: its queries all read the database as it was at the first of them."""
-        with (self._snapshot if snapshot else self._read)() as session:
+    def read(self) -> Iterator[Session]:
+        """A read-only session, closed (its transaction rolled back) when the block ends; its
+        queries all read the database as it was at the first of them."""
+        with self._read() as session:
             yield session
 
     @contextmanager

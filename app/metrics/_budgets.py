@@ -87,7 +87,7 @@ def budget_collector(
     """The collector for an app's registry, each read one snapshot of `database`."""
 
     def load() -> list[BudgetRead]:
-        with database.read(snapshot=True) as session:
+        with database.read() as session:
             return list_budgets(
                 session, now=clock(), default_micro_usd=micro_from_usd(settings.default_rate_usd)
             )

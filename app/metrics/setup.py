@@ -32,7 +32,7 @@ def install_metrics(app: FastAPI) -> None:
     database: Database = app.state.database
 
     def load() -> Snapshot:
-        with database.read(snapshot=True) as session:
+        with database.read() as session:
             return read_snapshot(
                 session,
                 now=app.state.clock(),

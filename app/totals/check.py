@@ -52,8 +52,8 @@ class _Kept:
 
 def check_totals(session: Session) -> Checked:
     """Every day, month and model row against the sums of its hours, in one transaction:
-    a snapshot one (`Database.read(snapshot=True)`), for its queries to read
-    the same rows while ingest goes on, and to leave SQLite's write lock to ingest."""
+    a read one (`Database.read()`, one snapshot), for its queries to read the same rows
+    while ingest goes on, and to leave SQLite's write lock to ingest."""
     rows: dict[str, int] = {}
     found: list[Disagreement] = []
     for kept in _KEPT:

@@ -4,6 +4,7 @@ write lock, so that reads go on while ingest (or anything else) writes."""
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.core import db as core_db
 from app.main import create_app
+from app.models import Cluster
 
 Auth = dict[str, dict[str, str]]
 
@@ -100,5 +102,21 @@ def test_a_write_in_a_read_session_fails_on_postgresql(settings: Any, backend: s
             assert session.execute(text("SHOW transaction_read_only")).scalar() == "on"
         with database.write() as session:
             assert session.execute(text("SHOW transaction_read_only")).scalar() == "off"
+    finally:
+        database.engine.dispose()
+
+
+def test_a_read_session_reads_one_snapshot(settings: Any) -> None:
+    # A model's cost is four queries: none may see a commit the others did not.
+    database = core_db.Database(core_db.create_db_engine(settings))
+    count = text("SELECT count(*) FROM clusters")
+    try:
+        with database.read() as session:
+            before = session.execute(count).scalar_one()
+            with database.write() as other:
+                other.add(Cluster(name="committed-meanwhile", created_at=datetime.now(UTC)))
+            assert session.execute(count).scalar_one() == before
+        with database.read() as session:
+            assert session.execute(count).scalar_one() == before + 1
     finally:
         database.engine.dispose()

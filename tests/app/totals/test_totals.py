@@ -158,7 +158,7 @@ def test_ingest_keeps_each_day_and_month_equal_to_its_hours(
     client: TestClient, auth: Auth, clock: SettableClock, db: Session, db_url: str
 ) -> None:
     usage_across_periods(client, auth, clock)
-    with client.app.state.database.read(snapshot=True) as session:  # type: ignore[attr-defined]
+    with client.app.state.database.read() as session:  # type: ignore[attr-defined]
         checked = check_totals(session)
     assert checked.disagreements == []
     # Three GPU models and idle capacity: (job a H800, a A100, b H800, idle H800) per period.
@@ -200,7 +200,7 @@ def test_a_relabelling_leaves_no_emptied_row_on_the_model_level(
     # Job b leaves phase eval for pre-training: eval's hours hold nothing of model m now.
     label_job(client, auth, "b", model="m", phase="pre-training", team="blue")
 
-    with client.app.state.database.read(snapshot=True) as session:  # type: ignore[attr-defined]
+    with client.app.state.database.read() as session:  # type: ignore[attr-defined]
         checked = check_totals(session)
         phases = session.execute(select(MODEL_HOURS.c.phase, MODEL_HOURS.c.gpu_us)).all()
     assert checked.disagreements == []
