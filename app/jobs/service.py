@@ -109,14 +109,11 @@ def gpu_hours(
     longest_report: timedelta,
 ) -> JobGpuHours:
     """Which GPUs a job held, hour by hour (app.retention.gpu_hours)."""
-    job_pk = session.execute(
-        _filtered(cluster=cluster, job_id=job_id).with_only_columns(Job.id)
-    ).scalar_one_or_none()
-    if job_pk is None:
+    # The job is found inside the read's first statement (app.retention.gpu_hours: why).
+    job = _filtered(cluster=cluster, job_id=job_id).with_only_columns(Job.id).scalar_subquery()
+    found = job_gpu_hours(session, job=job, start=start, end=end, longest_report=longest_report)
+    if not found and session.execute(select(job)).scalar_one() is None:
         raise NotFound(f"no job '{job_id}' on cluster '{cluster}'")
-    found = job_gpu_hours(
-        session, job_pk=job_pk, start=start, end=end, longest_report=longest_report
-    )
     return JobGpuHours(
         cluster=cluster,
         job_id=job_id,

@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import false, null, select, true, union_all
+from sqlalchemy import ColumnElement, false, null, select, true, union_all
 from sqlalchemy.orm import Session
 
 from app.core.batches import chunks
@@ -30,19 +30,29 @@ class GpuHour:
 
 
 def job_gpu_hours(
-    session: Session, *, job_pk: int, start: datetime, end: datetime, longest_report: timedelta
+    session: Session,
+    *,
+    job: ColumnElement[int],
+    start: datetime,
+    end: datetime,
+    longest_report: timedelta,
 ) -> list[GpuHour]:
     """The job's GPU-hours from `start` to `end` (whole hours), by hour, then GPU. A report
-    may begin up to `longest_report` before `start` and still reach into it."""
+    may begin up to `longest_report` before `start` and still reach into it. `job` is its id
+    as SQL, a subquery that finds it: this reads the raw rows and folded records in the
+    session's first statement (below)."""
     if end <= start or end - start > timedelta(hours=MAX_HOURS):
         raise InvalidInput("to", f"must be after `from`, by at most {MAX_HOURS} hours")
     # Raw rows and folded records in one statement, so in one snapshot: read in two, a prune
-    # committing between them would leave an hour in neither, or in both.
+    # committing between them would leave an hour in neither, or in both. And the read's
+    # first statement, where its snapshot begins: a prune drops a month's partition once it
+    # is folded, and a dropped table is gone from every snapshot, so that one begun before
+    # the fold committed would find the hours in neither.
     raw = (
         select(true().label("is_raw"), *RAW, Report.period_end)
         .join(Report, Report.id == USAGE.c.report_id)
         .where(
-            USAGE.c.job_id == job_pk,
+            USAGE.c.job_id == job,
             USAGE.c.period_start >= start - longest_report,
             USAGE.c.period_start < end,
         )
@@ -57,7 +67,7 @@ def job_gpu_hours(
         GPU_HOURS.c.busy_us,
         GPU_HOURS.c.energy_mj,
         null(),
-    ).where(GPU_HOURS.c.job_id == job_pk, GPU_HOURS.c.hour >= start, GPU_HOURS.c.hour < end)
+    ).where(GPU_HOURS.c.job_id == job, GPU_HOURS.c.hour >= start, GPU_HOURS.c.hour < end)
     rows = session.execute(union_all(raw, records)).all()
     # A raw row: `RAW`, then its report's end; a folded record: its hour where a raw row
     # has its start.

@@ -100,8 +100,10 @@ def test_a_write_in_a_read_session_fails_on_postgresql(settings: Any, backend: s
             session.execute(text("CREATE TEMPORARY TABLE scratch (n int)"))
         with database.read() as session:
             assert session.execute(text("SHOW transaction_read_only")).scalar() == "on"
-        with database.write() as session:
+            assert session.execute(text("SHOW transaction_isolation")).scalar() == "repeatable read"
+        with database.write() as session:  # on a connection a read has just given back
             assert session.execute(text("SHOW transaction_read_only")).scalar() == "off"
+            assert session.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
     finally:
         database.engine.dispose()
 
