@@ -2,6 +2,7 @@
 dropped whole on PostgreSQL); totals stay, and a job's GPU-hours read the same."""
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -295,35 +296,17 @@ def test_a_prune_committing_while_a_jobs_gpu_hours_are_read_changes_no_figure(
     url = f"/v1/jobs/{CLUSTER}/91234/gpu-hours"
     window = {"from": "2025-03-10T10:00:00Z", "to": "2025-03-10T12:00:00Z"}
     before = client.get(url, params=window, headers=auth["viewer"]).json()
-    pruned: list[Pruned] = []
-    started: list[bool] = []
-
     # Once the read has run its first statement on raw usage, a prune folds the report and
     # commits: read in two statements, raw then folded, the hours would be counted twice.
-    def prune_after_the_raw_read(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        reads_raw = statement.startswith("SELECT") and "reports.period_end" in statement
-        if reads_raw and not started:
-            started.append(True)
-            worker = threading.Thread(
-                target=lambda: pruned.append(
-                    prune_raw(
-                        transactions_on(db.get_bind()),
-                        now=pruned_at,
-                        retention_days=0,
-                        actor="t",
-                    )
-                )
-            )
-            worker.start()
-            worker.join()
+    during, pruned = read_while_pruning(
+        lambda: client.get(url, params=window, headers=auth["viewer"]),
+        lambda statement: statement.startswith("SELECT") and "reports.period_end" in statement,
+        lambda: prune_raw(
+            transactions_on(db.get_bind()), now=pruned_at, retention_days=0, actor="t"
+        ),
+    )
 
-    event.listen(Engine, "after_cursor_execute", prune_after_the_raw_read)
-    try:
-        during = client.get(url, params=window, headers=auth["viewer"])
-    finally:
-        event.remove(Engine, "after_cursor_execute", prune_after_the_raw_read)
-
-    assert pruned[0].usage_rows_deleted == 1
+    assert pruned.usage_rows_deleted == 1
     assert during.status_code == 200, during.text
     assert during.json() == before
     assert client.get(url, params=window, headers=auth["viewer"]).json() == before
@@ -331,6 +314,69 @@ def test_a_prune_committing_while_a_jobs_gpu_hours_are_read_changes_no_figure(
         ("2025-03-10T10:00:00Z", "1800"),
         ("2025-03-10T11:00:00Z", "1800"),
     ]
+
+
+def read_while_pruning(
+    read: Callable[[], Any], after: Callable[[str], bool], prune: Callable[[], Pruned]
+) -> tuple[Any, Pruned]:
+    """What `read` answers when `prune` runs, whole, right after the read's first statement
+    that `after` picks; and what the prune did."""
+    fired: list[str] = []
+    pruned: list[Pruned] = []
+
+    def prune_there(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if fired or not after(statement):  # once: the prune's own statements pass here too
+            return
+        fired.append(statement)
+        worker = threading.Thread(target=lambda: pruned.append(prune()))
+        worker.start()
+        worker.join()
+
+    event.listen(Engine, "after_cursor_execute", prune_there)
+    try:
+        answer = read()
+    finally:
+        event.remove(Engine, "after_cursor_execute", prune_there)
+    assert fired and pruned, "the read ran no such statement, or the prune failed"
+    return answer, pruned[0]
+
+
+def test_a_prune_dropping_the_month_while_a_jobs_gpu_hours_are_read_loses_no_hour(
+    client: TestClient, auth: Auth, db: Session, clock: SettableClock, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("monthly partitions, dropped once folded, are PostgreSQL's")
+    clock.moment = datetime(2025, 6, 1, tzinfo=UTC)
+    with db.get_bind().begin() as connection:  # January's partition, as in production
+        ensure_partitions(connection, datetime(2025, 1, 1, tzinfo=UTC))
+    body = report(
+        1,
+        start="2025-01-10T10:00:00Z",
+        end="2025-01-10T11:00:00Z",
+        gpus=[entry(0, gpu_seconds=3600)],
+    )
+    assert client.post("/v1/reports", json=body, headers=auth["collector"]).status_code == 201
+    url = f"/v1/jobs/{CLUSTER}/91234/gpu-hours"
+    window = {"from": "2025-01-10T10:00:00Z", "to": "2025-01-10T12:00:00Z"}
+    before = client.get(url, params=window, headers=auth["viewer"]).json()
+    assert len(before["gpu_hours"]) == 1
+
+    # Right after the read's first statement that looks for the job, January is folded and
+    # its partition dropped if it can be: a dropped table is gone from every snapshot, so a
+    # snapshot begun before the fold committed would find the hours in neither.
+    during, pruned = read_while_pruning(
+        lambda: client.get(url, params=window, headers=auth["viewer"]),
+        lambda statement: "FROM jobs" in statement,
+        lambda: prune_raw(
+            transactions_on(db.get_bind()), now=clock.moment, retention_days=100, actor="t"
+        ),
+    )
+
+    # Dropped, or (held by the statement under way) left for the next prune once its lock
+    # wait ran out: either way, every hour.
+    assert pruned.usage_rows_deleted == 1
+    assert during.json() == before
+    assert client.get(url, params=window, headers=auth["viewer"]).json() == before
 
 
 def test_gpu_hours_refuse_what_they_cannot_answer(
