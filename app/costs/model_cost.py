@@ -203,19 +203,17 @@ def _peaks(
     """The GPU-time of each phase's busiest hour (by the name it is shown under), and of
     the model's."""
     stored = list(names)
-    if len(stored) == 1:
-        # One phase: its hours are the model's, and so is its busiest (the sums per hour,
-        # one column fewer, are most of the query's time).
-        (overall,) = connection.execute(_peaks_query(model=model, where=where, phases=[])).one()
-        return {names[stored[0]]: int(overall)}, int(overall)
+    # One phase: its hours are the model's, and so is its busiest hour, asked once (the
+    # sums per hour, one column fewer, are most of the query's time).
+    alone = len(stored) == 1
     peaks: dict[str, int] = {}
     overall_peak = 0
     for first in range(0, len(stored), PHASES_PER_PEAKS_QUERY):
         phases = stored[first : first + PHASES_PER_PEAKS_QUERY]
-        query = _peaks_query(model=model, where=where, phases=phases)
+        query = _peaks_query(model=model, where=where, phases=[] if alone else phases)
         overall, *busiest = connection.execute(query).one()
         overall_peak = int(overall)
-        for phase, peak in zip(phases, busiest, strict=True):
+        for phase, peak in zip(phases, [overall] if alone else busiest, strict=True):
             peaks[names[phase]] = max(peaks.get(names[phase], 0), int(peak))
     return peaks, overall_peak
 
