@@ -20,9 +20,16 @@ from sqlalchemy.orm import Session
 from app.core.calendar import month_of
 from app.core.sums import exact_sum
 from app.core.units import PARTS_PER_MJ, PARTS_PER_US, booked_nano
-from app.costs.query import in_period, joined, label, price_columns, priced_usage
+from app.costs.query import (
+    in_period,
+    joined,
+    label,
+    price_columns,
+    priced_usage,
+    prices_for,
+)
 from app.models import Cluster, HourlyUsage, Job, Period, PeriodLine
-from app.pricing.atom_prices import DEFAULT, atom_prices
+from app.pricing.atom_prices import DEFAULT
 from app.totals.levels import FIGURES as SUMMED
 
 FIGURES = ("gpu_parts", "busy_parts", "kwh_parts", "cost_parts", "energy_cost_parts")
@@ -150,7 +157,7 @@ def _hourly_atoms(
     session: Session, *, start: datetime, end: datetime, default_micro_usd: int
 ) -> Select[Any]:
     # Atoms are already one per job (or idle cluster), GPU model and hour: nothing to sum.
-    prices = atom_prices(session, default_micro_usd=default_micro_usd)
+    prices = prices_for(session, default_micro_usd=default_micro_usd)
     job = HourlyUsage.job_id
     columns: list[Any] = [
         HourlyUsage.hour,
@@ -184,8 +191,7 @@ def _summed_atoms(
     session: Session, *, start: datetime, end: datetime, granularity: str, default_micro_usd: int
 ) -> Select[Any]:
     priced = priced_usage(
-        session,
-        default_micro_usd=default_micro_usd,
+        prices_for(session, default_micro_usd=default_micro_usd),
         start=start,
         end=end,
         where=[],

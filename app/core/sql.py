@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Select, String, cast, func, null, true
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
@@ -83,7 +82,7 @@ def utc_period(unit: str, instant: Any) -> ColumnElement[str]:
 
 
 def per_row(
-    session: Session,
+    dialect: str,
     build: Callable[[Sequence[ColumnElement[bool]]], Select[Any]],
     *,
     name: str,
@@ -92,10 +91,11 @@ def per_row(
     on: Callable[[Any], ColumnElement[bool]],
 ) -> tuple[Any, ColumnElement[bool]]:
     """A subquery `build(where)` to join to each row of an outer query, and the join's
-    condition. On PostgreSQL, a lateral one built under `each_row` (conditions that name the
-    outer row), joined on true: one small query per outer row. Elsewhere (SQLite has no
-    LATERAL), one built under `all_rows` for every outer row at once, joined `on` its key."""
-    if session.get_bind().dialect.name == "postgresql":
+    condition, for the `dialect` named. On PostgreSQL, a lateral one built under `each_row`
+    (conditions that name the outer row), joined on true: one small query per outer row.
+    Elsewhere (SQLite has no LATERAL), one built under `all_rows` for every outer row at
+    once, joined `on` its key."""
+    if dialect == "postgresql":
         return build(each_row).lateral(name), true()
     subquery = build(all_rows).subquery(name)
     return subquery, on(subquery)

@@ -1,5 +1,6 @@
 """A model's training cost, phase by phase: the V3 report's table, from measured usage."""
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -28,12 +29,13 @@ from app.costs.query import (
     in_period,
     price_columns,
     priced_usage,
+    prices_for,
     resum,
 )
 from app.costs.schemas import ModelCost, PhaseCost, RateUsed
 from app.costs.service import rollup_filters
 from app.models import Cluster, HourlyUsage, Job
-from app.pricing.atom_prices import SOURCES
+from app.pricing.atom_prices import SOURCES, AtomPrices
 from app.totals.levels import MODEL_HOURS, over
 from app.totals.store import labels_of
 
@@ -63,14 +65,9 @@ def model_cost(
     by_phase: dict[str, Exact] = {}
     names: dict[str | None, str] = {}  # each phase as stored, and as shown
     used: set[tuple[str, int, int]] = set()
+    prices = prices_for(session, default_micro_usd=default_micro_usd, scenario=scenario)
     figures_query = _figures_query(
-        session,
-        model=model,
-        start=start,
-        end=end,
-        where=filters,
-        default=default_micro_usd,
-        scenario=scenario,
+        prices, model=model, start=start, end=end, cluster=cluster, dialect=connection.dialect.name
     )
     for row in connection.execute(figures_query):
         name = names.setdefault(row.phase, _phase_name(row.phase, model))
@@ -137,26 +134,26 @@ def _owned(model: str) -> ColumnElement[bool]:
     return Job.model.is_(None) if model == UNATTRIBUTED else Job.model == model
 
 
+# Built once for the prices (the same object while the rate cards stay the same, see
+# app.pricing.atom_prices), model, period and cluster asked: building it is a third of a model
+# cost's own work, and a dashboard asks the same question again and again. A statement, once
+# built, is immutable and shared safely between requests and threads.
+@functools.lru_cache(maxsize=64)
 def _figures_query(
-    session: Session,
+    prices: AtomPrices,
     *,
     model: str,
     start: datetime | None,
     end: datetime | None,
-    where: list[ColumnElement[bool]],
-    default: int,
-    scenario: "ScenarioPrices | None",
+    cluster: str | None,
+    dialect: str,
 ) -> Select[Any]:
     """The model's figures per phase, GPU model and price: priced and summed per job first,
     as every cost roll-up is, then per phase."""
+    where = rollup_filters({"cluster": cluster}, True)
     if model == IDLE:
         idle = priced_usage(
-            session,
-            default_micro_usd=default,
-            start=start,
-            end=end,
-            where=[*where, HourlyUsage.job_id.is_(None)],
-            scenario=scenario,
+            prices, start=start, end=end, where=[*where, HourlyUsage.job_id.is_(None)]
         ).subquery("priced")
         keys: list[Any] = [idle.c.gpu_model, *price_columns(idle)]
         return select(literal(None, String).label("phase"), *keys, *resum(idle)).group_by(*keys)
@@ -166,17 +163,10 @@ def _figures_query(
     # at once by the price expressions, a model's atoms are estimated at one group per atom,
     # and sorted instead, which takes half as long again on a year of a model's usage.
     def job_atoms(atoms: Sequence[ColumnElement[bool]]) -> Select[Any]:
-        return priced_usage(
-            session,
-            default_micro_usd=default,
-            start=start,
-            end=end,
-            where=[*atoms, *where],
-            scenario=scenario,
-        )
+        return priced_usage(prices, start=start, end=end, where=[*atoms, *where])
 
     priced, on = per_row(
-        session,
+        dialect,
         job_atoms,
         name="priced",
         each_row=[HourlyUsage.job_id == Job.id],

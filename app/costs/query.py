@@ -41,7 +41,7 @@ from app.core.labels import IDLE, UNATTRIBUTED
 from app.core.sql import utc_period
 from app.core.sums import exact_sum
 from app.models import Cluster, HourlyUsage, Job
-from app.pricing.atom_prices import PRICES, atom_prices
+from app.pricing.atom_prices import PRICES, AtomPrices, atom_prices
 from app.scenarios.prices import ScenarioPrices
 from app.totals.levels import (
     DAY,
@@ -88,22 +88,26 @@ def in_period(start: datetime | None, end: datetime | None) -> list[ColumnElemen
     return conditions
 
 
+def prices_for(
+    session: Session, *, default_micro_usd: int, scenario: ScenarioPrices | None = None
+) -> AtomPrices:
+    """Each atom's prices: the books' as the rate cards stand, or a `scenario`'s over them."""
+    books = atom_prices(session, default_micro_usd=default_micro_usd)
+    return books if scenario is None else scenario.over(books)
+
+
 def priced_usage(
-    session: Session,
+    prices: AtomPrices,
     *,
-    default_micro_usd: int,
     start: datetime | None,
     end: datetime | None,
     where: Sequence[ColumnElement[bool]],
     by: dict[str, str] | None = None,
-    scenario: ScenarioPrices | None = None,
 ) -> Select[Any]:
     """Stage one: the atoms from `start` to `end` matching `where` (both written over the
     hourly level), summed exactly per job, cluster, GPU model and price, and per period
-    for each `by` name ("day" or "month"), at the books' prices or a `scenario`'s; callers
-    make it a subquery, or a lateral one. A range without a whole hour has no rows."""
-    books = atom_prices(session, default_micro_usd=default_micro_usd)
-    prices = books if scenario is None else scenario.over(books)
+    for each `by` name ("day" or "month"), at `prices` (`prices_for`); callers make it a
+    subquery, or a lateral one. A range without a whole hour has no rows."""
     periods = by or {}
     coarsest = DAY if "day" in periods.values() else MONTH
     read = cover(start, end, changes=prices.changes, coarsest=coarsest)

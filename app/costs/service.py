@@ -16,6 +16,7 @@ from app.costs.query import (
     label_is,
     price_columns,
     priced_usage,
+    prices_for,
     resum,
 )
 from app.costs.schemas import CostReport, CostRow, Figures
@@ -97,13 +98,11 @@ def cost_groups(
     """The exact figures of each group of the keys asked for, in the keys' order, at the
     books' prices or a `scenario`'s."""
     priced = priced_usage(
-        session,
-        default_micro_usd=default_micro_usd,
+        prices_for(session, default_micro_usd=default_micro_usd, scenario=scenario),
         start=start,
         end=end,
         where=rollup_filters(filters, include_idle),
         by={key: key for key in group_by if key in ("day", "month")},
-        scenario=scenario,
     ).subquery("priced")
     keys = _key_columns(group_by, priced)
     prices = price_columns(priced)

@@ -131,11 +131,12 @@ class ModelHourlyUsage(Base):
     __tablename__ = "usage_model_hourly"
     __table_args__ = (
         Index(
-            "uq_usage_model_hourly_model_phase_cluster_id_hour",
+            # By hour after the model: a model's busiest hour sums its hours in index order.
+            "uq_usage_model_hourly_model_hour_phase_cluster_id",
             "model",
+            "hour",
             "phase",
             "cluster_id",
-            "hour",
             unique=True,
             postgresql_include=["gpu_us"],
         ),

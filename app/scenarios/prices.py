@@ -8,6 +8,7 @@ has one, else the books'. The source column says which priced it, so a figure pr
 part by the books says so.
 """
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,23 +47,31 @@ class ScenarioPrices:
 
     def over(self, books: AtomPrices) -> AtomPrices:
         """Each atom's prices under this scenario, the books' where it has none."""
-        own = [p for p in self.prices if p.gpu_model is not None]
-        general = [p for p in self.prices if p.gpu_model is None]
-        # GPU-model prices first: a CASE takes its first true condition.
-        cases = [
-            *price_cases(own, lambda p: HourlyUsage.gpu_model == p.gpu_model),
-            *price_cases(general, lambda p: true()),
-        ]
-        if not cases:
-            return books
-        rate: Any = case(
-            *((c, price_in_force(ps, lambda p: p.micro_usd_per_gpu_hour)) for c, ps in cases),
-            else_=books.rate,
-        )
-        source: Any = case(*((c, constant(SCENARIO)) for c, _ in cases), else_=books.source)
-        # Null where the price in force has no kWh price of its own, or none is in force: the
-        # books' then, written once rather than once a price.
-        own_kwh = case(*((c, price_in_force(ps, lambda p: p.micro_usd_per_kwh)) for c, ps in cases))
-        energy: Any = func.coalesce(own_kwh, books.energy_rate)
-        changes = books.changes | {p.effective_from for p in self.prices}
-        return AtomPrices(rate=rate, source=source, energy_rate=energy, changes=changes)
+        return _over(self, books)
+
+
+# Built once for a scenario's prices over the books' (both compared by value: the books' are
+# the same object while the rate cards stay the same), so that a cost query under a scenario
+# finds its statement already built, as one at the books' prices does (app.costs.model_cost).
+@functools.lru_cache(maxsize=8)
+def _over(scenario: ScenarioPrices, books: AtomPrices) -> AtomPrices:
+    own = [p for p in scenario.prices if p.gpu_model is not None]
+    general = [p for p in scenario.prices if p.gpu_model is None]
+    # GPU-model prices first: a CASE takes its first true condition.
+    cases = [
+        *price_cases(own, lambda p: HourlyUsage.gpu_model == p.gpu_model),
+        *price_cases(general, lambda p: true()),
+    ]
+    if not cases:
+        return books
+    rate: Any = case(
+        *((c, price_in_force(ps, lambda p: p.micro_usd_per_gpu_hour)) for c, ps in cases),
+        else_=books.rate,
+    )
+    source: Any = case(*((c, constant(SCENARIO)) for c, _ in cases), else_=books.source)
+    # Null where the price in force has no kWh price of its own, or none is in force: the
+    # books' then, written once rather than once a price.
+    own_kwh = case(*((c, price_in_force(ps, lambda p: p.micro_usd_per_kwh)) for c, ps in cases))
+    energy: Any = func.coalesce(own_kwh, books.energy_rate)
+    changes = books.changes | {p.effective_from for p in scenario.prices}
+    return AtomPrices(rate=rate, source=source, energy_rate=energy, changes=changes)

@@ -143,7 +143,7 @@ def _add_by_label(session: Session, sums: Mapping[tuple[str, str, int, datetime]
 
 def _add_gpu_time(stmt: Any) -> Any:
     return stmt.on_conflict_do_update(
-        index_elements=["model", "phase", "cluster_id", "hour"],
+        index_elements=["model", "hour", "phase", "cluster_id"],
         set_={"gpu_us": MODEL_HOURS.c.gpu_us + stmt.excluded.gpu_us},
     )
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
 from app.costs.model_cost import model_cost
-from app.costs.query import priced_usage
+from app.costs.query import priced_usage, prices_for
 from app.costs.service import cost_report
 from app.models import Cluster, EnergyRate, Rate
 from app.pricing.atom_prices import PRICES
@@ -500,8 +500,7 @@ def test_a_range_without_hours_costs_nothing(
     with client.app.state.database.read() as session:  # type: ignore[attr-defined]
         for start, end in empty:
             stage_one = priced_usage(
-                session,
-                default_micro_usd=DEFAULT_MICRO_USD,
+                prices_for(session, default_micro_usd=DEFAULT_MICRO_USD),
                 start=start,
                 end=end,
                 where=[],

@@ -5,6 +5,7 @@ from fastapi.testclient import TestClient
 
 from app.costs.model_cost import PHASES_PER_PEAKS_QUERY
 from tests.app.costs.test_costs import Auth, hour_report, label_job, send, set_rate
+from tests.app.scenarios.test_scenarios import priced, put_scenario
 from tests.support import entry
 
 A100 = "NVIDIA A100"
@@ -96,3 +97,35 @@ def test_the_unattributed_model_has_its_jobs_first_and_last_usage(
         phase["first_usage"],
         phase["last_usage"],
     )
+
+
+def test_the_same_question_asked_again_after_a_price_changes_has_the_new_price(
+    client: TestClient, auth: Auth
+) -> None:
+    # A model's figures statement is built once per question and prices (app.costs.
+    # model_cost): a restated rate, a rate from a later hour, a scenario's new price each
+    # make the next answer to the same question a new one.
+    assert set_rate(client, auth, "2.00", "2025-01-01T00:00:00Z").status_code == 201
+    label_job(client, auth, "a", model="m", phase="pre-training")
+    send(client, auth, hour_report(1, 10, [entry(g, job_id="a", gpu_seconds=3600) for g in (0, 1)]))
+    send(client, auth, hour_report(2, 11, [entry(0, job_id="a", gpu_seconds=3600)]))
+    assert put_scenario(client, auth, "rental").status_code == 201
+
+    def total(**params: str) -> tuple[str, list[str]]:
+        response = client.get("/v1/models/m/cost", params=params, headers=auth["viewer"])
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return body["total"]["cost_usd"], body["total"]["rate_sources"]
+
+    assert total() == total() == ("6", ["card"])
+    assert set_rate(client, auth, "2.50", "2025-01-01T00:00:00Z").status_code == 200
+    assert total() == ("7.5", ["card"])
+    assert set_rate(client, auth, "4.00", "2025-01-06T11:00:00Z").status_code == 201
+    assert total() == ("9", ["card"])
+    # No price in the scenario yet: the books'.
+    assert total(scenario="rental") == ("9", ["card"])
+    priced(client, auth, "rental", effective_from="2025-01-06T11:00:00Z", usd_per_gpu_hour="1")
+    assert total(scenario="rental") == ("6", ["scenario", "card"])
+    priced(client, auth, "rental", effective_from="2025-01-01T00:00:00Z", usd_per_gpu_hour="3")
+    assert total(scenario="rental") == total(scenario="rental") == ("7", ["scenario"])
+    assert total() == ("9", ["card"])
