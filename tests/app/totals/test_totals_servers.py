@@ -14,6 +14,7 @@ from tests.support import CLUSTER, entry, report, running_server
 pytestmark = pytest.mark.slow
 
 MINUTES = 90  # two hours of each node's reports
+RELABEL_EVERY = 6  # reports of a node, at most, between two relabels
 LABELS = [("m1", "pre-training"), ("m2", "eval"), ("m1", "eval")]
 
 
@@ -38,15 +39,31 @@ def test_relabelling_while_reports_arrive_keeps_every_level_equal_to_its_hours(
     relabelled: list[tuple[str, str]] = []
     with running_server(db_url, log_dir) as one, running_server(db_url, log_dir) as two:
         done = threading.Event()
+        more = threading.Condition()
+        stopped = threading.Event()
 
         def send(node: str, url: str) -> None:
             with httpx.Client(base_url=url, headers=collector, timeout=60) as client:
                 for seq in range(MINUTES):
+                    # Relabels go on all through the reports, however fast either side is on
+                    # this machine: report n waits for n // RELABEL_EVERY relabels (or for
+                    # the relabelling to have stopped, failed).
+                    wanted = seq // RELABEL_EVERY
+                    with more:
+                        more.wait_for(lambda n=wanted: len(relabelled) >= n or stopped.is_set(), 60)
                     statuses.append(
                         client.post("/v1/reports", json=minute_of(node, seq)).status_code
                     )
 
         def relabel() -> None:
+            try:
+                relabel_until_done()
+            finally:
+                with more:
+                    stopped.set()
+                    more.notify_all()
+
+        def relabel_until_done() -> None:
             urls = [one.url, two.url]
             while not done.is_set():
                 model, phase = LABELS[len(relabelled) % len(LABELS)]
@@ -57,7 +74,9 @@ def test_relabelling_while_reports_arrive_keeps_every_level_equal_to_its_hours(
                     timeout=60,
                 )
                 assert response.status_code in (200, 201), response.text
-                relabelled.append((model, phase))
+                with more:
+                    relabelled.append((model, phase))
+                    more.notify_all()
 
         senders = [
             threading.Thread(target=send, args=("node-a", one.url)),
@@ -78,7 +97,8 @@ def test_relabelling_while_reports_arrive_keeps_every_level_equal_to_its_hours(
         ).json()
 
     assert statuses == [201] * (2 * MINUTES)
-    assert len(relabelled) > 10  # relabelled again and again while reports arrived
+    # Relabelled again and again while reports arrived.
+    assert len(relabelled) >= (MINUTES - 1) // RELABEL_EVERY
     checked = CliRunner().invoke(cli, ["db", "check-totals"], env={"GPUCOST_DATABASE_URL": db_url})
     assert checked.exit_code == 0, checked.output
     # All of job c's GPU-time is now its last model's: 16 GPUs, 90 minutes; its busiest hour
