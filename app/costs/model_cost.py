@@ -1,6 +1,5 @@
 """A model's training cost, phase by phase: the V3 report's table, from measured usage."""
 
-import functools
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -26,6 +25,7 @@ from app.core.units import hours, rounded, usd_from_micro
 from app.costs._efficiency import Counted, counted_by_phase, efficiency
 from app.costs.figures import Exact
 from app.costs.query import (
+    built_once,
     in_period,
     price_columns,
     priced_usage,
@@ -134,11 +134,7 @@ def _owned(model: str) -> ColumnElement[bool]:
     return Job.model.is_(None) if model == UNATTRIBUTED else Job.model == model
 
 
-# Built once for the prices (the same object while the rate cards stay the same, see
-# app.pricing.atom_prices), model, period and cluster asked: building it is a third of a model
-# cost's own work, and a dashboard asks the same question again and again. A statement, once
-# built, is immutable and shared safely between requests and threads.
-@functools.lru_cache(maxsize=64)
+@built_once
 def _figures_query(
     prices: AtomPrices,
     *,

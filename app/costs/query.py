@@ -21,9 +21,10 @@ writes each price once however many levels it reads; the prices are constants in
 not parameters, so that no count of rates meets a database's limit on those.
 """
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -56,7 +57,31 @@ from app.totals.levels import (
     within,
 )
 
+P = ParamSpec("P")
+T = TypeVar("T")
 LABELS = {"model": Job.model, "phase": Job.phase, "team": Job.team, "user": Job.user_name}
+
+
+# The statements of cost roll-ups are built once for the prices (the same object while the
+# rate cards and a scenario's prices stay the same, app.pricing.atom_prices) and the question
+# asked: building one is a third to a half of a roll-up's own work, and dashboards ask the
+# same questions again and again. A statement, once built, is immutable and shared safely
+# between requests and threads.
+_BUILT: list[Any] = []
+
+
+def built_once(build: Callable[P, T]) -> Callable[P, T]:
+    """`build` (a statement builder whose arguments are all hashable, its prices among them)
+    remembering its 32 latest statements."""
+    cached = functools.lru_cache(maxsize=32)(build)
+    _BUILT.append(cached)
+    return cached  # type: ignore[return-value]
+
+
+def forget_built() -> None:
+    """Build every statement again from here on (a test that changes how they are built)."""
+    for cached in _BUILT:
+        cached.cache_clear()
 
 
 def label(name: str, job_id: Any) -> ColumnElement[str]:

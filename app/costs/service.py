@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Subquery, select
+from sqlalchemy import ColumnElement, Select, Subquery, select
 from sqlalchemy.orm import Session
 
 from app.core.labels import canonical_phase
@@ -11,6 +11,7 @@ from app.core.units import usd_from_micro
 from app.costs.figures import Exact, grouped
 from app.costs.query import (
     LABELS,
+    built_once,
     joined,
     label,
     label_is,
@@ -21,6 +22,7 @@ from app.costs.query import (
 )
 from app.costs.schemas import CostReport, CostRow, Figures
 from app.models import Cluster, HourlyUsage, Job
+from app.pricing.atom_prices import AtomPrices
 
 if TYPE_CHECKING:
     from app.scenarios.prices import ScenarioPrices
@@ -97,28 +99,50 @@ def cost_groups(
 ) -> list[CostGroup]:
     """The exact figures of each group of the keys asked for, in the keys' order, at the
     books' prices or a `scenario`'s."""
-    priced = priced_usage(
+    query, names = _groups_query(
         prices_for(session, default_micro_usd=default_micro_usd, scenario=scenario),
         start=start,
         end=end,
-        where=rollup_filters(filters, include_idle),
+        group_by=tuple(group_by),
+        filters=tuple(filters.items()),
+        include_idle=include_idle,
+    )
+    groups = grouped(session.execute(query), lambda row: tuple(getattr(row, n) for n in names))
+    keys = [name.removeprefix("key_") for name in names]
+    return [CostGroup(dict(zip(keys, key, strict=True)), exact) for key, exact in groups]
+
+
+@built_once
+def _groups_query(
+    prices: AtomPrices,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    group_by: tuple[str, ...],
+    filters: tuple[tuple[str, str | None], ...],
+    include_idle: bool,
+) -> tuple[Select[Any], list[str]]:
+    """The roll-up's statement, and the names of its key columns, in the keys' order."""
+    priced = priced_usage(
+        prices,
+        start=start,
+        end=end,
+        where=rollup_filters(dict(filters), include_idle),
         by={key: key for key in group_by if key in ("day", "month")},
     ).subquery("priced")
-    keys = _key_columns(group_by, priced)
-    prices = price_columns(priced)
+    keys = _key_columns(list(group_by), priced)
+    price_keys = price_columns(priced)
     query = (
         joined(priced)
         .add_columns(
             *(column.label(f"key_{name}") for name, column in keys.items()),
-            *prices,
+            *price_keys,
             *resum(priced),
         )
-        .group_by(*keys.values(), *prices)
+        .group_by(*keys.values(), *price_keys)
         .order_by(*(column.nulls_first() for column in keys.values()))
     )
-    names = [f"key_{name}" for name in keys]
-    groups = grouped(session.execute(query), lambda row: tuple(getattr(row, n) for n in names))
-    return [CostGroup(dict(zip(keys, key, strict=True)), exact) for key, exact in groups]
+    return query, [f"key_{name}" for name in keys]
 
 
 def cost_report(

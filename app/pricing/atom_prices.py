@@ -71,7 +71,9 @@ def price_in_force(prices: list[Any], value: Callable[[Any], int | None]) -> Col
     )
 
 
-@dataclass(frozen=True)
+# Compared and hashed as the object it is (`eq=False`): SQL expressions have no value
+# equality, and `_built` gives the same object while the rate cards stay the same.
+@dataclass(frozen=True, eq=False)
 class AtomPrices:
     """Per-atom expressions: the rate in force, who set it (`SOURCES`), the energy price;
     and the instants from which any of them changes."""

@@ -50,9 +50,9 @@ class ScenarioPrices:
         return _over(self, books)
 
 
-# Built once for a scenario's prices over the books' (both compared by value: the books' are
-# the same object while the rate cards stay the same), so that a cost query under a scenario
-# finds its statement already built, as one at the books' prices does (app.costs.model_cost).
+# Built once for a scenario's prices (compared by value) over the books' (the same object
+# while the rate cards stay the same), so that a cost query under a scenario finds its
+# statement already built, as one at the books' prices does (app.costs.query.built_once).
 @functools.lru_cache(maxsize=8)
 def _over(scenario: ScenarioPrices, books: AtomPrices) -> AtomPrices:
     own = [p for p in scenario.prices if p.gpu_model is not None]

@@ -41,7 +41,9 @@ def _with_prices(
     query = (
         select(Scenario, ScenarioPrice)
         .outerjoin(ScenarioPrice, ScenarioPrice.scenario_id == Scenario.id)
-        .order_by(Scenario.name)
+        # Prices in a fixed order too: a scenario read twice unchanged is the same value,
+        # which the cost statements are built once for (app.costs.query.built_once).
+        .order_by(Scenario.name, ScenarioPrice.id)
     )
     if name is not None:
         query = query.where(Scenario.name == name)

@@ -135,7 +135,9 @@ def move_job_hours(
 def _add_by_label(session: Session, sums: Mapping[tuple[str, str, int, datetime], int]) -> None:
     rows = [
         {"model": model, "phase": phase, "cluster_id": cluster_pk, "hour": hour, "gpu_us": gpu_us}
-        for (model, phase, cluster_pk, hour), gpu_us in sorted(sums.items())
+        for (model, phase, cluster_pk, hour), gpu_us in sorted(
+            sums.items(), key=lambda item: (item[0][0], item[0][3], item[0][1], item[0][2])
+        )
     ]
     for part in chunks(rows):
         insert_many(session, MODEL_HOURS, part, _add_gpu_time)

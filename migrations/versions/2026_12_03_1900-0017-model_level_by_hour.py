@@ -1,12 +1,14 @@
 """The model level's key ordered model, hour, phase, cluster.
 
 A model's busiest hour sums its GPU-time per hour over phases and clusters. Keyed (model,
-phase, cluster, hour), a model's rows come out of the index by phase first, so they were
-hashed by hour (8.8 ms for a year of one model's 8,760 hours); keyed (model, hour, phase,
-cluster), they come out by hour and are summed in one pass (4.7 ms). The upsert's key and
-a relabelling's look-up (model, phase, cluster and a list of hours) use the new index as
-well. The new index is built before the old one is dropped, so that the upsert always has
-its arbiter.
+phase, cluster, hour), a model's rows come out of the index by phase first, so they are
+hashed by hour; keyed (model, hour, phase, cluster), they come out by hour and are summed
+as they come (a year of one model's 8,760 hours, the two indexes asked in turn: 3.3 against
+4.1 ms; a model of 105,000 rows: 31.5 against 35.0 ms). The upsert's conflict target is
+the same set of columns, which is all either database matches on, and a relabelling's
+look-up (model, phase, cluster and a list of hours) uses all four columns of the new index.
+The index is built in the migration's transaction, not concurrently: ingest waits for it
+(175,000 rows, a year of 20 models on 2,048 GPUs: well under a second).
 
 Revision ID: 0017
 Revises: 0016

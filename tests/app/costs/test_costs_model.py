@@ -120,6 +120,11 @@ def test_the_same_question_asked_again_after_a_price_changes_has_the_new_price(
     assert total() == total() == ("6", ["card"])
     assert set_rate(client, auth, "2.50", "2025-01-01T00:00:00Z").status_code == 200
     assert total() == ("7.5", ["card"])
+    # Back to the first price, and on again: each answer the prices' own.
+    assert set_rate(client, auth, "2.00", "2025-01-01T00:00:00Z").status_code == 200
+    assert total() == ("6", ["card"])
+    assert set_rate(client, auth, "2.50", "2025-01-01T00:00:00Z").status_code == 200
+    assert total() == ("7.5", ["card"])
     assert set_rate(client, auth, "4.00", "2025-01-06T11:00:00Z").status_code == 201
     assert total() == ("9", ["card"])
     # No price in the scenario yet: the books'.
@@ -129,3 +134,9 @@ def test_the_same_question_asked_again_after_a_price_changes_has_the_new_price(
     priced(client, auth, "rental", effective_from="2025-01-01T00:00:00Z", usd_per_gpu_hour="3")
     assert total(scenario="rental") == total(scenario="rental") == ("7", ["scenario"])
     assert total() == ("9", ["card"])
+    # The scenario deleted, and set again under its name with another price.
+    deleted = client.delete("/v1/scenarios/rental", headers=auth["admin"])
+    assert deleted.status_code == 204, deleted.text
+    assert put_scenario(client, auth, "rental").status_code == 201
+    priced(client, auth, "rental", effective_from="2025-01-01T00:00:00Z", usd_per_gpu_hour="5")
+    assert total(scenario="rental") == ("15", ["scenario"])

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.costs import model_cost, query
+from app.costs import query
 from app.totals.check import check_totals
 from app.totals.levels import DAY, HOUR, MODEL_HOURS, MONTH, Level, cover
 from tests.app.costs.test_costs import label_job, send, set_rate
@@ -257,11 +257,13 @@ def test_every_cost_read_from_the_levels_equals_its_hours(
     read.clear()
     monkeypatch.setattr(query, "MONTH", HOUR)  # every question answered from hours alone
     monkeypatch.setattr(query, "DAY", HOUR)
-    # A model's figures are built once per question: built from the levels above, now from
-    # the hours, and forgotten again after.
-    model_cost._figures_query.cache_clear()
-    assert answers() == from_levels
-    model_cost._figures_query.cache_clear()
+    # Statements are built once per question: built from the levels above, now from the
+    # hours, and forgotten again after.
+    query.forget_built()
+    try:
+        assert answers() == from_levels
+    finally:
+        query.forget_built()
     # Only tokens' GPU-time reads months whatever the range (all of such a job's usage lies
     # within it: app.costs._efficiency).
     assert not any("usage_daily" in s for s in read)
