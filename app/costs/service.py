@@ -121,7 +121,7 @@ def _groups_query(
     group_by: tuple[str, ...],
     filters: tuple[tuple[str, str | None], ...],
     include_idle: bool,
-) -> tuple[Select[Any], list[str]]:
+) -> tuple[Select[Any], tuple[str, ...]]:
     """The roll-up's statement, and the names of its key columns, in the keys' order."""
     priced = priced_usage(
         prices,
@@ -142,7 +142,7 @@ def _groups_query(
         .group_by(*keys.values(), *price_keys)
         .order_by(*(column.nulls_first() for column in keys.values()))
     )
-    return query, [f"key_{name}" for name in keys]
+    return query, tuple(f"key_{name}" for name in keys)
 
 
 def cost_report(

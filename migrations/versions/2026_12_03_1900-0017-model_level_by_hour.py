@@ -8,7 +8,10 @@ as they come (a year of one model's 8,760 hours, the two indexes asked in turn: 
 the same set of columns, which is all either database matches on, and a relabelling's
 look-up (model, phase, cluster and a list of hours) uses all four columns of the new index.
 The index is built in the migration's transaction, not concurrently: ingest waits for it
-(175,000 rows, a year of 20 models on 2,048 GPUs: well under a second).
+(175,000 rows, a year of 20 models on 2,048 GPUs: well under a second). Ingest now adds to
+the model level's rows in the new key's order: servers of the version before, running beside
+servers of this one during an upgrade, lock shared rows in another order, so that two of
+their transactions may deadlock; PostgreSQL then cancels one, and ingest runs it again.
 
 Revision ID: 0017
 Revises: 0016

@@ -111,8 +111,10 @@ def test_the_same_question_asked_again_after_a_price_changes_has_the_new_price(
     send(client, auth, hour_report(2, 11, [entry(0, job_id="a", gpu_seconds=3600)]))
     assert put_scenario(client, auth, "rental").status_code == 201
 
-    def total(**params: str) -> tuple[str, list[str]]:
+    def total(**params: str) -> tuple[str | int, list[str]]:
         response = client.get("/v1/models/m/cost", params=params, headers=auth["viewer"])
+        if response.status_code == 404:
+            return 404, []
         assert response.status_code == 200, response.text
         body = response.json()
         return body["total"]["cost_usd"], body["total"]["rate_sources"]
@@ -134,9 +136,13 @@ def test_the_same_question_asked_again_after_a_price_changes_has_the_new_price(
     priced(client, auth, "rental", effective_from="2025-01-01T00:00:00Z", usd_per_gpu_hour="3")
     assert total(scenario="rental") == total(scenario="rental") == ("7", ["scenario"])
     assert total() == ("9", ["card"])
-    # The scenario deleted, and set again under its name with another price.
+    # The scenario deleted, set again as it was, then given another price.
     deleted = client.delete("/v1/scenarios/rental", headers=auth["admin"])
     assert deleted.status_code == 204, deleted.text
+    assert total(scenario="rental") == (404, [])
     assert put_scenario(client, auth, "rental").status_code == 201
-    priced(client, auth, "rental", effective_from="2025-01-01T00:00:00Z", usd_per_gpu_hour="5")
-    assert total(scenario="rental") == ("15", ["scenario"])
+    priced(client, auth, "rental", effective_from="2025-01-06T11:00:00Z", usd_per_gpu_hour="1")
+    priced(client, auth, "rental", effective_from="2025-01-01T00:00:00Z", usd_per_gpu_hour="3")
+    assert total(scenario="rental") == ("7", ["scenario"])
+    priced(client, auth, "rental", effective_from="2025-01-06T10:00:00Z", usd_per_gpu_hour="5")
+    assert total(scenario="rental") == ("11", ["scenario"])
