@@ -10,6 +10,7 @@ own sums here, before they are sent; a stored sum they would take past it by the
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select
@@ -132,20 +133,32 @@ def move_job_hours(
         )
 
 
+# The model level's key, in its unique index's order: rows are added in that order, so that
+# every writer (ingest, a relabelling) locks the rows it shares with another in the same order.
+_MODEL_KEY = ("model", "hour", "phase", "cluster_id")
+
+
 def _add_by_label(session: Session, sums: Mapping[tuple[str, str, int, datetime], int]) -> None:
-    rows = [
-        {"model": model, "phase": phase, "cluster_id": cluster_pk, "hour": hour, "gpu_us": gpu_us}
-        for (model, phase, cluster_pk, hour), gpu_us in sorted(
-            sums.items(), key=lambda item: (item[0][0], item[0][3], item[0][1], item[0][2])
-        )
-    ]
+    rows = sorted(
+        (
+            {
+                "model": model,
+                "phase": phase,
+                "cluster_id": cluster_pk,
+                "hour": hour,
+                "gpu_us": gpu_us,
+            }
+            for (model, phase, cluster_pk, hour), gpu_us in sums.items()
+        ),
+        key=itemgetter(*_MODEL_KEY),
+    )
     for part in chunks(rows):
         insert_many(session, MODEL_HOURS, part, _add_gpu_time)
 
 
 def _add_gpu_time(stmt: Any) -> Any:
     return stmt.on_conflict_do_update(
-        index_elements=["model", "hour", "phase", "cluster_id"],
+        index_elements=list(_MODEL_KEY),
         set_={"gpu_us": MODEL_HOURS.c.gpu_us + stmt.excluded.gpu_us},
     )
 
